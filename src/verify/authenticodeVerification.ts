@@ -1,0 +1,157 @@
+import { OID } from './oids.js';
+import { DIGEST_STRENGTH, digestFromOid, type DigestName } from './algorithms.js';
+import type { ApprovedCaPolicy } from './approvedCaPolicy.js';
+import { dedupeReasons, reason, type SignatureSummary, type Verdict, type VerdictReason } from './verdict.js';
+import { MalformedError } from './malformed.js';
+import { attributeValues, parseSignedData, type SignedDataParts } from './cms/signedDataParts.js';
+import { parseSpcIndirectDataContent } from './cms/spcIndirectDataContent.js';
+import { checkSigner, judgeDigest } from './cms/signerCheck.js';
+import { checkTimestamps, type AcceptedTimestamp } from './cms/timestampCheck.js';
+import { hasLifetimeSigning, validateChain } from './chain/chainValidator.js';
+import type { CertificateInfo } from './chain/certificateInfo.js';
+
+/** What the file itself yields: the digests computed while streaming, and which Authenticode type it is. */
+export interface FileEvidence {
+  dataType: typeof OID.spcPeImageData | typeof OID.spcCabData;
+  fileDigests: Map<DigestName, Buffer>;
+}
+
+/** One signature's evaluation, before signatures are combined. */
+export interface SignatureEvaluation {
+  index: number;
+  nested: boolean;
+  digestAlgorithm: DigestName | 'unknown';
+  reasons: VerdictReason[];
+  signer?: CertificateInfo;
+  chain: CertificateInfo[];
+  anchored: boolean;
+  digest?: { algorithm: string; expected: string; actual: string };
+  timestamp?: AcceptedTimestamp;
+  verifiedAt: Date;
+  nestedDers: Uint8Array[];
+}
+
+/**
+ * Evaluates one Authenticode signature in the order that keeps a good chain from ever standing in
+ * for a bad file: file digest, then the signer over its attributes, then the timestamp, then the
+ * chain at the proven time.
+ */
+export function evaluateAuthenticodeSignature(der: Uint8Array, evidence: FileEvidence, policy: ApprovedCaPolicy, now: Date, index: number, nested: boolean): SignatureEvaluation {
+  const base = { index, nested, chain: [] as CertificateInfo[], anchored: false, verifiedAt: now, nestedDers: [] as Uint8Array[] };
+  let parts: SignedDataParts;
+  try {
+    parts = parseSignedData(der, nested ? `nested signature #${index}` : 'signature');
+    if (parts.eContentType !== OID.spcIndirectData) throw new MalformedError('the signature does not sign Authenticode content (SpcIndirectDataContent)');
+    if (parts.signers.length !== 1) throw new MalformedError(`Authenticode requires exactly one signer, found ${parts.signers.length}`);
+  } catch (err) {
+    if (!(err instanceof MalformedError)) throw err;
+    return { ...base, digestAlgorithm: 'unknown', reasons: [reason('MALFORMED', err.message)] };
+  }
+  const out: VerdictReason[] = [];
+  const indirect = parseSpcIndirectDataContent(parts.eContentElement);
+  if (indirect.dataType !== evidence.dataType) {
+    throw new MalformedError(`the signature was made for another kind of file (${indirect.dataType})`);
+  }
+  const algorithm = digestFromOid(indirect.digestAlgorithmOid);
+  const weakBefore = out.length;
+  judgeDigest(indirect.digestAlgorithmOid, policy, 'file digest', out);
+  const refused = out.length > weakBefore;
+  let digest: SignatureEvaluation['digest'];
+  const expected = Buffer.from(indirect.digest);
+  if (algorithm && algorithm !== 'md5') {
+    const actual = evidence.fileDigests.get(algorithm);
+    if (!actual) {
+      if (!refused) out.push(reason('UNSUPPORTED_ALGORITHM', `file digest ${algorithm} is not among the digests the rules compute (${[...evidence.fileDigests.keys()].join(', ')})`));
+    } else {
+      digest = { algorithm, expected: expected.toString('hex'), actual: actual.toString('hex') };
+      if (!actual.equals(expected)) out.unshift(reason('DIGEST_MISMATCH', `the file's ${algorithm} Authenticode digest is ${digest.actual}, the signature signs ${digest.expected}`));
+    }
+  }
+
+  const signerInfo = parts.signers[0]!;
+  const signer = checkSigner(parts, signerInfo, policy);
+  out.push(...signer.reasons);
+
+  let at = now;
+  let timestamp: AcceptedTimestamp | undefined;
+  const ts = checkTimestamps(parts, signerInfo, policy, now);
+  if (ts.accepted && signer.signer && !hasLifetimeSigning(signer.signer)) {
+    timestamp = ts.accepted;
+    at = ts.accepted.time;
+  }
+
+  let chain: CertificateInfo[] = [];
+  let anchored = false;
+  if (signer.signer) {
+    const result = validateChain(signer.signer, parts.certificates, policy.anchors, 'codeSigning', at, policy);
+    chain = result.path;
+    anchored = result.anchored;
+    out.push(...result.reasons);
+    if (result.reasons.some((r) => r.code === 'CERT_EXPIRED')) {
+      if (ts.accepted && hasLifetimeSigning(signer.signer)) out.push(reason('CERT_EXPIRED', 'the leaf has the lifetime-signing EKU: a timestamp does not extend its validity'));
+      else if (!ts.accepted) out.push(...(ts.rejected.length ? ts.rejected : [reason('CERT_EXPIRED', 'no valid timestamp proves the signing time')]));
+    }
+  }
+
+  const nestedDers = nested ? [] : attributeValues(signerInfo.info.unsignedAttrs, OID.spcNestedSignature).map((el) => new Uint8Array(el.valueBeforeDecodeView));
+  return {
+    index, nested, digestAlgorithm: algorithm ?? 'unknown', reasons: dedupeReasons(out), signer: signer.signer,
+    chain, anchored, digest, timestamp, verifiedAt: at, nestedDers,
+  };
+}
+
+function summarise(e: SignatureEvaluation): SignatureSummary {
+  return {
+    index: e.index, nested: e.nested, digestAlgorithm: e.digestAlgorithm,
+    verdict: e.reasons.length === 0 ? 'allow' : 'block', reasons: e.reasons,
+    signer: e.signer?.subject, anchor: e.anchored ? e.chain[e.chain.length - 1]?.subject : undefined,
+  };
+}
+
+function safeEvaluate(der: Uint8Array, evidence: FileEvidence, policy: ApprovedCaPolicy, now: Date, index: number, nested: boolean): SignatureEvaluation {
+  try {
+    return evaluateAuthenticodeSignature(der, evidence, policy, now, index, nested);
+  } catch (err) {
+    const code = err instanceof MalformedError ? 'MALFORMED' : 'INTERNAL_ERROR';
+    return { index, nested, digestAlgorithm: 'unknown', reasons: [reason(code, (err as Error).message)], chain: [], anchored: false, verifiedAt: now, nestedDers: [] };
+  }
+}
+
+/**
+ * Evaluates the primary signature and its nested ones and combines them as the rules say:
+ * `primary` (what Windows evaluates), `best` (strongest file digest), or `all`. Whatever the mode,
+ * only a signature whose own checks all pass (file digest included) can allow.
+ */
+export function authenticodeVerdict(signatureDer: Uint8Array, evidence: FileEvidence, policy: ApprovedCaPolicy, now: Date): Omit<Verdict, 'format' | 'sha256' | 'size'> {
+  const primary = safeEvaluate(signatureDer, evidence, policy, now, 0, false);
+  const all = [primary, ...primary.nestedDers.map((d, i) => safeEvaluate(d, evidence, policy, now, i + 1, true))];
+  let deciding = primary;
+  let reasons: VerdictReason[];
+  switch (policy.signatureMode) {
+    case 'primary':
+      reasons = primary.reasons;
+      break;
+    case 'best': {
+      const strength = (e: SignatureEvaluation) => (e.digestAlgorithm === 'unknown' ? -1 : DIGEST_STRENGTH[e.digestAlgorithm]);
+      for (const e of all) if (strength(e) > strength(deciding)) deciding = e;
+      reasons = deciding.reasons;
+      break;
+    }
+    case 'all':
+      reasons = all.flatMap((e) => e.reasons.map((r) => (e.nested ? { code: r.code, message: `nested signature #${e.index}: ${r.message}` } : r)));
+      break;
+  }
+  const leaf = deciding.signer;
+  return {
+    verdict: reasons.length === 0 ? 'allow' : 'block',
+    reasons,
+    signer: leaf ? { subject: leaf.subject, issuer: leaf.issuer, serial: leaf.serialHex, sha256: leaf.sha256 } : undefined,
+    chain: deciding.chain.length ? deciding.chain.map((c) => ({ subject: c.subject, issuer: c.issuer, sha256: c.sha256, notBefore: c.notBefore.toISOString(), notAfter: c.notAfter.toISOString() })) : undefined,
+    digest: deciding.digest,
+    timestamp: deciding.timestamp ? { time: deciding.timestamp.time.toISOString(), authority: deciding.timestamp.authority } : undefined,
+    verifiedAt: deciding.verifiedAt.toISOString(),
+    signatureMode: policy.signatureMode,
+    signatures: all.map(summarise),
+    ekuMode: policy.ekuMode,
+  };
+}

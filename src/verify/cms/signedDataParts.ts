@@ -1,0 +1,164 @@
+import * as asn1js from 'asn1js';
+import * as pkijs from 'pkijs';
+import { OID } from '../oids.js';
+import { MalformedError, parsing } from '../malformed.js';
+import { CertificateInfo } from '../chain/certificateInfo.js';
+
+/** Certificates beyond this many in one signature are refused: real signatures carry a handful. */
+export const MAX_BAG_CERTIFICATES = 100;
+
+export interface SignerParts {
+  info: pkijs.SignerInfo;
+  /** DER of the signed attributes re-tagged as SET OF, the bytes the signature covers; undefined if absent. */
+  signedAttrsDer: Uint8Array | undefined;
+}
+
+/**
+ * A CMS SignedData split into the parts verification needs, with exact bytes where digests and
+ * pins depend on them. pkijs gives the typed objects; asn1js gives the original encodings.
+ */
+export interface SignedDataParts {
+  eContentType: string;
+  /** The content octets that messageDigest covers (value of the OCTET STRING, or of Authenticode's SEQUENCE). */
+  eContentValue: Uint8Array | undefined;
+  /** The element inside eContent [0], for content types with structure (SpcIndirectDataContent). */
+  eContentElement: asn1js.AsnType | undefined;
+  certificates: CertificateInfo[];
+  digestAlgorithmOids: string[];
+  signers: SignerParts[];
+}
+
+function isContext(el: asn1js.AsnType, tag: number): boolean {
+  return el.idBlock.tagClass === 3 && el.idBlock.tagNumber === tag;
+}
+
+function children(el: asn1js.AsnType, what: string): asn1js.AsnType[] {
+  const v = (el as asn1js.Constructed).valueBlock?.value;
+  if (!Array.isArray(v)) throw new MalformedError(`${what} is not a constructed element`);
+  return v as asn1js.AsnType[];
+}
+
+function headerLength(el: asn1js.AsnType): number {
+  return el.idBlock.blockLength + el.lenBlock.blockLength;
+}
+
+/** The value octets of an element as they were encoded (definite length only). */
+export function valueOctets(el: asn1js.AsnType): Uint8Array {
+  if (el.lenBlock.isIndefiniteForm) throw new MalformedError('indefinite length where DER is required');
+  if (el instanceof asn1js.OctetString && !el.idBlock.isConstructed) return el.valueBlock.valueHexView;
+  return el.valueBeforeDecodeView.subarray(headerLength(el));
+}
+
+/** Parses DER that must be exactly one element (no trailing bytes). */
+export function parseSingleDer(bytes: Uint8Array, what: string): asn1js.AsnType {
+  const parsed = asn1js.fromBER(bytes);
+  if (parsed.offset === -1) throw new MalformedError(`${what}: ${parsed.result.error || 'bad ASN.1'}`);
+  if (parsed.offset !== bytes.byteLength) {
+    throw new MalformedError(`${what}: ${bytes.byteLength - parsed.offset} bytes after the ASN.1 element`);
+  }
+  return parsed.result;
+}
+
+export function parseSignedData(der: Uint8Array, what = 'signature'): SignedDataParts {
+  return parsing(what, () => {
+    const ci = parseSingleDer(der, what);
+    const ciFields = children(ci, 'ContentInfo');
+    const typeEl = ciFields[0];
+    if (!(typeEl instanceof asn1js.ObjectIdentifier) || typeEl.valueBlock.toString() !== OID.signedData) {
+      throw new MalformedError('ContentInfo is not SignedData');
+    }
+    const wrapper = ciFields[1];
+    if (!wrapper || !isContext(wrapper, 0)) throw new MalformedError('ContentInfo has no content');
+    const sd = children(wrapper, 'ContentInfo content')[0];
+    if (!sd) throw new MalformedError('empty SignedData');
+    const f = children(sd, 'SignedData');
+    let i = 0;
+    const version = f[i++];
+    const digestAlgs = f[i++];
+    const encap = f[i++];
+    if (!(version instanceof asn1js.Integer) || !digestAlgs || !encap) throw new MalformedError('SignedData fields missing');
+    let certsEl: asn1js.AsnType | undefined;
+    if (f[i] && isContext(f[i]!, 0)) certsEl = f[i++];
+    if (f[i] && isContext(f[i]!, 1)) i++; // CRLs: not used
+    const signerInfosEl = f[i++];
+    if (!signerInfosEl || i !== f.length) throw new MalformedError('SignedData has unexpected fields');
+
+    const digestAlgorithmOids = children(digestAlgs, 'digestAlgorithms').map((a) => new pkijs.AlgorithmIdentifier({ schema: a }).algorithmId);
+
+    const encapFields = children(encap, 'EncapsulatedContentInfo');
+    const eTypeEl = encapFields[0];
+    if (!(eTypeEl instanceof asn1js.ObjectIdentifier)) throw new MalformedError('eContentType missing');
+    let eContentValue: Uint8Array | undefined;
+    let eContentElement: asn1js.AsnType | undefined;
+    const eWrap = encapFields[1];
+    if (eWrap) {
+      if (!isContext(eWrap, 0)) throw new MalformedError('bad eContent tag');
+      const inner = children(eWrap, 'eContent');
+      if (inner.length !== 1) throw new MalformedError('eContent must hold one element');
+      eContentElement = inner[0]!;
+      eContentValue = valueOctets(eContentElement);
+    }
+
+    const certificates: CertificateInfo[] = [];
+    if (certsEl) {
+      const list = children(certsEl, 'certificates');
+      if (list.length > MAX_BAG_CERTIFICATES) {
+        throw new MalformedError(`${list.length} certificates in one signature (limit ${MAX_BAG_CERTIFICATES})`);
+      }
+      for (const c of list) {
+        // Only plain X.509 certificates; attribute and other certificate choices are tagged and skipped.
+        if (c.idBlock.tagClass !== 1 || c.idBlock.tagNumber !== 16) continue;
+        const raw = new Uint8Array(c.valueBeforeDecodeView);
+        certificates.push(parsing('certificate in the signature', () => new CertificateInfo(raw)));
+      }
+    }
+
+    const signers: SignerParts[] = children(signerInfosEl, 'signerInfos').map((siEl) => {
+      const info = new pkijs.SignerInfo({ schema: siEl });
+      let signedAttrsDer: Uint8Array | undefined;
+      for (const part of children(siEl, 'SignerInfo')) {
+        if (isContext(part, 0) && part.idBlock.isConstructed) {
+          if (part.lenBlock.isIndefiniteForm) throw new MalformedError('signed attributes use indefinite length');
+          signedAttrsDer = new Uint8Array(part.valueBeforeDecodeView);
+          signedAttrsDer[0] = 0x31; // [0] IMPLICIT -> SET OF: what the signature covers (RFC 5652 5.4)
+        }
+      }
+      return { info, signedAttrsDer };
+    });
+
+    return { eContentType: eTypeEl.valueBlock.toString(), eContentValue, eContentElement, certificates, digestAlgorithmOids, signers };
+  });
+}
+
+/** All values of one attribute type, or [] if absent. */
+export function attributeValues(attrs: pkijs.SignedAndUnsignedAttributes | undefined, oid: string): asn1js.AsnType[] {
+  if (!attrs) return [];
+  const out: asn1js.AsnType[] = [];
+  for (const a of attrs.attributes) if (a.type === oid) out.push(...(a.values as asn1js.AsnType[]));
+  return out;
+}
+
+/** Exactly one attribute of this type with exactly one value, else MalformedError. */
+export function singleAttribute(attrs: pkijs.SignedAndUnsignedAttributes | undefined, oid: string, name: string): asn1js.AsnType | undefined {
+  if (!attrs) return undefined;
+  const matches = attrs.attributes.filter((a) => a.type === oid);
+  if (matches.length === 0) return undefined;
+  if (matches.length > 1 || matches[0]!.values.length !== 1) throw new MalformedError(`${name} attribute must appear once with one value`);
+  return matches[0]!.values[0] as asn1js.AsnType;
+}
+
+/** The certificate in the bag that the SignerInfo names (issuer and serial, or subject key identifier). */
+export function findSignerCertificate(info: pkijs.SignerInfo, bag: CertificateInfo[]): CertificateInfo | undefined {
+  const sid = info.sid as unknown;
+  if (sid instanceof pkijs.IssuerAndSerialNumber) {
+    const issuer = Buffer.from(sid.issuer.valueBeforeDecode);
+    const serial = Buffer.from(sid.serialNumber.valueBlock.valueHexView).toString('hex');
+    return bag.find((c) => Buffer.from(c.issuerDer).equals(issuer) && c.serialHex === serial);
+  }
+  const el = sid as asn1js.AsnType | undefined;
+  if (el && el.idBlock?.tagClass === 3 && el.idBlock.tagNumber === 0) {
+    const hex = Buffer.from((el as asn1js.Primitive).valueBlock.valueHexView).toString('hex');
+    return bag.find((c) => c.subjectKeyIdentifier === hex);
+  }
+  return undefined;
+}

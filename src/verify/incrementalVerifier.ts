@@ -1,0 +1,269 @@
+import { createHash, type Hash } from 'node:crypto';
+import { OID } from './oids.js';
+import type { DigestName } from './algorithms.js';
+import type { ApprovedCaPolicy } from './approvedCaPolicy.js';
+import { reason, type PayloadFormat, type Verdict, type VerdictReason } from './verdict.js';
+import { MalformedError } from './malformed.js';
+import { RangeHasher } from './rangeHasher.js';
+import { parsePeLayout, peDigestRanges, type PeLayout } from './pe/peLayout.js';
+import { derElementLength, parseCertificateTable } from './pe/winCertificate.js';
+import { parseCabLayout, type CabLayout } from './cab/cabLayout.js';
+import { sniffFormat, SNIFF_BYTES } from './format/sniffFormat.js';
+import { authenticodeVerdict } from './authenticodeVerification.js';
+import { DetachedCmsCheck } from './detachedCmsVerification.js';
+
+type Partial = Omit<Verdict, 'format' | 'sha256' | 'size'>;
+
+/** One container format's streaming state: fed bytes at absolute offsets, then asked for a verdict. */
+interface FormatStream {
+  update(chunk: Uint8Array, at: number): void;
+  finish(total: number): Partial;
+}
+
+const block = (...reasons: VerdictReason[]): Partial => ({ verdict: 'block', reasons });
+
+/**
+ * Buffers the header region until the layout is known, then hashes ranges as bytes arrive and
+ * keeps only the signature blob. Shared by PE and CAB, which differ in layout only.
+ */
+abstract class LayoutStream<L> implements FormatStream {
+  protected head: Uint8Array[] = [];
+  protected headBytes = 0;
+  protected layout: L | undefined;
+  protected hasher: RangeHasher | undefined;
+  protected signature: Uint8Array | undefined;
+  protected signatureFilled = 0;
+  protected failure: VerdictReason | undefined;
+  protected trailing = 0;
+
+  constructor(protected readonly policy: ApprovedCaPolicy) {}
+
+  protected abstract tryLayout(head: Uint8Array): { layout: L } | { need: number };
+  /** Signature blob position once the layout is known; size 0 when unsigned. */
+  protected abstract signatureSpan(layout: L): { offset: number; size: number };
+  protected abstract digestRanges(layout: L): readonly (readonly [number, number])[];
+  protected abstract verdict(layout: L, signature: Uint8Array, total: number): Partial;
+
+  update(chunk: Uint8Array, at: number): void {
+    if (this.failure) return;
+    try {
+      if (!this.layout) {
+        this.head.push(chunk);
+        this.headBytes += chunk.byteLength;
+        const head = Buffer.concat(this.head);
+        this.head = [head];
+        const r = this.tryLayout(head);
+        if ('need' in r) {
+          if (r.need > this.policy.limits.maxHeaderBytes) throw new MalformedError('headers exceed the header limit');
+          return;
+        }
+        this.layout = r.layout;
+        const span = this.signatureSpan(r.layout);
+        if (span.size > this.policy.limits.maxSignatureBytes) {
+          this.failure = reason('OVERSIZE', `signature of ${span.size} bytes exceeds the ${this.policy.limits.maxSignatureBytes}-byte limit`);
+          return;
+        }
+        if (span.size) this.signature = new Uint8Array(span.size);
+        this.hasher = new RangeHasher(this.digestRanges(r.layout), this.policy.fileDigests);
+        this.head = [];
+        this.consume(head, 0);
+        return;
+      }
+      this.consume(chunk, at);
+    } catch (err) {
+      this.failure = reason(err instanceof MalformedError ? 'MALFORMED' : 'INTERNAL_ERROR', (err as Error).message);
+    }
+  }
+
+  private consume(chunk: Uint8Array, at: number): void {
+    this.hasher!.update(chunk, at);
+    const span = this.signatureSpan(this.layout!);
+    if (!span.size) return;
+    const end = at + chunk.byteLength;
+    const from = Math.max(at, span.offset);
+    const to = Math.min(end, span.offset + span.size);
+    if (from < to) {
+      this.signature!.set(chunk.subarray(from - at, to - at), from - span.offset);
+      this.signatureFilled += to - from;
+    }
+    if (end > span.offset + span.size) this.trailing += end - Math.max(at, span.offset + span.size);
+  }
+
+  finish(total: number): Partial {
+    if (this.failure) return block(this.failure);
+    if (!this.layout) return block(reason('MALFORMED', `payload ends (${total} bytes) before its headers are complete`));
+    const span = this.signatureSpan(this.layout);
+    if (!span.size) return block(reason('NOT_SIGNED', 'the file carries no Authenticode signature'));
+    if (total < span.offset + span.size || this.signatureFilled !== span.size) {
+      return block(reason('MALFORMED', `payload is truncated: ${total} bytes, the signature ends at ${span.offset + span.size}`));
+    }
+    const partial = this.verdict(this.layout, this.signature!, total);
+    if (this.trailing > 0) {
+      const t = reason('TRAILING_DATA', `${this.trailing} bytes after the signature, outside what the signature covers`);
+      return { ...partial, verdict: 'block', reasons: [t, ...partial.reasons] };
+    }
+    return partial;
+  }
+}
+
+class PeStream extends LayoutStream<PeLayout> {
+  constructor(policy: ApprovedCaPolicy, private readonly now: Date) { super(policy); }
+
+  protected tryLayout(head: Uint8Array) {
+    const r = parsePeLayout(head, this.policy.limits.maxHeaderBytes);
+    return r.kind === 'need' ? { need: r.bytes } : { layout: r.layout };
+  }
+  protected signatureSpan(l: PeLayout) { return { offset: l.certTableOffset, size: l.certTableSize }; }
+  protected digestRanges(l: PeLayout) { return peDigestRanges(l, Number.MAX_SAFE_INTEGER); }
+  protected verdict(_l: PeLayout, table: Uint8Array): Partial {
+    const { pkcs7, problems } = parseCertificateTable(table);
+    const v = authenticodeVerdict(pkcs7, { dataType: OID.spcPeImageData, fileDigests: this.hasher!.digests() }, this.policy, this.now);
+    if (!problems.length) return v;
+    return { ...v, verdict: 'block', reasons: [...problems, ...v.reasons] };
+  }
+}
+
+class CabStream extends LayoutStream<CabLayout> {
+  constructor(policy: ApprovedCaPolicy, private readonly now: Date) { super(policy); }
+
+  protected tryLayout(head: Uint8Array) {
+    const r = parseCabLayout(head, this.policy.limits.maxHeaderBytes);
+    return r.kind === 'need' ? { need: r.bytes } : { layout: r.layout };
+  }
+  protected signatureSpan(l: CabLayout) { return { offset: l.signatureOffset, size: l.signatureSize }; }
+  protected digestRanges(l: CabLayout) { return l.ranges; }
+  protected verdict(_l: CabLayout, signature: Uint8Array): Partial {
+    // The signature area holds one DER blob plus at most 7 zero bytes of alignment, nothing else.
+    const derLen = derElementLength(signature);
+    if (derLen > signature.byteLength) throw new MalformedError('CAB signature blob longer than its area');
+    const slack = signature.subarray(derLen);
+    const v = authenticodeVerdict(signature.subarray(0, derLen), { dataType: OID.spcCabData, fileDigests: this.hasher!.digests() }, this.policy, this.now);
+    if (slack.byteLength < 8 && slack.every((b) => b === 0)) return v;
+    const t = reason('TRAILING_DATA', `${slack.byteLength} bytes after the CAB signature's PKCS#7 blob`);
+    return { ...v, verdict: 'block', reasons: [t, ...v.reasons] };
+  }
+}
+
+/** Formats the core recognises but does not verify: hashed for the record, then blocked. */
+class UnsupportedStream implements FormatStream {
+  constructor(private readonly why: VerdictReason) {}
+  update(): void {}
+  finish(): Partial { return block(this.why); }
+}
+
+class DetachedStream implements FormatStream {
+  private readonly hashes: Map<DigestName, Hash>;
+  constructor(private readonly check: DetachedCmsCheck) {
+    this.hashes = new Map(check.contentDigests().map((d) => [d, createHash(d)]));
+  }
+  update(chunk: Uint8Array): void { for (const h of this.hashes.values()) h.update(chunk); }
+  finish(): Partial {
+    const digests = new Map<DigestName, Buffer>();
+    for (const [d, h] of this.hashes) digests.set(d, h.digest());
+    return this.check.verdict(digests);
+  }
+}
+
+export interface IncrementalVerifierOptions {
+  /** The instant to judge validity at when no timestamp proves one (default: now). */
+  now?: Date;
+  /** A detached CMS signature over the whole payload (`verify --detached`). */
+  detachedSignature?: Uint8Array;
+}
+
+/**
+ * The streaming verifier: feed chunks as they arrive, then `finish()` returns the Verdict. Memory is
+ * bounded by the header and signature limits whatever the payload size. It never throws: anything
+ * unexpected becomes a block (MALFORMED or INTERNAL_ERROR), never an allow.
+ */
+export class IncrementalVerifier {
+  private readonly whole = createHash('sha256');
+  private readonly now: Date;
+  private total = 0;
+  private sniffBuffer: Uint8Array[] = [];
+  private stream: FormatStream | undefined;
+  private format: PayloadFormat = 'unknown';
+  private early: VerdictReason | undefined;
+  private finished: Verdict | undefined;
+
+  constructor(private readonly policy: ApprovedCaPolicy, private readonly options: IncrementalVerifierOptions = {}) {
+    this.now = options.now ?? new Date();
+    if (options.detachedSignature) {
+      this.format = 'cms-detached';
+      try {
+        this.stream = new DetachedStream(new DetachedCmsCheck(options.detachedSignature, policy, this.now));
+      } catch (err) {
+        this.stream = new UnsupportedStream(reason(err instanceof MalformedError ? 'MALFORMED' : 'INTERNAL_ERROR', `detached signature: ${(err as Error).message}`));
+      }
+    }
+  }
+
+  get bytesSeen(): number { return this.total; }
+
+  /** A reason to block that is already certain (e.g. OVERSIZE), so a caller may stop early. */
+  get earlyBlock(): VerdictReason | undefined { return this.early; }
+
+  update(chunk: Uint8Array): void {
+    if (this.finished) throw new Error('update() after finish()');
+    if (chunk.byteLength === 0) return;
+    const at = this.total;
+    this.total += chunk.byteLength;
+    this.whole.update(chunk);
+    const max = this.policy.limits.maxPayloadBytes;
+    if (max > 0 && this.total > max && !this.early) {
+      this.early = reason('OVERSIZE', `payload exceeds the ${max}-byte limit`);
+    }
+    if (this.early) return;
+    try {
+      if (!this.stream) {
+        this.sniffBuffer.push(chunk);
+        if (this.total < SNIFF_BYTES) return;
+        this.startStream(Buffer.concat(this.sniffBuffer));
+        return;
+      }
+      this.stream.update(chunk, at);
+    } catch (err) {
+      this.early = reason('INTERNAL_ERROR', (err as Error).message);
+    }
+  }
+
+  private startStream(head: Uint8Array): void {
+    this.sniffBuffer = [];
+    const sniffed = sniffFormat(head);
+    switch (sniffed) {
+      case 'pe': this.format = 'pe'; this.stream = new PeStream(this.policy, this.now); break;
+      case 'cab': this.format = 'cab'; this.stream = new CabStream(this.policy, this.now); break;
+      case 'msi': this.format = 'msi'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'MSI (OLE compound file) signatures are not verified yet')); break;
+      case 'cms': this.format = 'unknown'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'a bare CMS/PKCS#7 object: verify it with the content it signs (--detached)')); break;
+      default: this.format = 'unknown'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'not a PE, CAB or MSI file (format sniffed from the bytes)'));
+    }
+    this.stream.update(head, 0);
+  }
+
+  finish(): Verdict {
+    if (this.finished) return this.finished;
+    const sha256 = this.whole.digest('hex');
+    let partial: Partial;
+    try {
+      if (this.early) partial = block(this.early);
+      else {
+        if (!this.stream) this.startStream(Buffer.concat(this.sniffBuffer));
+        partial = this.total === 0 ? block(reason('NOT_SIGNED', 'empty payload')) : this.stream!.finish(this.total);
+      }
+    } catch (err) {
+      partial = block(reason(err instanceof MalformedError ? 'MALFORMED' : 'INTERNAL_ERROR', (err as Error).message));
+    }
+    // The one rule every path obeys: allow only with no reason to block.
+    const verdict = partial.reasons.length === 0 && partial.verdict === 'allow' ? 'allow' : 'block';
+    if (verdict === 'block' && partial.reasons.length === 0) partial.reasons.push(reason('INTERNAL_ERROR', 'blocked without a recorded reason'));
+    this.finished = { ...partial, verdict, format: this.format, sha256, size: this.total };
+    return this.finished;
+  }
+}
+
+/** Whole-buffer convenience over the streaming verifier. */
+export function verifyBytes(bytes: Uint8Array, policy: ApprovedCaPolicy, options: IncrementalVerifierOptions = {}): Verdict {
+  const v = new IncrementalVerifier(policy, options);
+  v.update(bytes);
+  return v.finish();
+}

@@ -1,0 +1,30 @@
+/**
+ * Stable reason codes. Users grep these in audit logs and the README lists them: never rename one.
+ * The text here is the README's description of each code.
+ */
+export const REASON_CODES = {
+  NOT_SIGNED: 'The payload carries no signature (an unsigned PE or CAB, an empty certificate table).',
+  MALFORMED: 'The file or its signature cannot be parsed (bad PE/CAB headers, bad ASN.1, truncated, inconsistent structure).',
+  DIGEST_MISMATCH: 'The digest computed over the file differs from the one the signature signs (the file was modified after signing).',
+  SIGNATURE_INVALID: 'A cryptographic signature does not verify (signer over its signed attributes, messageDigest attribute, or a certificate over its child), or the signer certificate is missing.',
+  UNTRUSTED_ROOT: 'The certificates carried by the signature do not lead to any pinned, approved anchor.',
+  NO_CODESIGN_EKU: 'The leaf, or a CA between the leaf and the anchor, does not list the codeSigning EKU (strict mode treats a missing EKU extension on a CA as a failure: that is how Flame passed).',
+  WEAK_ALGORITHM: 'MD5 anywhere, or SHA-1 where the rules do not allow it, or an RSA key below the rules\' minimum size.',
+  UNSUPPORTED_ALGORITHM: 'An algorithm the verifier does not implement (a digest, signature scheme or key type it cannot check).',
+  EXPLICIT_CURVE: 'An EC public key with explicit curve parameters instead of a named curve (CVE-2020-0601, the "CurveBall" impersonation).',
+  CERT_EXPIRED: 'A certificate of the chain (anchor included) is outside its validity at the time of verification: the timestamp\'s time if a valid timestamp proves one, else now or --at.',
+  DISTRUSTED_CERT: 'A certificate on the chain is on the distrust list (the distrust list beats everything else).',
+  BASIC_CONSTRAINTS: 'A certificate that issues another is not a CA (basicConstraints cA false or absent) or a path length constraint is exceeded.',
+  KEY_USAGE: 'A key usage extension forbids the use: the leaf lacks digitalSignature or an issuing CA lacks keyCertSign.',
+  CRITICAL_EXTENSION: 'A certificate carries a critical extension the verifier does not understand.',
+  TRAILING_DATA: 'Bytes after the certificate table or the CAB signature, padding inside WIN_CERTIFICATE beyond 8-byte alignment (CVE-2013-3900), or extra WIN_CERTIFICATE entries.',
+  UNSUPPORTED_FORMAT: 'The bytes are not a format the verifier checks (not PE, CAB or a detached CMS pair; MSI is not supported yet).',
+  OVERSIZE: 'The payload, its headers or its signature exceed a configured size limit.',
+  UPSTREAM_ERROR: 'The upstream server failed or closed the connection before the whole payload arrived.',
+  TIMEOUT: 'The upstream stalled past the idle timeout, or the transfer exceeded the total time limit.',
+  INTERNAL_ERROR: 'patchgate itself failed while verifying: the payload is blocked (fail closed).',
+} as const;
+
+export type ReasonCode = keyof typeof REASON_CODES;
+
+export const ALL_REASON_CODES = Object.keys(REASON_CODES) as ReasonCode[];
