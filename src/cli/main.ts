@@ -1,0 +1,82 @@
+import yargs, { type Argv } from 'yargs';
+import { DEFAULT_RULES } from './defaultPaths.js';
+import { runVerify } from './verifyCommand.js';
+import { UsageError } from './usageError.js';
+import { RulesError, loadRulesFile } from '../policy/rulesFile.js';
+import { buildPolicy } from '../policy/buildPolicy.js';
+
+const trustOptions = (y: Argv) =>
+  y
+    .option('rules', { type: 'string', default: DEFAULT_RULES, describe: 'rules file (YAML)', defaultDescription: 'rules/default.yaml' })
+    .option('anchor', { type: 'string', array: true, describe: 'pin an approved CA (PEM or DER; repeatable); replaces the rules\' anchors' })
+    .option('tsa-anchor', { type: 'string', array: true, describe: 'pin a timestamp authority anchor (repeatable); replaces the rules\' TSA anchors' })
+    .option('distrust', { type: 'string', describe: 'file of SHA-256 certificate fingerprints to distrust, one per line' })
+    .option('allow-sha1', { type: 'boolean', describe: 'accept SHA-1 digests and certificate signatures' })
+    .option('eku-mode', { choices: ['strict', 'nested'] as const, describe: 'strict: every CA below the anchor must list codeSigning; nested: Windows\' semantics' })
+    .option('signature-mode', { choices: ['primary', 'best', 'all'] as const, describe: 'how several signatures combine' });
+
+/** Runs the CLI; resolves to the exit code. Writes results to stdout, diagnostics to stderr. */
+export async function main(argv: string[]): Promise<number> {
+  const out = (line: string) => process.stdout.write(line + '\n');
+  const err = (line: string) => process.stderr.write(line + '\n');
+  if (argv[0] === 'run' || argv[0] === 'icap' || argv[0] === 'lab') {
+    err(`patchgate ${argv[0]}: not built yet in this version (see the README's roadmap); use "patchgate verify".`);
+    return 2;
+  }
+  let code = 0;
+  const parser = yargs(argv)
+    .scriptName('patchgate')
+    .usage('$0 <command> [options]\n\nLets a software update through only if its code signature chains to an approved CA.')
+    .command(
+      'verify <files..>',
+      'verify the code signature of files (Authenticode PE/CAB, detached CMS) under the rules',
+      (y) =>
+        trustOptions(y)
+          .positional('files', { type: 'string', array: true, describe: 'files to verify' })
+          .option('at', { type: 'string', describe: 'verify as at this ISO-8601 instant instead of now' })
+          .option('detached', { type: 'string', describe: 'a detached CMS/PKCS#7 signature (DER or PEM) over FILE' })
+          .option('json', { type: 'boolean', describe: 'one JSON object per line per file (the Verdict plus "file")' }),
+      async (a) => {
+        code = await runVerify({
+          files: (a.files ?? []) as string[], rules: a.rules, anchor: a.anchor, tsaAnchor: a['tsa-anchor'], distrust: a.distrust,
+          allowSha1: a['allow-sha1'], at: a.at, detached: a.detached, json: a.json,
+          ekuMode: a['eku-mode'], signatureMode: a['signature-mode'],
+        }, out);
+      },
+    )
+    .command(
+      'rules check [file]',
+      'validate a rules file and the trust material it names',
+      (y) => y.positional('file', { type: 'string', default: DEFAULT_RULES, describe: 'rules file', defaultDescription: 'rules/default.yaml' }),
+      (a) => {
+        const loaded = loadRulesFile(a.file as string);
+        const policy = buildPolicy(loaded);
+        out(`${a.file}: ok (sha256 ${loaded.sha256})`);
+        out(`  anchors ${policy.anchors.length}, timestamp anchors ${policy.tsaAnchors.length}, distrusted ${policy.distrust.size}, hosts ${loaded.rules.hosts?.length ?? 0}`);
+        out(`  policy: eku ${policy.ekuMode}, signatures ${policy.signatureMode}, sha1 ${policy.allowSha1 ? 'allowed' : 'refused'}, min RSA ${policy.minRsaBits} bits`);
+      },
+    )
+    .demandCommand(1, 'name a command (patchgate --help lists them)')
+    .strict()
+    .help()
+    .version()
+    .wrap(Math.min(110, process.stdout.columns || 110))
+    .exitProcess(false)
+    .fail((msg, e) => {
+      throw e instanceof Error ? e : new UsageError(msg);
+    });
+  try {
+    await parser.parseAsync();
+    return code;
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof RulesError) {
+      err(`patchgate: ${e.message}`);
+      return 2;
+    }
+    if ((e as Error)?.name === 'YError') {
+      err(`patchgate: ${(e as Error).message}`);
+      return 2;
+    }
+    throw e;
+  }
+}

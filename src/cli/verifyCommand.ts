@@ -1,0 +1,70 @@
+import { createReadStream, readFileSync, statSync } from 'node:fs';
+import { IncrementalVerifier } from '../verify/incrementalVerifier.js';
+import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
+import type { Verdict } from '../verify/verdict.js';
+import { loadRulesFile, RulesError } from '../policy/rulesFile.js';
+import { buildPolicy } from '../policy/buildPolicy.js';
+import { formatVerdictText } from './verdictTable.js';
+import { UsageError } from './usageError.js';
+
+export interface VerifyArgs {
+  files: string[];
+  rules: string;
+  anchor?: string[];
+  tsaAnchor?: string[];
+  distrust?: string;
+  allowSha1?: boolean;
+  at?: string;
+  detached?: string;
+  json?: boolean;
+  ekuMode?: 'strict' | 'nested';
+  signatureMode?: 'primary' | 'best' | 'all';
+}
+
+/** Streams a file through the incremental verifier: memory stays bounded whatever its size. */
+export async function verifyFile(path: string, policy: ApprovedCaPolicy, now: Date, detachedSignature?: Uint8Array): Promise<Verdict> {
+  const verifier = new IncrementalVerifier(policy, { now, detachedSignature });
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+    verifier.update(chunk as Buffer);
+    if (verifier.earlyBlock) break;
+  }
+  return verifier.finish();
+}
+
+export function parseAt(at: string | undefined): Date {
+  if (at === undefined) return new Date();
+  const d = new Date(at);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(at) || Number.isNaN(d.getTime())) throw new UsageError(`--at: "${at}" is not an ISO-8601 time`);
+  return d;
+}
+
+export async function runVerify(args: VerifyArgs, out: (line: string) => void): Promise<number> {
+  const now = parseAt(args.at);
+  const policy = buildPolicy(loadRulesFile(args.rules), {
+    anchorFiles: args.anchor, tsaAnchorFiles: args.tsaAnchor, distrustFile: args.distrust,
+    allowSha1: args.allowSha1, ekuMode: args.ekuMode, signatureMode: args.signatureMode,
+  });
+  if (args.detached && args.files.length !== 1) throw new UsageError('--detached takes exactly one FILE');
+  let detached: Uint8Array | undefined;
+  if (args.detached) {
+    try {
+      detached = new Uint8Array(readFileSync(args.detached));
+    } catch (err) {
+      throw new UsageError(`cannot read --detached ${args.detached}: ${(err as NodeJS.ErrnoException).code}`);
+    }
+  }
+  for (const f of args.files) {
+    let isFile = false;
+    try { isFile = statSync(f).isFile(); } catch { /* reported below */ }
+    if (!isFile) throw new UsageError(`${f}: no such file`);
+  }
+  let blocked = false;
+  for (const file of args.files) {
+    const verdict = await verifyFile(file, policy, now, detached);
+    if (verdict.verdict !== 'allow') blocked = true;
+    out(args.json ? JSON.stringify({ file, ...verdict }) : formatVerdictText(file, verdict));
+  }
+  return blocked ? 1 : 0;
+}
+
+export { RulesError };

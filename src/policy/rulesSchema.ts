@@ -1,0 +1,64 @@
+/** JSON Schema of the rules file (YAML). The README's "Rules file" section documents every key. */
+const pinned = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    file: { type: 'string', minLength: 1, description: 'PEM or DER certificate, relative to the rules file' },
+    sha256: { type: 'string', pattern: '^[0-9A-Fa-f: ]+$', description: 'SHA-256 of the DER certificate' },
+    name: { type: 'string' },
+    note: { type: 'string' },
+  },
+  anyOf: [{ required: ['file'] }, { required: ['sha256'] }],
+} as const;
+
+export const RULES_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['version', 'anchors'],
+  properties: {
+    version: { const: 1 },
+    description: { type: 'string' },
+    anchors: { type: 'array', items: pinned },
+    tsaAnchors: { type: 'array', items: pinned },
+    distrust: { type: 'array', items: pinned },
+    distrustFiles: { type: 'array', items: { type: 'string', minLength: 1 } },
+    policy: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        allowSha1: { type: 'boolean' },
+        ekuMode: { enum: ['strict', 'nested'] },
+        signatureMode: { enum: ['primary', 'best', 'all'] },
+        minRsaBits: { type: 'integer', minimum: 1024, maximum: 16384 },
+      },
+    },
+    limits: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        maxPayloadBytes: { type: 'integer', minimum: 0 },
+        maxSignatureBytes: { type: 'integer', minimum: 1024 },
+        maxHeaderBytes: { type: 'integer', minimum: 4096 },
+        upstreamIdleTimeoutMs: { type: 'integer', minimum: 1 },
+        totalTimeoutMs: { type: 'integer', minimum: 1 },
+        memoryHoldBytes: { type: 'integer', minimum: 0 },
+      },
+    },
+    hosts: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['pattern', 'mode'],
+        properties: {
+          pattern: { type: 'string', minLength: 1 },
+          mode: { enum: ['inspect', 'pinned', 'pass'] },
+          paths: { type: 'array', items: { type: 'string', minLength: 1 } },
+          source: { type: 'string' },
+        },
+      },
+    },
+    nonPayload: { enum: ['pass', 'block'] },
+    unsignedDeltas: { enum: ['pass', 'block'] },
+  },
+} as const;
