@@ -8,12 +8,15 @@ import { buildPolicy } from '../policy/buildPolicy.js';
 const trustOptions = (y: Argv) =>
   y
     .option('rules', { type: 'string', default: DEFAULT_RULES, describe: 'rules file (YAML)', defaultDescription: 'rules/default.yaml' })
-    .option('anchor', { type: 'string', array: true, describe: 'pin an approved CA (PEM or DER; repeatable); replaces the rules\' anchors' })
-    .option('tsa-anchor', { type: 'string', array: true, describe: 'pin a timestamp authority anchor (repeatable); replaces the rules\' TSA anchors' })
+    .option('anchor', { type: 'string', describe: 'pin an approved CA (PEM or DER; repeatable); replaces the rules\' anchors' })
+    .option('tsa-anchor', { type: 'string', describe: 'pin a timestamp authority anchor (repeatable); replaces the rules\' TSA anchors' })
     .option('distrust', { type: 'string', describe: 'file of SHA-256 certificate fingerprints to distrust, one per line' })
     .option('allow-sha1', { type: 'boolean', describe: 'accept SHA-1 digests and certificate signatures' })
     .option('eku-mode', { choices: ['strict', 'nested'] as const, describe: 'strict: every CA below the anchor must list codeSigning; nested: Windows\' semantics' })
     .option('signature-mode', { choices: ['primary', 'best', 'all'] as const, describe: 'how several signatures combine' });
+
+/** Repeatable options arrive as a string or an array; not declared `array`, which would swallow FILE operands. */
+const asList = (v: string | string[] | undefined): string[] | undefined => (v === undefined ? undefined : ([] as string[]).concat(v));
 
 /** Runs the CLI; resolves to the exit code. Writes results to stdout, diagnostics to stderr. */
 export async function main(argv: string[]): Promise<number> {
@@ -38,7 +41,7 @@ export async function main(argv: string[]): Promise<number> {
           .option('json', { type: 'boolean', describe: 'one JSON object per line per file (the Verdict plus "file")' }),
       async (a) => {
         code = await runVerify({
-          files: (a.files ?? []) as string[], rules: a.rules, anchor: a.anchor, tsaAnchor: a['tsa-anchor'], distrust: a.distrust,
+          files: (a.files ?? []) as string[], rules: a.rules, anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust,
           allowSha1: a['allow-sha1'], at: a.at, detached: a.detached, json: a.json,
           ekuMode: a['eku-mode'], signatureMode: a['signature-mode'],
         }, out);

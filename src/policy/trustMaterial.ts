@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { createHash, X509Certificate } from 'node:crypto';
-import { normaliseFingerprint, type PinnedCertificate } from '../verify/approvedCaPolicy.js';
+import { normaliseFingerprint, normaliseThumbprint, type PinnedCertificate } from '../verify/approvedCaPolicy.js';
 import { RulesError, type PinnedEntry } from './rulesFile.js';
 
 const PEM_BLOCK = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g;
@@ -49,14 +49,17 @@ export function pinEntry(entry: PinnedEntry, what: string): PinnedCertificate[] 
   return [{ sha256: fp!, label: entry.name ? `${entry.name} (fingerprint)` : `fingerprint ${fp}` }];
 }
 
-/** A distrust list: one SHA-256 fingerprint per line; colons, spaces and case ignored; `#` comments. */
+/**
+ * A distrust list: one certificate fingerprint per line (SHA-256; a 40-digit SHA-1 thumbprint is
+ * accepted too, as Microsoft publishes them); colons, spaces and case ignored; `#` comments.
+ */
 export function parseDistrustList(text: string, path: string): string[] {
   const out: string[] = [];
   text.split(/\r?\n/).forEach((raw, i) => {
     const line = raw.replace(/#.*/, '').trim();
     if (!line) return;
-    const fp = normaliseFingerprint(line);
-    if (!fp) throw new RulesError(`${path}:${i + 1}: not a SHA-256 fingerprint: "${line}"`);
+    const fp = normaliseThumbprint(line);
+    if (!fp) throw new RulesError(`${path}:${i + 1}: not a SHA-256 fingerprint (or SHA-1 thumbprint): "${line}"`);
     out.push(fp);
   });
   return out;

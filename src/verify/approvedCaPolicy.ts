@@ -21,7 +21,10 @@ export interface ApprovedCaPolicy {
   anchors: PinnedCertificate[];
   /** Anchors accepted for timestamps (RFC 3161 and Authenticode countersignatures). */
   tsaAnchors: PinnedCertificate[];
-  /** SHA-256 fingerprints (lower-case hex) of distrusted certificates; beats everything else. */
+  /**
+   * Fingerprints (lower-case hex) of distrusted certificates: SHA-256, or SHA-1 where only a
+   * thumbprint was ever published (Microsoft's advisories give SHA-1). Beats everything else.
+   */
   distrust: Set<string>;
   allowSha1: boolean;
   /** `strict`: every CA below the anchor must list codeSigning. `nested`: Windows' semantics (absent EKU = any). */
@@ -67,8 +70,14 @@ export function fileDigestsFor(allowSha1: boolean): DigestName[] {
   return allowSha1 ? ['sha256', 'sha384', 'sha512', 'sha1'] : ['sha256', 'sha384', 'sha512'];
 }
 
-/** Normalises a fingerprint written with colons, spaces or upper case; undefined if not 64 hex digits. */
+/** Normalises a SHA-256 fingerprint written with colons, spaces or upper case; undefined if not 64 hex digits. */
 export function normaliseFingerprint(text: string): string | undefined {
   const hex = text.replace(/[\s:]/g, '').toLowerCase();
   return /^[0-9a-f]{64}$/.test(hex) ? hex : undefined;
+}
+
+/** Like normaliseFingerprint, but also accepts a 40-digit SHA-1 thumbprint (for distrust lists). */
+export function normaliseThumbprint(text: string): string | undefined {
+  const hex = text.replace(/[\s:]/g, '').toLowerCase();
+  return /^([0-9a-f]{64}|[0-9a-f]{40})$/.test(hex) ? hex : undefined;
 }

@@ -122,9 +122,13 @@ function safeEvaluate(der: Uint8Array, evidence: FileEvidence, policy: ApprovedC
  * `primary` (what Windows evaluates), `best` (strongest file digest), or `all`. Whatever the mode,
  * only a signature whose own checks all pass (file digest included) can allow.
  */
-export function authenticodeVerdict(signatureDer: Uint8Array, evidence: FileEvidence, policy: ApprovedCaPolicy, now: Date): Omit<Verdict, 'format' | 'sha256' | 'size'> {
-  const primary = safeEvaluate(signatureDer, evidence, policy, now, 0, false);
-  const all = [primary, ...primary.nestedDers.map((d, i) => safeEvaluate(d, evidence, policy, now, i + 1, true))];
+export function authenticodeVerdict(signatureDers: Uint8Array[], evidence: FileEvidence, policy: ApprovedCaPolicy, now: Date): Omit<Verdict, 'format' | 'sha256' | 'size'> {
+  if (!signatureDers.length) throw new MalformedError('no signature');
+  const primary = safeEvaluate(signatureDers[0]!, evidence, policy, now, 0, false);
+  // Further signatures: those nested in the primary (1.3.6.1.4.1.311.2.4.1), then further
+  // WIN_CERTIFICATE entries (dual-signed UEFI binaries carry two), each evaluated on its own.
+  const others = [...primary.nestedDers, ...signatureDers.slice(1)];
+  const all = [primary, ...others.map((d, i) => safeEvaluate(d, evidence, policy, now, i + 1, true))];
   let deciding = primary;
   let reasons: VerdictReason[];
   switch (policy.signatureMode) {
@@ -138,7 +142,7 @@ export function authenticodeVerdict(signatureDer: Uint8Array, evidence: FileEvid
       break;
     }
     case 'all':
-      reasons = all.flatMap((e) => e.reasons.map((r) => (e.nested ? { code: r.code, message: `nested signature #${e.index}: ${r.message}` } : r)));
+      reasons = all.flatMap((e) => e.reasons.map((r) => (e.nested ? { code: r.code, message: `signature #${e.index}: ${r.message}` } : r)));
       break;
   }
   const leaf = deciding.signer;

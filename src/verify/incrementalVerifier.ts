@@ -116,8 +116,8 @@ class PeStream extends LayoutStream<PeLayout> {
   protected signatureSpan(l: PeLayout) { return { offset: l.certTableOffset, size: l.certTableSize }; }
   protected digestRanges(l: PeLayout) { return peDigestRanges(l, Number.MAX_SAFE_INTEGER); }
   protected verdict(_l: PeLayout, table: Uint8Array): Partial {
-    const { pkcs7, problems } = parseCertificateTable(table);
-    const v = authenticodeVerdict(pkcs7, { dataType: OID.spcPeImageData, fileDigests: this.hasher!.digests() }, this.policy, this.now);
+    const { entries, problems } = parseCertificateTable(table);
+    const v = authenticodeVerdict(entries, { dataType: OID.spcPeImageData, fileDigests: this.hasher!.digests() }, this.policy, this.now);
     if (!problems.length) return v;
     return { ...v, verdict: 'block', reasons: [...problems, ...v.reasons] };
   }
@@ -137,7 +137,7 @@ class CabStream extends LayoutStream<CabLayout> {
     const derLen = derElementLength(signature);
     if (derLen > signature.byteLength) throw new MalformedError('CAB signature blob longer than its area');
     const slack = signature.subarray(derLen);
-    const v = authenticodeVerdict(signature.subarray(0, derLen), { dataType: OID.spcCabData, fileDigests: this.hasher!.digests() }, this.policy, this.now);
+    const v = authenticodeVerdict([signature.subarray(0, derLen)], { dataType: OID.spcCabData, fileDigests: this.hasher!.digests() }, this.policy, this.now);
     if (slack.byteLength < 8 && slack.every((b) => b === 0)) return v;
     const t = reason('TRAILING_DATA', `${slack.byteLength} bytes after the CAB signature's PKCS#7 blob`);
     return { ...v, verdict: 'block', reasons: [t, ...v.reasons] };

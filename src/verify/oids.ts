@@ -30,6 +30,7 @@ export const OID = {
   extAuthorityKeyIdentifier: '2.5.29.35',
   extExtendedKeyUsage: '2.5.29.37',
   extAuthorityInfoAccess: '1.3.6.1.5.5.7.1.1',
+  extNetscapeCertType: '2.16.840.1.113730.1.1',
   // Public keys
   rsaEncryption: '1.2.840.113549.1.1.1',
   ecPublicKey: '1.2.840.10045.2.1',

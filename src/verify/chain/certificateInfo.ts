@@ -40,6 +40,8 @@ export interface KeyUsageBits {
 export class CertificateInfo {
   readonly der: Uint8Array;
   readonly sha256: string;
+  /** SHA-1 thumbprint: only for matching distrust entries published as SHA-1. */
+  readonly sha1: string;
   readonly cert: pkijs.Certificate;
   readonly subject: string;
   readonly issuer: string;
@@ -55,6 +57,8 @@ export class CertificateInfo {
   /** undefined when there is no basicConstraints extension. */
   readonly basicConstraints: { cA: boolean; pathLen?: number } | undefined;
   readonly keyUsage: KeyUsageBits | undefined;
+  /** Legacy Netscape certificate type, when present: object signing (leaf) and object signing CA bits. */
+  readonly netscapeCertType: { objectSigning: boolean; objectSigningCa: boolean } | undefined;
   readonly criticalExtensions: string[];
   readonly publicKeyAlgorithmOid: string;
   /** True when an EC key carries explicit curve parameters (CVE-2020-0601). */
@@ -66,6 +70,7 @@ export class CertificateInfo {
   constructor(der: Uint8Array) {
     this.der = der;
     this.sha256 = createHash('sha256').update(der).digest('hex');
+    this.sha1 = createHash('sha1').update(der).digest('hex');
     const parsed = asn1js.fromBER(der);
     if (parsed.offset === -1 || parsed.offset !== der.byteLength) {
       throw new Error('certificate is not a single well-formed DER element');
@@ -89,6 +94,7 @@ export class CertificateInfo {
     let bc: CertificateInfo['basicConstraints'];
     let ku: KeyUsageBits | undefined;
     let ski: string | undefined;
+    let nsType: CertificateInfo['netscapeCertType'];
     const seen = new Set<string>();
     for (const ext of c.extensions ?? []) {
       if (seen.has(ext.extnID)) throw new Error(`duplicate extension ${ext.extnID}`);
@@ -114,6 +120,13 @@ export class CertificateInfo {
           ku = { digitalSignature: (b0 & 0x80) !== 0, keyCertSign: (b0 & 0x04) !== 0 };
           break;
         }
+        case OID.extNetscapeCertType: {
+          const bits = asn1js.fromBER(raw).result;
+          if (!(bits instanceof asn1js.BitString)) throw new Error('netscape-cert-type is not a BIT STRING');
+          const b0 = bits.valueBlock.valueHexView[0] ?? 0;
+          nsType = { objectSigning: (b0 & 0x10) !== 0, objectSigningCa: (b0 & 0x01) !== 0 };
+          break;
+        }
         case OID.extSubjectKeyIdentifier: {
           const v = asn1js.fromBER(raw).result;
           if (v instanceof asn1js.OctetString) ski = toHex(v.valueBlock.valueHexView);
@@ -125,6 +138,7 @@ export class CertificateInfo {
     this.eku = eku;
     this.basicConstraints = bc;
     this.keyUsage = ku;
+    this.netscapeCertType = nsType;
     this.criticalExtensions = critical;
     this.subjectKeyIdentifier = ski;
     const spki = c.subjectPublicKeyInfo;

@@ -12,7 +12,7 @@ const PURPOSE_EKU: Record<ChainPurpose, string> = { codeSigning: OID.ekuCodeSign
 const UNDERSTOOD_EXTENSIONS = new Set<string>([
   OID.extBasicConstraints, OID.extKeyUsage, OID.extExtendedKeyUsage, OID.extSubjectKeyIdentifier,
   OID.extAuthorityKeyIdentifier, OID.extCertificatePolicies, OID.extSubjectAltName,
-  OID.extCrlDistributionPoints, OID.extAuthorityInfoAccess,
+  OID.extCrlDistributionPoints, OID.extAuthorityInfoAccess, OID.extNetscapeCertType,
 ]);
 
 /** Limit on path search work: a hostile bag of same-named certificates must not explode it. */
@@ -116,7 +116,7 @@ function checkPath(path: CertificateInfo[], anchored: boolean, purpose: ChainPur
     const isTop = i === last; // the anchor when anchored
     const name = `"${c.subject}"`;
 
-    if (policy.distrust.has(c.sha256)) add('DISTRUSTED_CERT', `${name} (SHA-256 ${c.sha256}) is on the distrust list`);
+    if (policy.distrust.has(c.sha256) || policy.distrust.has(c.sha1)) add('DISTRUSTED_CERT', `${name} (SHA-256 ${c.sha256}) is on the distrust list`);
 
     if (c.explicitCurve) add('EXPLICIT_CURVE', `${name} has an EC key with explicit curve parameters`);
     const bits = c.rsaBits();
@@ -144,6 +144,13 @@ function checkPath(path: CertificateInfo[], anchored: boolean, purpose: ChainPur
           ? `${name} has no EKU extension (${isLeaf ? 'leaf' : 'CA below the anchor'}; strict mode requires ${purpose})`
           : `${name} lists EKU ${list.join(', ')} without ${purpose}`);
       }
+    }
+
+    // The legacy Netscape type, where present, must allow object signing as well (Debian's CA marks it critical).
+    const ns = c.netscapeCertType;
+    if (ns && purpose === 'codeSigning') {
+      if (isLeaf && !ns.objectSigning) add('NO_CODESIGN_EKU', `${name} Netscape certificate type excludes object signing`);
+      if (!isLeaf && !ns.objectSigningCa) add('NO_CODESIGN_EKU', `${name} Netscape certificate type excludes object-signing CA`);
     }
 
     if (isLeaf) {

@@ -20,37 +20,53 @@ export function derElementLength(b: Uint8Array): number {
 }
 
 export interface CertificateTable {
-  pkcs7: Uint8Array;
-  /** TRAILING_DATA findings: padding beyond alignment, non-zero padding, extra entries. */
+  /** Each WIN_CERTIFICATE entry's PKCS#7 blob, in table order (the first is what Windows evaluates). */
+  entries: Uint8Array[];
+  /** TRAILING_DATA findings: padding beyond alignment, non-zero padding, bytes that are no entry. */
   problems: VerdictReason[];
 }
 
+/** Entries beyond this many are refused: real files carry one, dual-signed UEFI binaries two. */
+export const MAX_TABLE_ENTRIES = 8;
+
 /**
- * Reads the WIN_CERTIFICATE table strictly: one PKCS#7 entry, at most 7 zero bytes of padding to
- * reach 8-byte alignment, nothing else (CVE-2013-3900 hid data in exactly that slack).
+ * Reads the WIN_CERTIFICATE table strictly: each entry is one PKCS#7 blob followed by at most 7
+ * zero bytes that reach 8-byte alignment, and nothing else (CVE-2013-3900 hid data in that slack).
  */
 export function parseCertificateTable(table: Uint8Array): CertificateTable {
-  if (table.byteLength < 8) throw new MalformedError('certificate table shorter than a WIN_CERTIFICATE header');
-  const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
-  const dwLength = view.getUint32(0, true);
-  const revision = view.getUint16(4, true);
-  const type = view.getUint16(6, true);
-  if (revision !== WIN_CERT_REVISION_2_0) throw new MalformedError(`WIN_CERTIFICATE revision 0x${revision.toString(16)}`);
-  if (type !== WIN_CERT_TYPE_PKCS_SIGNED_DATA) throw new MalformedError(`WIN_CERTIFICATE type ${type} is not PKCS#7 SignedData`);
-  if (dwLength < 8 || dwLength > table.byteLength) throw new MalformedError(`WIN_CERTIFICATE length ${dwLength} does not fit the ${table.byteLength}-byte table`);
-  const body = table.subarray(8, dwLength);
-  const derLen = derElementLength(body);
-  if (derLen > body.byteLength) throw new MalformedError(`PKCS#7 blob (${derLen} bytes) longer than its WIN_CERTIFICATE (${body.byteLength})`);
+  const entries: Uint8Array[] = [];
   const problems: VerdictReason[] = [];
-  const slack = table.subarray(8 + derLen);
-  const aligned = (8 + derLen + 7) & ~7;
-  if (aligned < table.byteLength) {
-    const extra = table.byteLength - aligned;
-    problems.push(reason('TRAILING_DATA', dwLength > aligned
-      ? `WIN_CERTIFICATE holds ${dwLength - 8 - derLen} bytes after its PKCS#7 blob (more than alignment padding: CVE-2013-3900)`
-      : `certificate table holds ${extra} bytes after the first WIN_CERTIFICATE (extra entries or hidden data)`));
-  } else if (slack.some((x) => x !== 0)) {
-    problems.push(reason('TRAILING_DATA', 'alignment padding after the PKCS#7 blob is not zero'));
+  const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
+  let at = 0;
+  while (at < table.byteLength) {
+    const left = table.byteLength - at;
+    if (left < 8) {
+      problems.push(reason('TRAILING_DATA', `${left} bytes after the last WIN_CERTIFICATE entry`));
+      break;
+    }
+    if (entries.length >= MAX_TABLE_ENTRIES) throw new MalformedError(`more than ${MAX_TABLE_ENTRIES} WIN_CERTIFICATE entries`);
+    const dwLength = view.getUint32(at, true);
+    const revision = view.getUint16(at + 4, true);
+    const type = view.getUint16(at + 6, true);
+    if (entries.length > 0 && dwLength === 0 && table.subarray(at).every((b) => b === 0)) {
+      problems.push(reason('TRAILING_DATA', `${left} zero bytes after the last WIN_CERTIFICATE entry`));
+      break;
+    }
+    if (revision !== WIN_CERT_REVISION_2_0) throw new MalformedError(`WIN_CERTIFICATE revision 0x${revision.toString(16)}`);
+    if (type !== WIN_CERT_TYPE_PKCS_SIGNED_DATA) throw new MalformedError(`WIN_CERTIFICATE type ${type} is not PKCS#7 SignedData`);
+    if (dwLength < 8 || dwLength > left) throw new MalformedError(`WIN_CERTIFICATE length ${dwLength} does not fit the table`);
+    const body = table.subarray(at + 8, at + dwLength);
+    const derLen = derElementLength(body);
+    if (derLen > body.byteLength) throw new MalformedError(`PKCS#7 blob (${derLen} bytes) longer than its WIN_CERTIFICATE (${body.byteLength})`);
+    entries.push(body.subarray(0, derLen));
+    const next = Math.min(table.byteLength, at + ((dwLength + 7) & ~7));
+    const slack = table.subarray(at + 8 + derLen, next);
+    if (slack.byteLength >= 8) {
+      problems.push(reason('TRAILING_DATA', `WIN_CERTIFICATE entry ${entries.length} holds ${slack.byteLength} bytes after its PKCS#7 blob (more than alignment padding: CVE-2013-3900)`));
+    } else if (slack.some((x) => x !== 0)) {
+      problems.push(reason('TRAILING_DATA', `non-zero alignment padding after WIN_CERTIFICATE entry ${entries.length}`));
+    }
+    at = next;
   }
-  return { pkcs7: body.subarray(0, derLen), problems };
+  return { entries, problems };
 }
