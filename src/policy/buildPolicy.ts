@@ -37,7 +37,7 @@ export function buildPolicy(loaded: LoadedRules, o: TrustOverrides = {}): Approv
     ekuMode: o.ekuMode ?? r.policy?.ekuMode ?? 'strict',
     signatureMode: o.signatureMode ?? r.policy?.signatureMode ?? 'primary',
     minRsaBits: r.policy?.minRsaBits ?? 2048,
-    fileDigests: fileDigestsFor(allowSha1),
+    fileDigests: fileDigestsFor(allowSha1, r.policy?.fileDigests ?? ['sha256']),
     limits: {
       maxSignatureBytes: r.limits?.maxSignatureBytes ?? DEFAULT_LIMITS.maxSignatureBytes,
       maxHeaderBytes: r.limits?.maxHeaderBytes ?? DEFAULT_LIMITS.maxHeaderBytes,

@@ -27,7 +27,7 @@ export interface Rules {
   tsaAnchors?: PinnedEntry[];
   distrust?: PinnedEntry[];
   distrustFiles?: string[];
-  policy?: { allowSha1?: boolean; ekuMode?: 'strict' | 'nested'; signatureMode?: 'primary' | 'best' | 'all'; minRsaBits?: number };
+  policy?: { allowSha1?: boolean; ekuMode?: 'strict' | 'nested'; signatureMode?: 'primary' | 'best' | 'all'; minRsaBits?: number; fileDigests?: ('sha256' | 'sha384' | 'sha512')[] };
   limits?: { maxPayloadBytes?: number; maxSignatureBytes?: number; maxHeaderBytes?: number; upstreamIdleTimeoutMs?: number; totalTimeoutMs?: number; memoryHoldBytes?: number };
   hosts?: HostRule[];
   nonPayload?: 'pass' | 'block';

@@ -30,6 +30,7 @@ export const RULES_SCHEMA = {
         ekuMode: { enum: ['strict', 'nested'] },
         signatureMode: { enum: ['primary', 'best', 'all'] },
         minRsaBits: { type: 'integer', minimum: 1024, maximum: 16384 },
+        fileDigests: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: ['sha256', 'sha384', 'sha512'] } },
       },
     },
     limits: {

@@ -65,9 +65,14 @@ export function emptyPolicy(overrides: Partial<ApprovedCaPolicy> = {}): Approved
   };
 }
 
-/** The file digests a policy must compute: SHA-1 only when it may be accepted. */
-export function fileDigestsFor(allowSha1: boolean): DigestName[] {
-  return allowSha1 ? ['sha256', 'sha384', 'sha512', 'sha1'] : ['sha256', 'sha384', 'sha512'];
+/**
+ * The file digests a policy computes while streaming: each costs a pass of hashing over the whole
+ * payload, so the rules choose (SHA-256 alone by default: what Windows Update payloads use);
+ * SHA-1 only when it may be accepted.
+ */
+export function fileDigestsFor(allowSha1: boolean, base: DigestName[] = ['sha256', 'sha384', 'sha512']): DigestName[] {
+  const out = base.filter((d) => d !== 'sha1' && d !== 'md5');
+  return allowSha1 ? [...out, 'sha1'] : out;
 }
 
 /** Normalises a SHA-256 fingerprint written with colons, spaces or upper case; undefined if not 64 hex digits. */

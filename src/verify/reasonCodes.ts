@@ -8,7 +8,7 @@ export const REASON_CODES = {
   DIGEST_MISMATCH: 'The digest computed over the file differs from the one the signature signs (the file was modified after signing).',
   SIGNATURE_INVALID: 'A cryptographic signature does not verify (signer over its signed attributes, messageDigest attribute, or a certificate over its child), or the signer certificate is missing.',
   UNTRUSTED_ROOT: 'The certificates carried by the signature do not lead to any pinned, approved anchor.',
-  NO_CODESIGN_EKU: 'The leaf, or a CA between the leaf and the anchor, does not list the codeSigning EKU (strict mode treats a missing EKU extension on a CA as a failure: that is how Flame passed).',
+  NO_CODESIGN_EKU: 'The leaf, or a CA between the leaf and the anchor, does not list the codeSigning EKU (for a timestamp: timeStamping); strict mode treats a missing EKU extension on a CA as a failure: that is how Flame passed.',
   WEAK_ALGORITHM: 'MD5 anywhere, or SHA-1 where the rules do not allow it, or an RSA key below the rules\' minimum size.',
   UNSUPPORTED_ALGORITHM: 'An algorithm the verifier does not implement (a digest, signature scheme or key type it cannot check).',
   EXPLICIT_CURVE: 'An EC public key with explicit curve parameters instead of a named curve (CVE-2020-0601, the "CurveBall" impersonation).',

@@ -42,6 +42,9 @@ export function parseCabLayout(head: Uint8Array, maxHeaderBytes: number): CabLay
   if (signatureOffset === 0 || signatureSize === 0) return unsigned;
   // Per-folder and per-block reserves are not covered by the digest layout: refuse them when signed.
   if (head[38] !== 0 || head[39] !== 0) throw new MalformedError('signed cabinet with per-folder or per-data reserved areas');
+  // Header bytes outside the digest must hold their only valid values, so they carry nothing.
+  if (u32(head, 4) !== 0) throw new MalformedError('CFHEADER reserved1 is not zero');
+  if (u32(head, 40) !== 0x00100000 || u32(head, 52) !== 0) throw new MalformedError('signature locator in the CAB reserve area is not in its canonical form');
   if (coffFiles > maxHeaderBytes) throw new MalformedError('CAB file table offset past the header limit');
   if (head.byteLength < coffFiles) return { kind: 'need', bytes: coffFiles };
   let idx = 60;

@@ -3,6 +3,7 @@ import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { OID } from '../oids.js';
 import { signatureAlgorithmFromOid, type SignatureAlgorithm } from '../algorithms.js';
+import { parseStrictDer } from '../cms/strictDer.js';
 
 const NAME_LABELS: Record<string, string> = {
   '2.5.4.3': 'CN', '2.5.4.6': 'C', '2.5.4.7': 'L', '2.5.4.8': 'ST', '2.5.4.10': 'O', '2.5.4.11': 'OU',
@@ -32,6 +33,13 @@ export interface KeyUsageBits {
   digitalSignature: boolean;
   keyCertSign: boolean;
 }
+
+/** Group orders of P-256, P-384 and P-521 (for ECDSA signature twins). */
+const EC_ORDERS = [
+  0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n,
+  0xffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973n,
+  0x01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409n,
+];
 
 /**
  * One X.509 certificate with the facts the policy needs, read once. `der` is the exact encoding
@@ -71,12 +79,17 @@ export class CertificateInfo {
     this.der = der;
     this.sha256 = createHash('sha256').update(der).digest('hex');
     this.sha1 = createHash('sha1').update(der).digest('hex');
-    const parsed = asn1js.fromBER(der);
-    if (parsed.offset === -1 || parsed.offset !== der.byteLength) {
-      throw new Error('certificate is not a single well-formed DER element');
-    }
-    this.cert = new pkijs.Certificate({ schema: parsed.result });
+    const parsed = parseStrictDer(der, 'certificate');
+    this.cert = new pkijs.Certificate({ schema: parsed });
     const c = this.cert;
+    // RFC 5280 4.1.1.2: the outer signatureAlgorithm must be the one inside the signed part, byte for byte;
+    // otherwise unsigned bytes could change the certificate's fingerprint (and slip past a distrust list).
+    const outer = (parsed as asn1js.Sequence).valueBlock.value[1];
+    const tbs = (parsed as asn1js.Sequence).valueBlock.value[0] as asn1js.Sequence | undefined;
+    const inner = tbs?.valueBlock.value.find((el, i) => i <= 2 && el instanceof asn1js.Sequence);
+    if (!outer || !inner || !Buffer.from(outer.valueBeforeDecodeView).equals(Buffer.from(inner.valueBeforeDecodeView))) {
+      throw new Error('certificate signatureAlgorithm differs from the one inside tbsCertificate');
+    }
     this.subject = formatName(c.subject);
     this.issuer = formatName(c.issuer);
     this.subjectDer = bytesOf(c.subject.valueBeforeDecode);
@@ -85,9 +98,6 @@ export class CertificateInfo {
     this.notBefore = c.notBefore.value;
     this.notAfter = c.notAfter.value;
     this.signatureAlgorithmOid = c.signatureAlgorithm.algorithmId;
-    if (c.signature.algorithmId !== this.signatureAlgorithmOid) {
-      throw new Error('certificate signature algorithm differs from the one inside tbsCertificate');
-    }
     this.signatureAlgorithm = signatureAlgorithmFromOid(this.signatureAlgorithmOid);
     const critical: string[] = [];
     let eku: string[] | undefined;
@@ -146,6 +156,35 @@ export class CertificateInfo {
     const params = spki.algorithm.algorithmParams;
     this.explicitCurve = this.publicKeyAlgorithmOid === OID.ecPublicKey && !(params instanceof asn1js.ObjectIdentifier);
     this.spkiDer = new Uint8Array(spki.toSchema().toBER(false));
+  }
+
+  /**
+   * Every fingerprint under which a distrust list may know this certificate: its SHA-256 and SHA-1,
+   * and for an ECDSA-signed certificate those of its twin with the signature's s replaced by n - s
+   * (ECDSA signatures are malleable: anyone can make that twin, and it verifies just the same).
+   */
+  distrustFingerprints(): string[] {
+    const out = [this.sha256, this.sha1];
+    if (this.signatureAlgorithm?.key !== 'ec') return out;
+    try {
+      const sig = asn1js.fromBER(this.cert.signatureValue.valueBlock.valueHexView).result as asn1js.Sequence;
+      const [r, sv] = sig.valueBlock.value as asn1js.Integer[];
+      if (!r || !sv) return out;
+      const s = sv.toBigInt();
+      for (const n of EC_ORDERS) {
+        if (s <= 0n || s >= n) continue;
+        const twinSig = new asn1js.Sequence({ value: [asn1js.Integer.fromBigInt(r.toBigInt()), asn1js.Integer.fromBigInt(n - s)] }).toBER(false);
+        const outer = asn1js.fromBER(this.der).result as asn1js.Sequence;
+        const [tbs, alg] = outer.valueBlock.value;
+        const twin = new Uint8Array(new asn1js.Sequence({
+          value: [asn1js.fromBER(tbs!.valueBeforeDecodeView).result, asn1js.fromBER(alg!.valueBeforeDecodeView).result, new asn1js.BitString({ valueHex: twinSig, unusedBits: 0 })],
+        }).toBER(false));
+        out.push(createHash('sha256').update(twin).digest('hex'), createHash('sha1').update(twin).digest('hex'));
+      }
+    } catch {
+      /* an unparsable ECDSA value fails the signature check anyway */
+    }
+    return out;
   }
 
   get isSelfIssued(): boolean {

@@ -116,7 +116,7 @@ function checkPath(path: CertificateInfo[], anchored: boolean, purpose: ChainPur
     const isTop = i === last; // the anchor when anchored
     const name = `"${c.subject}"`;
 
-    if (policy.distrust.has(c.sha256) || policy.distrust.has(c.sha1)) add('DISTRUSTED_CERT', `${name} (SHA-256 ${c.sha256}) is on the distrust list`);
+    if (policy.distrust.size && c.distrustFingerprints().some((f) => policy.distrust.has(f))) add('DISTRUSTED_CERT', `${name} (SHA-256 ${c.sha256}) is on the distrust list`);
 
     if (c.explicitCurve) add('EXPLICIT_CURVE', `${name} has an EC key with explicit curve parameters`);
     const bits = c.rsaBits();

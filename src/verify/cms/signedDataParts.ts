@@ -3,6 +3,7 @@ import * as pkijs from 'pkijs';
 import { OID } from '../oids.js';
 import { MalformedError, parsing } from '../malformed.js';
 import { CertificateInfo } from '../chain/certificateInfo.js';
+import { parseStrictDer } from './strictDer.js';
 
 /** Certificates beyond this many in one signature are refused: real signatures carry a handful. */
 export const MAX_BAG_CERTIFICATES = 100;
@@ -51,12 +52,7 @@ export function valueOctets(el: asn1js.AsnType): Uint8Array {
 
 /** Parses DER that must be exactly one element (no trailing bytes). */
 export function parseSingleDer(bytes: Uint8Array, what: string): asn1js.AsnType {
-  const parsed = asn1js.fromBER(bytes);
-  if (parsed.offset === -1) throw new MalformedError(`${what}: ${parsed.result.error || 'bad ASN.1'}`);
-  if (parsed.offset !== bytes.byteLength) {
-    throw new MalformedError(`${what}: ${bytes.byteLength - parsed.offset} bytes after the ASN.1 element`);
-  }
-  return parsed.result;
+  return parseStrictDer(bytes, what);
 }
 
 export function parseSignedData(der: Uint8Array, what = 'signature'): SignedDataParts {
