@@ -45,6 +45,7 @@ function parseArgs(argv) {
     else if (a === '--corrupt-middle') o.corruptMiddle = true;
     else if (a === '--no-baselines') o.baselines = false;
     else if (a === '--fresh-chunks') o.fresh = true;
+    else if (a === '--all-digests') o.allDigests = true;
     else throw new Error(`unknown option ${a}`);
   }
   return o;
@@ -62,7 +63,8 @@ const signer = {
 const policy = emptyPolicy({
   anchors: pinCertificateFile(join(PKI, 'updateca.pem')),
   tsaAnchors: pinCertificateFile(join(PKI, 'tsaroot.pem')),
-  fileDigests: fileDigestsFor(false),
+  // What the default rules compute (policy.fileDigests: [sha256]); --all-digests adds SHA-384 and SHA-512.
+  fileDigests: fileDigestsFor(false, process.argv.includes('--all-digests') ? ['sha256', 'sha384', 'sha512'] : ['sha256']),
 });
 
 const MB = 1e6;
