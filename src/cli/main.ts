@@ -1,6 +1,7 @@
 import yargs, { type Argv } from 'yargs';
 import { DEFAULT_RULES } from './defaultPaths.js';
 import { runVerify } from './verifyCommand.js';
+import { runGate, DEFAULT_CA_DIR } from './runCommand.js';
 import { UsageError } from './usageError.js';
 import { RulesError, loadRulesFile } from '../policy/rulesFile.js';
 import { buildPolicy } from '../policy/buildPolicy.js';
@@ -22,7 +23,7 @@ const asList = (v: string | string[] | undefined): string[] | undefined => (v ==
 export async function main(argv: string[]): Promise<number> {
   const out = (line: string) => process.stdout.write(line + '\n');
   const err = (line: string) => process.stderr.write(line + '\n');
-  if (argv[0] === 'run' || argv[0] === 'icap' || argv[0] === 'lab') {
+  if (argv[0] === 'icap' || argv[0] === 'lab') {
     err(`patchgate ${argv[0]}: not built yet in this version (see the README's roadmap); use "patchgate verify".`);
     return 2;
   }
@@ -45,6 +46,26 @@ export async function main(argv: string[]): Promise<number> {
           allowSha1: a['allow-sha1'], at: a.at, detached: a.detached, json: a.json,
           ekuMode: a['eku-mode'], signatureMode: a['signature-mode'],
         }, out);
+      },
+    )
+    .command(
+      'run',
+      'run the gate: an intercepting proxy that holds every update payload until it verifies',
+      (y) =>
+        trustOptions(y)
+          .option('listen', { type: 'string', default: '127.0.0.1:8080', describe: 'HOST:PORT to accept proxy clients on' })
+          .option('admin', { type: 'string', default: '127.0.0.1:8081', describe: 'HOST:PORT for /healthz ("off" to disable)' })
+          .option('upstream-proxy', { type: 'string', describe: 'forward everything through this http:// proxy (the existing egress proxy)' })
+          .option('update-host', { type: 'string', describe: 'add a host pattern to inspect (repeatable), e.g. 127.0.0.1 or *.windowsupdate.com' })
+          .option('audit', { type: 'string', default: '-', describe: 'audit log file (JSON lines), or - for stdout' })
+          .option('ca-dir', { type: 'string', default: DEFAULT_CA_DIR, describe: 'folder of the interception CA (made on first run; key mode 0600)' })
+          .option('spool-dir', { type: 'string', describe: 'folder for held payloads (default: the system temp folder)' }),
+      async (a) => {
+        code = await runGate({
+          rules: a.rules, listen: a.listen, admin: a.admin, upstreamProxy: a['upstream-proxy'], updateHost: asList(a['update-host']),
+          anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust, allowSha1: a['allow-sha1'],
+          ekuMode: a['eku-mode'], signatureMode: a['signature-mode'], audit: a.audit, caDir: a['ca-dir'], spoolDir: a['spool-dir'],
+        });
       },
     )
     .command(

@@ -43,6 +43,7 @@ export const RULES_SCHEMA = {
         upstreamIdleTimeoutMs: { type: 'integer', minimum: 1 },
         totalTimeoutMs: { type: 'integer', minimum: 1 },
         memoryHoldBytes: { type: 'integer', minimum: 0 },
+        cacheTtlMs: { type: 'integer', minimum: 0 },
       },
     },
     hosts: {

@@ -1,0 +1,64 @@
+import type { HostRule } from './rulesFile.js';
+
+export type HostMode = 'inspect' | 'pinned' | 'pass';
+
+export interface HostDecision {
+  mode: HostMode;
+  /** The rule that matched, or undefined for "no rule" (which means pass). */
+  rule?: HostRule;
+}
+
+/** Lower-cases and strips a trailing dot and IPv6 brackets: the form host patterns compare against. */
+export function canonicalHost(host: string): string {
+  let h = host.trim().toLowerCase();
+  if (h.startsWith('[') && h.endsWith(']')) h = h.slice(1, -1);
+  if (h.endsWith('.')) h = h.slice(0, -1);
+  return h;
+}
+
+/** `*.example.com` matches any name below example.com (not example.com itself); others match exactly. */
+export function hostMatches(pattern: string, host: string): boolean {
+  const p = canonicalHost(pattern);
+  const h = canonicalHost(host);
+  if (p.startsWith('*.')) {
+    const suffix = p.slice(1); // ".example.com"
+    return h.length > suffix.length && h.endsWith(suffix);
+  }
+  return p === h;
+}
+
+/** Path patterns: `*` matches any run of characters (including `/`); the query string is ignored. */
+export function pathMatches(pattern: string, path: string): boolean {
+  const p = path.split('?')[0] ?? '';
+  const re = new RegExp('^' + pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$');
+  return re.test(p);
+}
+
+/**
+ * Which mode applies to a host (and path): the first rule whose pattern matches wins. A host no
+ * rule names is passed untouched. Paths only narrow `inspect`: an inspect rule whose paths do not
+ * match the request falls through to the next rule.
+ */
+export class HostRules {
+  constructor(private readonly rules: HostRule[]) {}
+
+  decide(host: string, path?: string): HostDecision {
+    for (const rule of this.rules) {
+      if (!hostMatches(rule.pattern, host)) continue;
+      if (rule.paths && path !== undefined && !rule.paths.some((p) => pathMatches(p, path))) continue;
+      return { mode: rule.mode, rule };
+    }
+    return { mode: 'pass' };
+  }
+
+  /** Mode for a CONNECT, where no path is known: paths do not narrow it. */
+  decideConnect(host: string): HostDecision {
+    for (const rule of this.rules) if (hostMatches(rule.pattern, host)) return { mode: rule.mode, rule };
+    return { mode: 'pass' };
+  }
+
+  /** Patterns in a given mode, for the PAC file and the interception CA's name constraints. */
+  patterns(mode: HostMode): string[] {
+    return this.rules.filter((r) => r.mode === mode).map((r) => r.pattern);
+  }
+}

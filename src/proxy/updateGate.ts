@@ -1,0 +1,297 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import net, { type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { tmpdir } from 'node:os';
+import { Proxy as MitmProxy } from 'http-mitm-proxy';
+import { HttpsProxyAgent } from 'https-proxy-agent';
+import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
+import { reason } from '../verify/verdict.js';
+import type { HostRules } from '../policy/hostRules.js';
+import { canonicalHost } from '../policy/hostRules.js';
+import type { AuditLog } from '../audit/auditLog.js';
+import type { AuditRecord } from '../audit/auditRecord.js';
+import { HeldDownload, newAuditId, type HoldSettings, type Waiter } from './heldDownload.js';
+import { makeSpoolDir, removeSpoolDir } from './spool.js';
+import { pacFile } from './pacFile.js';
+import { isSafeHostName, loadOrCreateInterceptionCa, type InterceptionCa } from './interceptionCa.js';
+import { makeLibraryCaDecoy } from './libraryCaDecoy.js';
+
+export interface GateLimits {
+  maxPayloadBytes: number;
+  idleTimeoutMs: number;
+  totalTimeoutMs: number;
+  memoryHoldBytes: number;
+  /** How long a verified entity stays available for further (range) requests. */
+  cacheTtlMs: number;
+}
+
+export interface GateOptions {
+  listen: { host: string; port: number };
+  policy: ApprovedCaPolicy;
+  hostRules: HostRules;
+  rulesSha256: string;
+  audit: AuditLog;
+  caDir: string;
+  upstreamProxy?: URL;
+  limits: GateLimits;
+  nonPayload: 'pass' | 'block';
+  unsignedDeltas: 'pass' | 'block';
+  spoolBase?: string;
+  /** Verification instant for tests (the core's `now`). */
+  now?: () => Date;
+}
+
+/** Hosts in absolute-form and Host header must agree: a disagreement is how smuggling starts. */
+function hostOfHeader(h: string | undefined): string | undefined {
+  if (!h) return undefined;
+  const m = /^(\[[^\]]+\]|[^:]+)(?::\d+)?$/.exec(h.trim());
+  return m ? canonicalHost(m[1]!) : undefined;
+}
+
+/**
+ * The gate: http-mitm-proxy does the proxying; this addon decides, per request, whether the
+ * response is an update payload to hold and verify (rules: inspected hosts), a CONNECT to tunnel
+ * untouched (pinned and other hosts) or one to intercept (inspected hosts over HTTPS).
+ * It never decides a verdict itself: HeldDownload feeds the core and reports what it says.
+ */
+export class UpdateGate {
+  private readonly proxy = new MitmProxy();
+  private ca!: InterceptionCa;
+  private spoolDir!: string;
+  private readonly downloads = new Map<string, HeldDownload>();
+  private readonly tunnels = new Set<Duplex>();
+  private readonly httpsAgent: HttpsProxyAgent<string> | undefined;
+  private port = 0;
+  private stopping = false;
+  private decoy: { dir: string; remove: () => void } | undefined;
+
+  constructor(private readonly o: GateOptions) {
+    this.httpsAgent = o.upstreamProxy ? new HttpsProxyAgent(o.upstreamProxy.href, { keepAlive: true }) : undefined;
+  }
+
+  get address(): { host: string; port: number } { return { host: this.o.listen.host, port: this.port }; }
+  get caCertificatePath(): string { return this.ca.caCertificatePath; }
+  get inFlight(): number { return [...this.downloads.values()].filter((d) => !d.settled).length; }
+
+  async start(): Promise<void> {
+    this.spoolDir = makeSpoolDir(this.o.spoolBase ?? tmpdir());
+    this.ca = loadOrCreateInterceptionCa(this.o.caDir, { permittedHosts: this.o.hostRules.patterns('inspect') });
+    const proxy = this.proxy;
+    // Leaf certificates come from patchgate's own CA, in memory; the library's file-named certificates are never used.
+    proxy.onCertificateRequired = (hostname: string, cb: (err: Error | null, files: { keyFile: string; certFile: string; hosts: string[] }) => void) =>
+      cb(null, { keyFile: '/nonexistent/patchgate', certFile: '/nonexistent/patchgate', hosts: [hostname] });
+    proxy.onCertificateMissing = (ctx: { hostname: string }, _files: unknown, cb: (err: Error | null, files?: { keyFileData: string; certFileData: string; hosts: string[] }) => void) => {
+      try {
+        const leaf = this.ca.certificateFor(canonicalHost(ctx.hostname));
+        cb(null, { keyFileData: leaf.keyPem, certFileData: leaf.certPem, hosts: [ctx.hostname] });
+      } catch (err) {
+        cb(err as Error);
+      }
+    };
+    proxy.onConnect((req, socket, head, callback) => this.onConnect(req, socket, head, callback));
+    proxy.onRequest((ctx, callback) => this.onRequest(ctx, callback));
+    proxy.onError((ctx, err) => {
+      const held = ctx && (ctx as unknown as { patchgateHold?: HeldDownload }).patchgateHold;
+      if (held) held.fail(reason('UPSTREAM_ERROR', `upstream: ${err?.message ?? err}`));
+    });
+    this.decoy = makeLibraryCaDecoy();
+    await new Promise<void>((resolve, reject) => {
+      proxy.listen({ host: this.o.listen.host, port: this.o.listen.port, sslCaDir: this.decoy!.dir, keepAlive: true }, (err?: Error | null) => (err ? reject(err) : resolve()));
+    });
+    this.port = proxy.httpPort;
+  }
+
+  /** Graceful stop: no new connections; in-flight holds get `graceMs` to finish, then are blocked. */
+  async stop(graceMs = 5000): Promise<void> {
+    this.stopping = true;
+    try { this.proxy.httpServer?.close(); } catch { /* already closed */ }
+    const deadline = Date.now() + graceMs;
+    while (this.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    for (const d of this.downloads.values()) d.fail(reason('INTERNAL_ERROR', 'patchgate is shutting down'));
+    for (const d of this.downloads.values()) d.expire();
+    this.downloads.clear();
+    for (const t of this.tunnels) t.destroy();
+    try { this.proxy.close(); } catch { /* already closed */ }
+    (this.proxy.httpServer as unknown as { closeAllConnections?: () => void } | undefined)?.closeAllConnections?.();
+    this.httpsAgent?.destroy();
+    removeSpoolDir(this.spoolDir);
+    this.decoy?.remove();
+  }
+
+  // ---- CONNECT ----
+
+  private onConnect(req: IncomingMessage, socket: Duplex, head: Buffer, callback: (err?: Error) => void): void {
+    const target = req.url ?? '';
+    const m = /^(\[[^\]]+\]|[^:/\\\s]+):(\d{1,5})$/.exec(target);
+    const host = m ? canonicalHost(m[1]!) : '';
+    const port = m ? Number(m[2]) : 0;
+    if (!m || !isSafeHostName(host) || port < 1 || port > 65535) {
+      socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n');
+      return;
+    }
+    const decision = this.o.hostRules.decideConnect(host);
+    const client = (req.socket as Socket).remoteAddress ?? '?';
+    if (decision.mode === 'inspect') {
+      if (!this.ca.covers(host)) {
+        this.auditConnect(client, target, host, 'blocked', 403, [reason('INTERNAL_ERROR', 'the interception CA cannot issue for this host: refused rather than tunnelled blind')]);
+        socket.end('HTTP/1.1 403 Forbidden\r\nx-patchgate-verdict: block\r\ncontent-length: 0\r\n\r\n');
+        return;
+      }
+      return callback(); // the library answers 200 and terminates TLS with our leaf
+    }
+    if (decision.mode === 'pinned') this.auditConnect(client, target, host, 'tunnel', 200, []);
+    else this.o.audit.debug({ client, connect: target }, 'tunnel');
+    this.tunnel(socket, head, host, port);
+  }
+
+  private auditConnect(client: string, target: string, host: string, served: AuditRecord['served'], status: number, reasons: AuditRecord['reasons']): void {
+    this.o.audit.record({
+      id: newAuditId(), kind: 'connect', client, method: 'CONNECT', url: target, host, inspected: false, served, status,
+      verdict: reasons.length ? 'block' : 'pass', reasons, rulesSha256: this.o.rulesSha256, durations: {},
+    });
+  }
+
+  /** A blind TCP tunnel, direct or through the upstream proxy's CONNECT. */
+  private tunnel(client: Duplex, head: Buffer, host: string, port: number): void {
+    const up = this.o.upstreamProxy;
+    const wire = (server: Duplex) => {
+      this.tunnels.add(client);
+      client.once('close', () => { this.tunnels.delete(client); server.destroy(); });
+      server.once('close', () => client.destroy());
+      server.on('error', () => client.destroy());
+      client.on('error', () => server.destroy());
+      client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      if (head.length) server.write(head);
+      server.pipe(client);
+      client.pipe(server);
+    };
+    const refuse = () => { if (!client.destroyed) client.end('HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n'); };
+    if (!up) {
+      const s = net.connect({ host, port });
+      s.once('connect', () => wire(s));
+      s.once('error', refuse);
+      return;
+    }
+    const r = http.request({ host: up.hostname, port: Number(up.port) || 80, method: 'CONNECT', path: `${host.includes(':') ? `[${host}]` : host}:${port}` });
+    r.once('connect', (res, s) => (res.statusCode === 200 ? wire(s) : (s.destroy(), refuse())));
+    r.once('error', refuse);
+    r.end();
+  }
+
+  // ---- requests ----
+
+  private onRequest(ctx: any, callback: (err?: Error) => void): void {
+    const req: IncomingMessage = ctx.clientToProxyRequest;
+    const res: ServerResponse = ctx.proxyToClientResponse;
+    const opts = ctx.proxyToServerRequestOptions as { host: string; port: number; path: string; headers: Record<string, string | string[] | undefined>; agent?: unknown };
+    // A request for the proxy itself (origin-form, not through a CONNECT): PAC file or 404.
+    if (!ctx.isSSL && !ctx.connectRequest && req.headers['x-patchgate-direct'] === undefined && this.isDirect(req, opts)) return this.serveDirect(req, res);
+    const host = canonicalHost(opts.host ?? '');
+    if (!isSafeHostName(host)) return this.refuse(res, 400, 'bad host name');
+    const hdrHost = hostOfHeader(req.headers.host);
+    if (hdrHost !== undefined && hdrHost !== host) return this.refuse(res, 400, 'Host header and request target disagree');
+    const scheme = ctx.isSSL ? 'https' : 'http';
+    const port = opts.port || (ctx.isSSL ? 443 : 80);
+    const path = req.url ?? '/';
+    const defaultPort = (scheme === 'https' && port === 443) || (scheme === 'http' && port === 80);
+    const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}${defaultPort ? '' : `:${port}`}${path}`;
+    const decision = this.o.hostRules.decide(host, path);
+    this.routeUpstream(ctx, opts, url);
+    if (decision.mode !== 'inspect') {
+      this.o.audit.debug({ client: req.socket.remoteAddress, method: req.method, url }, 'pass');
+      return callback();
+    }
+    if (this.stopping) return this.refuse(res, 503, 'shutting down');
+
+    const method = (req.method ?? 'GET').toUpperCase();
+    const waiter: Waiter = {
+      id: newAuditId(), req, res, method, range: typeof req.headers.range === 'string' ? req.headers.range : undefined,
+      client: req.socket.remoteAddress ?? '?', url, host, since: Date.now(), shared: false,
+    };
+    // Only GET (and HEAD for an entity already verified) shares; other methods get their own fetch.
+    const key = method === 'GET' || method === 'HEAD' ? url : `${url}#${waiter.id}`;
+    const existing = this.downloads.get(key);
+    if (existing && (method === 'GET' || existing.settled)) {
+      waiter.shared = true;
+      req.resume();
+      existing.attach(waiter);
+      return; // served from the shared download; nothing goes upstream for this client
+    }
+    // The whole entity is fetched without Range or conditionals, and decoded here whatever the encoding.
+    for (const h of ['range', 'if-range', 'if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since']) delete opts.headers[h];
+    opts.headers['accept-encoding'] = 'gzip, deflate, br';
+    const held = new HeldDownload(key, this.holdSettings(), (d, cacheable) => this.settled(d, cacheable, method));
+    ctx.patchgateHold = held;
+    if (method === 'GET') this.downloads.set(key, held);
+    held.attach(waiter);
+    ctx.onResponse((c: any, _cb: () => void) => held.takeUpstream(c.serverToProxyResponse));
+    callback();
+  }
+
+  private settled(d: HeldDownload, cacheable: boolean, _method: string): void {
+    if (!cacheable) {
+      if (this.downloads.get(d.key) === d) this.downloads.delete(d.key);
+      return;
+    }
+    const t = setTimeout(() => {
+      if (this.downloads.get(d.key) === d) this.downloads.delete(d.key);
+      d.expire();
+    }, this.o.limits.cacheTtlMs);
+    t.unref();
+  }
+
+  private holdSettings(): HoldSettings {
+    const l = this.o.limits;
+    return {
+      policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
+      idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas,
+      rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), now: this.o.now,
+      redirectAllowed: (u) => (u.protocol === 'http:' || u.protocol === 'https:') && this.o.hostRules.decide(canonicalHost(u.hostname), u.pathname).mode === 'inspect',
+    };
+  }
+
+  /** Through the upstream proxy when one is set: absolute-form for HTTP, CONNECT for HTTPS. */
+  private routeUpstream(ctx: any, opts: { host: string; port: number; path: string; agent?: unknown }, url: string): void {
+    const up = this.o.upstreamProxy;
+    if (!up) return;
+    if (ctx.isSSL) {
+      opts.agent = this.httpsAgent;
+      return;
+    }
+    opts.host = up.hostname;
+    opts.port = Number(up.port) || 80;
+    opts.path = url;
+    opts.agent = undefined;
+  }
+
+  private isDirect(req: IncomingMessage, opts: { host: string; port: number }): boolean {
+    const raw = (req as unknown as { originalUrl?: string }).originalUrl;
+    void raw;
+    // http-mitm-proxy rewrote an absolute-form target to its path; origin-form requests name the proxy in Host.
+    const port = Number(opts.port);
+    return port === this.port && ['127.0.0.1', 'localhost', '::1', this.o.listen.host, '0.0.0.0'].includes(canonicalHost(opts.host ?? ''));
+  }
+
+  private serveDirect(req: IncomingMessage, res: ServerResponse): void {
+    req.resume();
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/wpad.dat' || path === '/proxy.pac') {
+      const hostHeader = req.headers.host ?? `${this.o.listen.host}:${this.port}`;
+      const up = this.o.upstreamProxy;
+      const body = pacFile({
+        proxyHostPort: hostHeader,
+        gatedPatterns: [...this.o.hostRules.patterns('inspect'), ...this.o.hostRules.patterns('pinned')],
+        upstreamHostPort: up ? `${up.hostname}:${Number(up.port) || 80}` : undefined,
+      });
+      res.writeHead(200, { 'content-type': 'application/x-ns-proxy-autoconfig', 'content-length': Buffer.byteLength(body), 'cache-control': 'max-age=300' });
+      res.end(body);
+      return;
+    }
+    this.refuse(res, 404, 'patchgate serves /wpad.dat and /proxy.pac here');
+  }
+
+  private refuse(res: ServerResponse, status: number, text: string): void {
+    if (!res.headersSent) res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text + '\n'), connection: 'close' });
+    res.end(text + '\n');
+  }
+}
