@@ -2,6 +2,8 @@ import yargs, { type Argv } from 'yargs';
 import { DEFAULT_RULES } from './defaultPaths.js';
 import { runVerify } from './verifyCommand.js';
 import { runGate, DEFAULT_CA_DIR } from './runCommand.js';
+import { runLab } from './labCommand.js';
+import { SCENARIO_NAMES, type ScenarioName } from '../lab/flameScenarios.js';
 import { UsageError } from './usageError.js';
 import { RulesError, loadRulesFile } from '../policy/rulesFile.js';
 import { buildPolicy } from '../policy/buildPolicy.js';
@@ -23,7 +25,7 @@ const asList = (v: string | string[] | undefined): string[] | undefined => (v ==
 export async function main(argv: string[]): Promise<number> {
   const out = (line: string) => process.stdout.write(line + '\n');
   const err = (line: string) => process.stderr.write(line + '\n');
-  if (argv[0] === 'icap' || argv[0] === 'lab') {
+  if (argv[0] === 'icap') {
     err(`patchgate ${argv[0]}: not built yet in this version (see the README's roadmap); use "patchgate verify".`);
     return 2;
   }
@@ -66,6 +68,18 @@ export async function main(argv: string[]): Promise<number> {
           anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust, allowSha1: a['allow-sha1'],
           ekuMode: a['eku-mode'], signatureMode: a['signature-mode'], audit: a.audit, caDir: a['ca-dir'], spoolDir: a['spool-dir'],
         });
+      },
+    )
+    .command(
+      'lab flame',
+      "re-enact Flame's man-in-the-middle update attack on 127.0.0.1, and show the gate stop it",
+      (y) =>
+        y
+          .option('scenario', { choices: [...SCENARIO_NAMES, 'all'] as const, default: 'forged-md5', describe: 'which attack to play ("all" plays every one)' })
+          .option('out', { type: 'string', describe: 'folder for audit.jsonl and report.html' })
+          .option('keep', { type: 'boolean', describe: 'keep the lab\'s temp folder (CA, spool) after the run' }),
+      async (a) => {
+        code = await runLab({ scenario: a.scenario as ScenarioName | 'all', out: a.out, keep: a.keep }, out);
       },
     )
     .command(
