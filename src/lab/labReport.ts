@@ -29,7 +29,7 @@ function chainBoxes(record: AuditRecord, known: Map<string, CertificateInfo>): B
   }
   // The issuer above the last certificate the signature carried, when the lab knows it.
   const top = boxes[boxes.length - 1]?.info;
-  if (top && !top.isSelfIssued) {
+  if (top && !top.isSelfIssued && record.verdict !== 'allow') {
     const parent = [...known.values()].find((c) => Buffer.from(c.subjectDer).equals(Buffer.from(top.issuerDer)));
     if (parent) boxes.push({ info: parent, marks: [{ text: 'not carried by the signature', bad: false }] });
   }

@@ -112,8 +112,9 @@ const UPDATE_CA_PINNED: Record<string, ExpectedDifference> = {
   'nested-forged-outer': ref(['NO_CODESIGN_EKU', 'UNTRUSTED_ROOT', 'WEAK_ALGORITHM'], `${WHY.nestedForgedOuter} ${WHY.notUnderUpdateCa}`),
   'payload-flame': ref(['NO_CODESIGN_EKU', 'UNTRUSTED_ROOT', 'WEAK_ALGORITHM'], `${WHY.payloadFlame} ${WHY.notUnderUpdateCa}`),
   // root > noekuca > noekuca-pub: under the Vendor Root but not under the Update CA. With the Update CA pinned the chain
-  // never reaches an anchor, so patchgate stops at UNTRUSTED_ROOT (the EKU question does not arise).
-  noekuca: ref(['UNTRUSTED_ROOT'], WHY.notUnderUpdateCa),
+  // never reaches an anchor (UNTRUSTED_ROOT); the signature carries noekuca but not the root, so noekuca is an
+  // intermediate on the path it built, and its missing EKU is reported too (NO_CODESIGN_EKU), as for Flame.
+  noekuca: ref(['NO_CODESIGN_EKU', 'UNTRUSTED_ROOT'], `${WHY.noekuca} ${WHY.notUnderUpdateCa}`),
   // A complete, well-formed chain under another root: osslsigncode/openssl are given rogueroot.pem and accept it.
   rogue: ref(['UNTRUSTED_ROOT'], `Well-formed chain under rogueroot. ${WHY.notUnderUpdateCa}`),
   'payload-rogue': ref(['UNTRUSTED_ROOT'], `Well-formed chain under rogueroot. ${WHY.notUnderUpdateCa}`),

@@ -113,7 +113,9 @@ function checkPath(path: CertificateInfo[], anchored: boolean, purpose: ChainPur
   for (let i = 0; i <= last; i++) {
     const c = path[i]!;
     const isLeaf = i === 0;
-    const isTop = i === last; // the anchor when anchored
+    // The top is exempt from the below-the-anchor rules only when it is the anchor, or a root
+    // (self-issued). The top of an unanchored path whose issuer is missing is an intermediate.
+    const isTop = i === last && (anchored || c.isSelfIssued);
     const name = `"${c.subject}"`;
 
     if (policy.distrust.size && c.distrustFingerprints().some((f) => policy.distrust.has(f))) add('DISTRUSTED_CERT', `${name} (SHA-256 ${c.sha256}) is on the distrust list`);
@@ -165,7 +167,7 @@ function checkPath(path: CertificateInfo[], anchored: boolean, purpose: ChainPur
     }
 
     // The signature on each certificate below the top, made by the next one up.
-    if (!isTop) {
+    if (i < last) {
       const issuer = path[i + 1]!;
       const alg = c.signatureAlgorithm;
       if (!alg) {
@@ -182,7 +184,6 @@ function checkPath(path: CertificateInfo[], anchored: boolean, purpose: ChainPur
       }
     }
   }
-  void anchored;
   return out;
 }
 
