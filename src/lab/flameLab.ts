@@ -180,7 +180,7 @@ export async function runFlameLab(opts: LabOptions = {}): Promise<LabResult> {
 export function formatStepTable(r: LabResult): string {
   const rows = r.steps.map((s) => [String(s.step), s.phase, s.actor, s.answeredBy, s.served, s.verdict, s.reasons]);
   const head = ['#', 'phase', 'who asked', 'who answered', 'what was served', 'verdict', 'reasons'];
-  const width = head.map((h, i) => Math.min(60, Math.max(h.length, ...rows.map((row) => row[i]!.length))));
+  const width = head.map((h, i) => Math.min(48, Math.max(h.length, ...rows.map((row) => row[i]!.length))));
   const cut = (t: string, w: number) => (t.length > w ? t.slice(0, w - 1) + '…' : t.padEnd(w));
   return [head, head.map((_, i) => '-'.repeat(width[i]!)), ...rows].map((row) => row.map((c, i) => cut(c, width[i]!)).join('  ')).join('\n');
 }
