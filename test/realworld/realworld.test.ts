@@ -47,11 +47,15 @@ describe("Microsoft-signed shim (two WIN_CERTIFICATE entries, RFC 3161 timestamp
   it('primary mode evaluates the first entry (UEFI CA 2011); all mode needs the 2023 CA too', () => {
     expect(verifyBytes(shim, emptyPolicy({ anchors: UEFI_2011, tsaAnchors: MS_TSA })).verdict).toBe('allow');
     const all = verifyBytes(shim, emptyPolicy({ anchors: UEFI_2011, tsaAnchors: MS_TSA, signatureMode: 'all' }));
-    expect(codes(all)).toEqual(['UNTRUSTED_ROOT']);
+    expect(all.verdict).toBe('block');
+    // The second entry's chain ends at UEFI CA 2023 (not pinned; no EKU extension, so under the strict rule it also lacks codeSigning).
+    expect(all.reasons.filter((r) => r.code === 'UNTRUSTED_ROOT').map((r) => r.message).join()).toMatch(/^signature #1: .*UEFI CA 2023/);
   });
   it('is blocked UNTRUSTED_ROOT under the default rules (a different Microsoft CA is not the approved one)', () => {
     const v = verifyBytes(shim, buildPolicy(loadRulesFile(join(REPO, 'rules', 'default.yaml'))));
-    expect(codes(v)).toEqual(['UNTRUSTED_ROOT']);
+    expect(v.verdict).toBe('block');
+    expect(v.reasons[0]?.code).toBe('UNTRUSTED_ROOT');
+    expect(v.reasons[0]?.message).toMatch(/UEFI CA 2011/);
   });
 });
 
