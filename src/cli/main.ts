@@ -61,12 +61,13 @@ export async function main(argv: string[]): Promise<number> {
           .option('update-host', { type: 'string', describe: 'add a host pattern to inspect (repeatable), e.g. 127.0.0.1 or *.windowsupdate.com' })
           .option('audit', { type: 'string', default: '-', describe: 'audit log file (JSON lines), or - for stdout' })
           .option('ca-dir', { type: 'string', default: DEFAULT_CA_DIR, describe: 'folder of the interception CA (made on first run; key mode 0600)' })
-          .option('spool-dir', { type: 'string', describe: 'folder for held payloads (default: the system temp folder)' }),
+          .option('spool-dir', { type: 'string', describe: 'folder for held payloads (default: the system temp folder)' })
+          .option('upstream-ca', { type: 'string', describe: 'PEM file of extra CAs trusted for upstream TLS (besides the system store)' }),
       async (a) => {
         code = await runGate({
           rules: a.rules, listen: a.listen, admin: a.admin, upstreamProxy: a['upstream-proxy'], updateHost: asList(a['update-host']),
           anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust, allowSha1: a['allow-sha1'],
-          ekuMode: a['eku-mode'], signatureMode: a['signature-mode'], audit: a.audit, caDir: a['ca-dir'], spoolDir: a['spool-dir'],
+          ekuMode: a['eku-mode'], signatureMode: a['signature-mode'], audit: a.audit, caDir: a['ca-dir'], spoolDir: a['spool-dir'], upstreamCa: a['upstream-ca'],
         });
       },
     )

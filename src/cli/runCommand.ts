@@ -25,6 +25,7 @@ export interface RunArgs {
   audit: string;
   caDir?: string;
   spoolDir?: string;
+  upstreamCa?: string;
 }
 
 export function parseHostPort(text: string, flag: string): { host: string; port: number } {
@@ -76,6 +77,7 @@ export async function runGate(args: RunArgs): Promise<number> {
     nonPayload: loaded.rules.nonPayload ?? 'pass',
     unsignedDeltas: loaded.rules.unsignedDeltas ?? 'block',
     spoolBase: args.spoolDir ?? tmpdir(),
+    upstreamCaFile: args.upstreamCa,
   });
   await gate.start();
   let adminServer: http.Server | undefined;
@@ -112,6 +114,8 @@ export async function runGate(args: RunArgs): Promise<number> {
       await gate.stop();
       await audit.close();
       resolve(0);
+      // Pooled keep-alive sockets to upstreams must not keep a stopped gate alive.
+      setTimeout(() => process.exit(0), 200);
     };
     process.once('SIGINT', () => void stop('SIGINT'));
     process.once('SIGTERM', () => void stop('SIGTERM'));

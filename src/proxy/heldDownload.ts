@@ -88,6 +88,10 @@ export class HeldDownload {
   }
 
   get settled(): boolean { return this.outcome !== undefined; }
+
+  private cancel: (() => void) | undefined;
+  /** How to abandon the upstream request before its response arrived. */
+  onCancel(fn: () => void): void { this.cancel = fn; }
   get hasWaiters(): boolean { return this.waiters.length > 0; }
 
   attach(w: Waiter): void {
@@ -125,6 +129,7 @@ export class HeldDownload {
     this.clearTimers();
     for (const s of this.streams) s.destroy();
     this.upstream?.destroy();
+    if (!this.upstream) this.cancel?.();
     this.spool?.release();
     this.outcome = { kind: 'block', reasons: [reason('UPSTREAM_ERROR', 'aborted')] };
     this.onSettled(this, false);
@@ -137,12 +142,13 @@ export class HeldDownload {
     if (this.outcome) return;
     for (const s of this.streams) s.destroy();
     this.upstream?.destroy();
+    if (!this.upstream) this.cancel?.();
     this.settle({ kind: 'block', reasons: [why] });
   }
 
   /** Takes over the upstream response: nothing goes to a client before the verdict. */
   takeUpstream(res: IncomingMessage): void {
-    if (this.aborted) {
+    if (this.aborted || this.outcome) {
       res.destroy();
       return;
     }
@@ -224,6 +230,7 @@ export class HeldDownload {
     });
     res.resume(); // http-mitm-proxy hands the response over paused
     body.on('end', () => {
+      clearTimeout(this.idleTimer); // the body is complete: only the verdict remains
       if (this.outcome) return;
       if (!res.complete) return this.fail(reason('UPSTREAM_ERROR', 'upstream closed the connection before the whole body arrived'));
       this.lastByte = Date.now();
@@ -332,7 +339,7 @@ export class HeldDownload {
       return;
     }
     if (o.kind === 'relay') {
-      w.res.writeHead(o.status, { ...entityHeaders(o.headers), ...(o.headers['content-length'] && o.served === 'head' ? { 'content-length': o.headers['content-length'] } : {}), 'x-patchgate-audit-id': w.id });
+      w.res.writeHead(o.status, { ...entityHeaders(o.headers), ...(o.headers['content-length'] && o.served === 'head' && !/\S/.test(String(o.headers['content-encoding'] ?? '').replace(/identity/gi, '')) ? { 'content-length': o.headers['content-length'] } : {}), 'x-patchgate-audit-id': w.id });
       w.res.end();
       this.record(w, { served: o.served, status: o.status, verdict: 'pass', reasons: [], inspected: false, durations: base });
       return;

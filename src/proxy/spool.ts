@@ -68,10 +68,14 @@ export class Spool {
     if (this.released) return;
     this.released = true;
     this.memory = [];
-    if (this.file && !this.file.closed) this.file.destroy();
-    if (this.path) {
-      try { unlinkSync(this.path); } catch { /* already gone */ }
+    const path = this.path;
+    const unlink = () => { if (path) try { unlinkSync(path); } catch { /* already gone */ } };
+    // The file may still be opening: delete it again once its stream has closed, so it cannot reappear.
+    if (this.file && !this.file.closed) {
+      this.file.once('close', unlink);
+      this.file.destroy();
     }
+    unlink();
   }
 }
 

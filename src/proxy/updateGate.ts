@@ -1,4 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { tmpdir } from 'node:os';
@@ -37,6 +40,8 @@ export interface GateOptions {
   nonPayload: 'pass' | 'block';
   unsignedDeltas: 'pass' | 'block';
   spoolBase?: string;
+  /** PEM file of extra CAs the gate trusts for upstream TLS (besides the system store). */
+  upstreamCaFile?: string;
   /** Verification instant for tests (the core's `now`). */
   now?: () => Date;
 }
@@ -59,6 +64,8 @@ export class UpdateGate {
   private ca!: InterceptionCa;
   private spoolDir!: string;
   private readonly downloads = new Map<string, HeldDownload>();
+  /** Every hold not yet settled (GET, HEAD and other methods alike), for stop() and inFlight. */
+  private readonly active = new Set<HeldDownload>();
   private readonly tunnels = new Set<Duplex>();
   private readonly httpsAgent: HttpsProxyAgent<string> | undefined;
   private port = 0;
@@ -66,12 +73,13 @@ export class UpdateGate {
   private decoy: { dir: string; remove: () => void } | undefined;
 
   constructor(private readonly o: GateOptions) {
-    this.httpsAgent = o.upstreamProxy ? new HttpsProxyAgent(o.upstreamProxy.href, { keepAlive: true }) : undefined;
+    const ca = o.upstreamCaFile ? [...tls.rootCertificates, readFileSync(o.upstreamCaFile, 'utf8')] : undefined;
+    this.httpsAgent = o.upstreamProxy ? new HttpsProxyAgent(o.upstreamProxy.href, { keepAlive: true, ...(ca ? { ca } : {}) }) : undefined;
   }
 
   get address(): { host: string; port: number } { return { host: this.o.listen.host, port: this.port }; }
   get caCertificatePath(): string { return this.ca.caCertificatePath; }
-  get inFlight(): number { return [...this.downloads.values()].filter((d) => !d.settled).length; }
+  get inFlight(): number { return [...this.active].filter((d) => !d.settled).length; }
 
   async start(): Promise<void> {
     this.spoolDir = makeSpoolDir(this.o.spoolBase ?? tmpdir());
@@ -90,15 +98,34 @@ export class UpdateGate {
     };
     proxy.onConnect((req, socket, head, callback) => this.onConnect(req, socket, head, callback));
     proxy.onRequest((ctx, callback) => this.onRequest(ctx, callback));
+    // WebSocket upgrades bypass onRequest entirely: none to an inspected host (no byte unverified).
+    proxy.onWebSocketConnection((ctx: any, callback: (err?: Error) => void) => {
+      let target: URL | undefined;
+      try { target = new URL(ctx.proxyToServerWebSocketOptions.url); } catch { /* refused below */ }
+      const host = target ? canonicalHost(target.hostname) : '';
+      if (!target || this.stopping || this.o.hostRules.decide(host, target.pathname).mode !== 'pass') {
+        // http-mitm-proxy's close handler reads proxyToServerWebSocket: give it a closed stand-in.
+        ctx.proxyToServerWebSocket = { readyState: 3, close() {}, send() {}, ping() {}, pong() {} };
+        try { ctx.clientToProxyWebSocket.terminate(); } catch { /* gone */ }
+        return; // never connects upstream
+      }
+      callback();
+    });
     proxy.onError((ctx, err) => {
       const held = ctx && (ctx as unknown as { patchgateHold?: HeldDownload }).patchgateHold;
       if (held) held.fail(reason('UPSTREAM_ERROR', `upstream: ${err?.message ?? err}`));
     });
     this.decoy = makeLibraryCaDecoy();
     await new Promise<void>((resolve, reject) => {
-      proxy.listen({ host: this.o.listen.host, port: this.o.listen.port, sslCaDir: this.decoy!.dir, keepAlive: true }, (err?: Error | null) => (err ? reject(err) : resolve()));
+      const extraCa = this.o.upstreamCaFile ? readFileSync(this.o.upstreamCaFile, 'utf8') : undefined;
+      const httpsAgent = new https.Agent({ keepAlive: true, ...(extraCa ? { ca: [...tls.rootCertificates, extraCa] } : {}) });
+      proxy.listen({ host: this.o.listen.host, port: this.o.listen.port, sslCaDir: this.decoy!.dir, keepAlive: true, httpsAgent } as any, (err?: Error | null) => (err ? reject(err) : resolve()));
     });
     this.port = proxy.httpPort;
+    // Before http-mitm-proxy rewrites an absolute-form target to its path: remember the form.
+    proxy.httpServer!.prependListener('request', (req: IncomingMessage) => {
+      (req as unknown as { patchgateOriginForm?: boolean }).patchgateOriginForm = (req.url ?? '').startsWith('/');
+    });
   }
 
   /** Graceful stop: no new connections; in-flight holds get `graceMs` to finish, then are blocked. */
@@ -107,12 +134,16 @@ export class UpdateGate {
     try { this.proxy.httpServer?.close(); } catch { /* already closed */ }
     const deadline = Date.now() + graceMs;
     while (this.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    for (const d of this.downloads.values()) d.fail(reason('INTERNAL_ERROR', 'patchgate is shutting down'));
+    for (const d of [...this.active, ...this.downloads.values()]) d.fail(reason('INTERNAL_ERROR', 'patchgate is shutting down'));
+    this.active.clear();
     for (const d of this.downloads.values()) d.expire();
     this.downloads.clear();
     for (const t of this.tunnels) t.destroy();
+    const p = this.proxy as unknown as { httpServer?: http.Server; sslServers?: Record<string, { server?: http.Server }> };
+    const servers = [p.httpServer, ...Object.values(p.sslServers ?? {}).map((x) => x.server)].filter((x): x is http.Server => !!x);
     try { this.proxy.close(); } catch { /* already closed */ }
-    (this.proxy.httpServer as unknown as { closeAllConnections?: () => void } | undefined)?.closeAllConnections?.();
+    await new Promise((r) => setTimeout(r, 100)); // let block pages flush
+    for (const s of servers) s.closeAllConnections?.();
     this.httpsAgent?.destroy();
     removeSpoolDir(this.spoolDir);
     this.decoy?.remove();
@@ -185,7 +216,8 @@ export class UpdateGate {
     const res: ServerResponse = ctx.proxyToClientResponse;
     const opts = ctx.proxyToServerRequestOptions as { host: string; port: number; path: string; headers: Record<string, string | string[] | undefined>; agent?: unknown };
     // A request for the proxy itself (origin-form, not through a CONNECT): PAC file or 404.
-    if (!ctx.isSSL && !ctx.connectRequest && req.headers['x-patchgate-direct'] === undefined && this.isDirect(req, opts)) return this.serveDirect(req, res);
+    const originForm = (req as unknown as { patchgateOriginForm?: boolean }).patchgateOriginForm === true;
+    if (!ctx.isSSL && !ctx.connectRequest && (originForm || this.isDirect(req, opts))) return this.serveDirect(req, res);
     const host = canonicalHost(opts.host ?? '');
     if (!isSafeHostName(host)) return this.refuse(res, 400, 'bad host name');
     const hdrHost = hostOfHeader(req.headers.host);
@@ -219,9 +251,11 @@ export class UpdateGate {
     }
     // The whole entity is fetched without Range or conditionals, and decoded here whatever the encoding.
     for (const h of ['range', 'if-range', 'if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since']) delete opts.headers[h];
-    opts.headers['accept-encoding'] = 'gzip, deflate, br';
+    opts.headers['accept-encoding'] = method === 'HEAD' ? 'identity' : 'gzip, deflate, br';
     const held = new HeldDownload(key, this.holdSettings(), (d, cacheable) => this.settled(d, cacheable, method));
     ctx.patchgateHold = held;
+    this.active.add(held);
+    held.onCancel(() => (ctx.proxyToServerRequest as { destroy?: () => void } | undefined)?.destroy?.());
     if (method === 'GET') this.downloads.set(key, held);
     held.attach(waiter);
     ctx.onResponse((c: any, _cb: () => void) => held.takeUpstream(c.serverToProxyResponse));
@@ -229,6 +263,7 @@ export class UpdateGate {
   }
 
   private settled(d: HeldDownload, cacheable: boolean, _method: string): void {
+    this.active.delete(d);
     if (!cacheable) {
       if (this.downloads.get(d.key) === d) this.downloads.delete(d.key);
       return;
@@ -276,7 +311,9 @@ export class UpdateGate {
     req.resume();
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/wpad.dat' || path === '/proxy.pac') {
-      const hostHeader = req.headers.host ?? `${this.o.listen.host}:${this.port}`;
+      // The address the client used to reach us, with our port when its Host header has none (Host: wpad).
+      const h = req.headers.host;
+      const hostHeader = !h ? `${this.o.listen.host}:${this.port}` : /:\d+$/.test(h) ? h : `${h}:${this.port}`;
       const up = this.o.upstreamProxy;
       const body = pacFile({
         proxyHostPort: hostHeader,
