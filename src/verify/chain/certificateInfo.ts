@@ -41,6 +41,9 @@ const EC_ORDERS = [
   0x01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409n,
 ];
 
+const CERT_CACHE_SIZE = 512;
+const CERT_CACHE = new Map<string, CertificateInfo>();
+
 /**
  * One X.509 certificate with the facts the policy needs, read once. `der` is the exact encoding
  * found in the signature: fingerprints and pins compare these bytes, never a re-encoding.
@@ -79,7 +82,7 @@ export class CertificateInfo {
     this.der = der;
     this.sha256 = createHash('sha256').update(der).digest('hex');
     this.sha1 = createHash('sha1').update(der).digest('hex');
-    const parsed = parseStrictDer(der, 'certificate');
+    const parsed = parseStrictDer(der, 'certificate', { reencode: true });
     this.cert = new pkijs.Certificate({ schema: parsed });
     const c = this.cert;
     // RFC 5280 4.1.1.2: the outer signatureAlgorithm must be the one inside the signed part, byte for byte;
@@ -185,6 +188,25 @@ export class CertificateInfo {
       /* an unparsable ECDSA value fails the signature check anyway */
     }
     return out;
+  }
+
+  /**
+   * The parsed certificate for these bytes, from a small cache: the same publisher and CA
+   * certificates arrive with every payload, and parsing them strictly is most of a verdict's cost.
+   * Sharing is safe: a CertificateInfo never changes after construction (the key is cached lazily).
+   */
+  static fromDer(der: Uint8Array): CertificateInfo {
+    const key = createHash('sha256').update(der).digest('hex');
+    const hit = CERT_CACHE.get(key);
+    if (hit) {
+      CERT_CACHE.delete(key);
+      CERT_CACHE.set(key, hit);
+      return hit;
+    }
+    const info = new CertificateInfo(der);
+    CERT_CACHE.set(key, info);
+    if (CERT_CACHE.size > CERT_CACHE_SIZE) CERT_CACHE.delete(CERT_CACHE.keys().next().value!);
+    return info;
   }
 
   get isSelfIssued(): boolean {

@@ -105,7 +105,7 @@ export function parseSignedData(der: Uint8Array, what = 'signature'): SignedData
         // Only plain X.509 certificates; attribute and other certificate choices are tagged and skipped.
         if (c.idBlock.tagClass !== 1 || c.idBlock.tagNumber !== 16) continue;
         const raw = new Uint8Array(c.valueBeforeDecodeView);
-        certificates.push(parsing('certificate in the signature', () => new CertificateInfo(raw)));
+        certificates.push(parsing('certificate in the signature', () => CertificateInfo.fromDer(raw)));
       }
     }
 

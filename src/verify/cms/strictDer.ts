@@ -22,45 +22,67 @@ function walk(el: asn1js.AsnType, depth: number, what: string): void {
   }
 }
 
-/** A cheap pre-scan of nesting depth over raw bytes, so asn1js never recurses into a bomb. */
-function scanDepth(bytes: Uint8Array, what: string): void {
-  // Walk TLV headers iteratively: constructed elements push their end offset.
-  const ends: number[] = [bytes.byteLength];
+/** Universal types that DER always encodes primitive (only SEQUENCE and SET are constructed). */
+const CONSTRUCTED_UNIVERSAL = new Set([16, 17]);
+
+/**
+ * One iterative pass over the raw TLV headers, before asn1js sees the bytes: bounded depth,
+ * definite and minimal lengths, children that end exactly where their parent ends, no
+ * constructed encoding of a primitive universal type. That is DER's structure, checked without
+ * recursion (so a nesting bomb costs nothing) and without re-encoding.
+ */
+function scanDer(bytes: Uint8Array, what: string): void {
+  const ends: number[] = [];
   let i = 0;
+  let top = 0;
   while (i < bytes.byteLength) {
-    while (ends.length && i >= ends[ends.length - 1]!) ends.pop();
+    while (ends.length && i === ends[ends.length - 1]) ends.pop();
+    if (ends.length === 0 && top++ > 0) throw new MalformedError(`${what}: bytes after the ASN.1 element`);
     const tag = bytes[i++]!;
-    if ((tag & 0x1f) === 0x1f) { while (i < bytes.byteLength && (bytes[i]! & 0x80)) i++; i++; }
+    if ((tag & 0x1f) === 0x1f) {
+      let n = 0;
+      while (i < bytes.byteLength && bytes[i]! & 0x80) { i++; if (++n > 4) throw new MalformedError(`${what}: tag number too long`); }
+      i++;
+    }
     if (i >= bytes.byteLength) throw new MalformedError(`${what}: truncated ASN.1 header`);
-    let length = bytes[i++]!;
-    if (length === 0x80) throw new MalformedError(`${what}: indefinite length (BER, not DER)`);
-    if (length & 0x80) {
-      const n = length & 0x7f;
+    const first = bytes[i++]!;
+    let length = first;
+    if (first === 0x80) throw new MalformedError(`${what}: indefinite length (BER, not DER)`);
+    if (first & 0x80) {
+      const n = first & 0x7f;
       if (n > 4) throw new MalformedError(`${what}: ASN.1 length field of ${n} bytes`);
+      if (i + n > bytes.byteLength) throw new MalformedError(`${what}: truncated ASN.1 length`);
       length = 0;
-      for (let k = 0; k < n; k++) length = length * 256 + (bytes[i++] ?? 0);
+      for (let k = 0; k < n; k++) length = length * 256 + bytes[i++]!;
+      if (length < 0x80 || bytes[i - n] === 0) throw new MalformedError(`${what}: non-minimal length encoding (not DER)`);
     }
     const end = i + length;
-    if (end > (ends[ends.length - 1] ?? bytes.byteLength)) throw new MalformedError(`${what}: ASN.1 element overruns its container`);
+    const limit = ends.length ? ends[ends.length - 1]! : bytes.byteLength;
+    if (end > limit) throw new MalformedError(`${what}: ASN.1 element overruns its container`);
     if (tag & 0x20) {
+      if ((tag & 0xc0) === 0 && !CONSTRUCTED_UNIVERSAL.has(tag & 0x1f)) throw new MalformedError(`${what}: constructed encoding of a primitive type (BER, not DER)`);
       ends.push(end);
       if (ends.length > MAX_DER_DEPTH + 1) throw new MalformedError(`${what}: nested deeper than ${MAX_DER_DEPTH}`);
     } else {
       i = end;
     }
   }
+  while (ends.length && i === ends[ends.length - 1]) ends.pop();
+  if (ends.length) throw new MalformedError(`${what}: truncated ASN.1 element`);
 }
 
 /**
  * Parses bytes that must be exactly one DER element: definite, minimal lengths, children that fill
- * their parent exactly (checked by re-encoding), bounded depth. Certificates and signatures are
- * held to this so that one certificate has one encoding, and one fingerprint.
+ * their parent exactly, bounded depth (scanDer). With `reencode`, asn1js must also re-encode the
+ * parse to the same bytes (content rules too): used for certificates, whose fingerprint matters.
  */
-export function parseStrictDer(bytes: Uint8Array, what: string): asn1js.AsnType {
-  scanDepth(bytes, what);
+export function parseStrictDer(bytes: Uint8Array, what: string, opts: { reencode?: boolean } = {}): asn1js.AsnType {
+  scanDer(bytes, what);
   const parsed = asn1js.fromBER(bytes);
   if (parsed.offset === -1) throw new MalformedError(`${what}: ${parsed.result.error || 'bad ASN.1'}`);
   if (parsed.offset !== bytes.byteLength) throw new MalformedError(`${what}: ${bytes.byteLength - parsed.offset} bytes after the ASN.1 element`);
+  if (!opts.reencode) return parsed.result;
+  // Certificates also get a full re-encoding check: one certificate, one encoding, one fingerprint.
   walk(parsed.result, 0, what);
   const again = new Uint8Array(parsed.result.toBER(false));
   if (!Buffer.from(again).equals(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))) {
