@@ -3,6 +3,7 @@ import { DEFAULT_RULES } from './defaultPaths.js';
 import { runVerify } from './verifyCommand.js';
 import { runGate, DEFAULT_CA_DIR } from './runCommand.js';
 import { runLab } from './labCommand.js';
+import { runAuditSummary, runAuditVerify } from './auditCommand.js';
 import { SCENARIO_NAMES, type ScenarioName } from '../lab/flameScenarios.js';
 import { UsageError } from './usageError.js';
 import { RulesError, loadRulesFile } from '../policy/rulesFile.js';
@@ -82,6 +83,38 @@ export async function main(argv: string[]): Promise<number> {
       async (a) => {
         code = await runLab({ scenario: a.scenario as ScenarioName | 'all', out: a.out, keep: a.keep }, out);
       },
+    )
+    .command(
+      'audit <verify|summary>',
+      'check an audit log\'s hash chain (audit verify FILE...), or summarise it (audit summary FILE...)',
+      (y) =>
+        y
+          .command(
+            'verify <files..>',
+            'check the hash chain and the schema of audit logs (rotated files oldest first); exit 1 at the first break',
+            (v) =>
+              v
+                .positional('files', { type: 'string', array: true, describe: 'audit files, oldest first (FILE.2.gz FILE.1 FILE)' })
+                .option('partial', { type: 'boolean', describe: 'accept a first line that continues an earlier, absent file (not genesis)' })
+                .option('head', { type: 'string', describe: 'a line hash recorded earlier (/healthz, the journal): the chain must contain it' })
+                .option('json', { type: 'boolean', describe: 'one JSON object: intact, files, records, head, break' }),
+            async (a) => {
+              code = await runAuditVerify({ files: (a.files ?? []) as string[], partial: a.partial, head: a.head, json: a.json }, out);
+            },
+          )
+          .command(
+            'summary <files..>',
+            'count allowed and blocked responses by host, reason and signer, and the most blocked URLs',
+            (v) =>
+              v
+                .positional('files', { type: 'string', array: true, describe: 'audit files, oldest first' })
+                .option('top', { type: 'number', default: 10, describe: 'how many blocked URLs to list' })
+                .option('json', { type: 'boolean', describe: 'one JSON object instead of the report' }),
+            async (a) => {
+              code = await runAuditSummary({ files: (a.files ?? []) as string[], top: a.top, json: a.json }, out);
+            },
+          )
+          .demandCommand(1, 'name a subcommand: audit verify FILE... or audit summary FILE...'),
     )
     .command(
       'rules check [file]',

@@ -1,4 +1,4 @@
-import http from 'node:http';
+import type http from 'node:http';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { format } from 'node:util';
@@ -8,6 +8,8 @@ import { HostRules } from '../policy/hostRules.js';
 import type { HostRule } from '../policy/rulesFile.js';
 import { AuditLog } from '../audit/auditLog.js';
 import { UpdateGate } from '../proxy/updateGate.js';
+import { GateMetrics } from '../metrics/gateMetrics.js';
+import { startAdminServer } from '../metrics/adminServer.js';
 import { UsageError } from './usageError.js';
 
 export interface RunArgs {
@@ -65,6 +67,8 @@ export async function runGate(args: RunArgs): Promise<number> {
   const l = loaded.rules.limits ?? {};
   quietLibraryConsole();
   const audit = new AuditLog(args.audit);
+  const metrics = new GateMetrics({ rulesSha256: loaded.sha256, defaultMetrics: true });
+  audit.subscribe((r) => metrics.observeRecord(r));
   const gate = new UpdateGate({
     listen, policy, hostRules, rulesSha256: loaded.sha256, audit, caDir: args.caDir ?? DEFAULT_CA_DIR, upstreamProxy: upstream,
     limits: {
@@ -78,19 +82,16 @@ export async function runGate(args: RunArgs): Promise<number> {
     unsignedDeltas: loaded.rules.unsignedDeltas ?? 'block',
     spoolBase: args.spoolDir ?? tmpdir(),
     upstreamCaFile: args.upstreamCa,
+    observer: metrics,
   });
+  metrics.watch(gate);
   await gate.start();
-  let adminServer: http.Server | undefined;
+  let adminServer: (http.Server & { port: number }) | undefined;
   if (admin) {
-    adminServer = http.createServer((req, res) => {
-      if (req.url === '/healthz') {
-        const body = JSON.stringify({ status: 'ok', inFlight: gate.inFlight, rulesSha256: loaded.sha256 });
-        res.writeHead(200, { 'content-type': 'application/json' });
-        return res.end(body + '\n');
-      }
-      res.writeHead(404).end();
+    adminServer = await startAdminServer({
+      host: admin.host, port: admin.port, metrics,
+      health: () => ({ status: 'ok', inFlight: gate.inFlight, rulesSha256: loaded.sha256, audit: audit.head }),
     });
-    await new Promise<void>((resolve, reject) => adminServer!.once('error', reject).listen(admin.port, admin.host, () => resolve()));
   }
   const { host, port } = gate.address;
   const shown = host.includes(':') ? `[${host}]` : host;
@@ -99,10 +100,26 @@ export async function runGate(args: RunArgs): Promise<number> {
   say(`patchgate: clients must trust the interception CA ${gate.caCertificatePath}`);
   say(`patchgate: PAC file http://${shown}:${port}/wpad.dat`);
   if (adminServer) {
-    const a = adminServer.address() as { port: number };
-    say(`patchgate: health http://${admin!.host}:${a.port}/healthz`);
+    const shownAdmin = admin!.host.includes(':') ? `[${admin!.host}]` : admin!.host;
+    say(`patchgate: health http://${shownAdmin}:${adminServer.port}/healthz, metrics http://${shownAdmin}:${adminServer.port}/metrics`);
   }
+  // The chain's head goes to stderr (the journal under systemd) at start, on SIGHUP and at stop:
+  // a copy outside the log that `audit verify --head` can check the log against.
+  const sayHead = (when: string) => {
+    const h = audit.head;
+    say(`patchgate: audit head ${h.hash} (${when}; ${h.written} records written by this process${h.resumedFrom ? `, chain resumed from ${h.resumedFrom}` : ''})`);
+  };
+  if (args.audit !== '-') sayHead('start');
   say(`patchgate: ${policy.anchors.length} approved anchor(s), ${hostRules.patterns('inspect').length} inspected host pattern(s); audit to ${args.audit === '-' ? 'stdout' : args.audit}`);
+
+  // SIGHUP (logrotate's postrotate, systemctl reload): reopen the audit file by its name.
+  const onHup = () => {
+    if (args.audit === '-') return;
+    audit.flush();
+    sayHead('SIGHUP: reopening the audit log; the new file links to this');
+    audit.reopen();
+  };
+  process.on('SIGHUP', onHup);
 
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -113,6 +130,8 @@ export async function runGate(args: RunArgs): Promise<number> {
       adminServer?.close();
       await gate.stop();
       await audit.close();
+      process.off('SIGHUP', onHup);
+      if (args.audit !== '-') sayHead('stop');
       resolve(0);
       // Pooled keep-alive sockets to upstreams must not keep a stopped gate alive.
       setTimeout(() => process.exit(0), 200);

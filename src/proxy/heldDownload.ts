@@ -7,6 +7,7 @@ import { sniffFormat, SNIFF_BYTES } from '../verify/format/sniffFormat.js';
 import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
+import type { GateObserver } from '../metrics/gateObserver.js';
 import { Spool } from './spool.js';
 import { interpretRange } from './byteRange.js';
 import { writeBlockPage } from './blockPage.js';
@@ -40,6 +41,8 @@ export interface HoldSettings {
   redirectAllowed: (location: URL) => boolean;
   /** Verification instant (tests); default now. */
   now?: () => Date;
+  /** Metrics hooks (bytes verified, verifications, upstream failures). */
+  observer?: GateObserver;
 }
 
 const HOP_BY_HOP = new Set([
@@ -88,6 +91,8 @@ export class HeldDownload {
   }
 
   get settled(): boolean { return this.outcome !== undefined; }
+  /** Bytes this download holds in its spool (memory or disk) until the spool is released. */
+  get spoolBytes(): number { return this.spool?.heldBytes ?? 0; }
 
   private cancel: (() => void) | undefined;
   /** How to abandon the upstream request before its response arrived. */
@@ -140,6 +145,7 @@ export class HeldDownload {
   /** An upstream error, a timeout or a limit: block everyone waiting, with the reason. */
   fail(why: VerdictReason): void {
     if (this.outcome) return;
+    if (why.code === 'UPSTREAM_ERROR' || why.code === 'TIMEOUT') this.settings.observer?.upstreamError(why.code);
     for (const s of this.streams) s.destroy();
     this.upstream?.destroy();
     if (!this.upstream) this.cancel?.();
@@ -201,6 +207,7 @@ export class HeldDownload {
     };
     const holdChunk = (chunk: Buffer) => {
       verifier.update(chunk);
+      this.settings.observer?.inspected(chunk.byteLength);
       if (verifier.earlyBlock) {
         res.destroy();
         return this.fail(verifier.earlyBlock);
@@ -242,6 +249,7 @@ export class HeldDownload {
       const t0 = process.hrtime.bigint();
       const verdict = verifier.finish();
       this.verifyMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      this.settings.observer?.verified(this.verifyMs, verdict.verdict);
       const spool = this.spool!;
       spool.end().then(
         () => {
@@ -339,7 +347,7 @@ export class HeldDownload {
       return;
     }
     if (o.kind === 'relay') {
-      w.res.writeHead(o.status, { ...entityHeaders(o.headers), ...(o.headers['content-length'] && o.served === 'head' && !/\S/.test(String(o.headers['content-encoding'] ?? '').replace(/identity/gi, '')) ? { 'content-length': o.headers['content-length'] } : {}), 'x-patchgate-audit-id': w.id });
+      w.res.writeHead(o.status, { ...entityHeaders(o.headers), ...(o.headers['content-length'] && o.served === 'head' && !/\S/.test(String(o.headers['content-encoding'] ?? '').replace(/identity/gi, '')) ? { 'content-length': o.headers['content-length'] } : {}), 'x-patchgate-verdict': 'pass', 'x-patchgate-audit-id': w.id });
       w.res.end();
       this.record(w, { served: o.served, status: o.status, verdict: 'pass', reasons: [], inspected: false, durations: base });
       return;

@@ -19,6 +19,8 @@ export class Spool {
   constructor(private readonly dir: string, private readonly memoryLimit: number) {}
 
   get size(): number { return this.bytes; }
+  /** Bytes held (in memory or on disk) until release(); 0 after. */
+  get heldBytes(): number { return this.released ? 0 : this.bytes; }
   get onDisk(): boolean { return this.path !== undefined; }
 
   /** Appends a chunk; false means "wait for onDrain before writing more". */

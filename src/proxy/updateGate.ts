@@ -13,6 +13,7 @@ import type { HostRules } from '../policy/hostRules.js';
 import { canonicalHost } from '../policy/hostRules.js';
 import type { AuditLog } from '../audit/auditLog.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
+import type { GateObserver } from '../metrics/gateObserver.js';
 import { HeldDownload, newAuditId, type HoldSettings, type Waiter } from './heldDownload.js';
 import { makeSpoolDir, removeSpoolDir } from './spool.js';
 import { pacFile } from './pacFile.js';
@@ -44,6 +45,8 @@ export interface GateOptions {
   upstreamCaFile?: string;
   /** Verification instant for tests (the core's `now`). */
   now?: () => Date;
+  /** Metrics hooks, passed to every hold (src/metrics/gateMetrics.ts). */
+  observer?: GateObserver;
 }
 
 /** Hosts in absolute-form and Host header must agree: a disagreement is how smuggling starts. */
@@ -80,6 +83,12 @@ export class UpdateGate {
   get address(): { host: string; port: number } { return { host: this.o.listen.host, port: this.port }; }
   get caCertificatePath(): string { return this.ca.caCertificatePath; }
   get inFlight(): number { return [...this.active].filter((d) => !d.settled).length; }
+  /** Bytes in the spool of holds in flight and of verified copies still cached (for metrics). */
+  get spoolBytes(): number {
+    let n = 0;
+    for (const d of new Set([...this.active, ...this.downloads.values()])) n += d.spoolBytes;
+    return n;
+  }
 
   async start(): Promise<void> {
     this.spoolDir = makeSpoolDir(this.o.spoolBase ?? tmpdir());
@@ -280,7 +289,7 @@ export class UpdateGate {
     return {
       policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas,
-      rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), now: this.o.now,
+      rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), now: this.o.now, observer: this.o.observer,
       redirectAllowed: (u) => (u.protocol === 'http:' || u.protocol === 'https:') && this.o.hostRules.decide(canonicalHost(u.hostname), u.pathname).mode === 'inspect',
     };
   }

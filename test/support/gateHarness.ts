@@ -20,6 +20,7 @@ import { HostRules } from '../../src/policy/hostRules.js';
 import type { HostRule } from '../../src/policy/rulesFile.js';
 import { AuditLog } from '../../src/audit/auditLog.js';
 import type { AuditRecord } from '../../src/audit/auditRecord.js';
+import type { GateObserver } from '../../src/metrics/gateObserver.js';
 import { issueCertificate } from '../../src/pki/certificateFactory.js';
 import { createSyntheticSignedPe, type SyntheticSignedPe } from '../../src/lab/syntheticPe.js';
 import { labPolicy, pki } from './fixtures.js';
@@ -330,6 +331,8 @@ export interface StartGateOptions {
    * by one that trusts it. Drop the fallback once UpdateGate honours `upstreamCaFile`.
    */
   upstreamCaPem?: string;
+  /** Metrics hooks for the gate (a GateMetrics). */
+  observer?: GateObserver;
 }
 
 export async function startGate(o: StartGateOptions): Promise<GateHandle> {
@@ -356,6 +359,7 @@ export async function startGate(o: StartGateOptions): Promise<GateHandle> {
     unsignedDeltas: o.unsignedDeltas ?? 'block',
     spoolBase,
     upstreamProxy: o.upstreamProxy,
+    observer: o.observer,
     ...(upstreamCaFile ? { upstreamCaFile } : {}),
   };
   const gate = new UpdateGate(opts);

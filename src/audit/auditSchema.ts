@@ -1,0 +1,75 @@
+import { Ajv, type ErrorObject } from 'ajv';
+import { ALL_REASON_CODES } from '../verify/reasonCodes.js';
+import { AUDIT_LEVEL } from './auditChain.js';
+
+const hex64 = { type: 'string', pattern: '^[0-9a-f]{64}$' } as const;
+const str = { type: 'string' } as const;
+const nonNegInt = { type: 'integer', minimum: 0 } as const;
+const ms = { type: 'number', minimum: 0 } as const;
+
+/**
+ * The JSON Schema of one audit line, as `patchgate audit verify` checks it: pino's fields, `prev`,
+ * and the AuditRecord (src/audit/auditRecord.ts). The README's "Audit records" table documents it.
+ * Unknown top-level fields are refused: a line has exactly the fields this version writes.
+ */
+export const AUDIT_LINE_SCHEMA = {
+  type: 'object',
+  required: ['level', 'time', 'prev', 'msg', 'id', 'kind', 'client', 'method', 'url', 'host', 'inspected', 'served', 'status', 'verdict', 'reasons', 'rulesSha256', 'durations'],
+  additionalProperties: false,
+  properties: {
+    level: { const: AUDIT_LEVEL },
+    time: nonNegInt,
+    prev: hex64,
+    msg: { enum: ['transfer', 'connect'] },
+    id: { type: 'string', minLength: 1 },
+    kind: { enum: ['transfer', 'connect'] },
+    client: str,
+    method: { type: 'string', minLength: 1 },
+    url: { type: 'string', minLength: 1 },
+    host: str,
+    inspected: { type: 'boolean' },
+    served: { enum: ['full', 'range', 'head', 'not-modified', 'redirect', 'passed', 'blocked', 'tunnel', 'unsatisfiable', 'client-aborted'] },
+    status: { type: 'integer', minimum: 0, maximum: 999 },
+    upstreamStatus: { type: 'integer', minimum: 0, maximum: 999 },
+    range: str,
+    bytes: nonNegInt,
+    bytesToClient: nonNegInt,
+    sha256: hex64,
+    format: { enum: ['pe', 'cab', 'msi', 'cms-detached', 'unknown'] },
+    verdict: { enum: ['allow', 'block', 'pass'] },
+    reasons: {
+      type: 'array',
+      items: { type: 'object', required: ['code', 'message'], additionalProperties: false, properties: { code: { enum: ALL_REASON_CODES }, message: str } },
+    },
+    signer: {
+      type: 'object', required: ['subject', 'issuer', 'serial', 'sha256'],
+      properties: { subject: str, issuer: str, serial: str, sha256: hex64 },
+    },
+    chain: { type: 'array', items: hex64 },
+    timestamp: { type: 'object', required: ['time', 'authority'], properties: { time: str, authority: str } },
+    rulesSha256: { type: 'string', minLength: 1 },
+    durations: {
+      type: 'object', additionalProperties: false,
+      properties: { upstreamMs: ms, verifyMs: ms, toClientMs: ms },
+    },
+    shared: { type: 'boolean' },
+  },
+} as const;
+
+const ajv = new Ajv({ allErrors: false, strict: true, strictRequired: false });
+const validate = ajv.compile(AUDIT_LINE_SCHEMA);
+
+const describe = (e: ErrorObject): string => {
+  const at = e.instancePath ? e.instancePath.slice(1).replace(/\//g, '.') : '';
+  if (e.keyword === 'required') return `missing field "${(e.params as { missingProperty: string }).missingProperty}"${at ? ` in ${at}` : ''}`;
+  if (e.keyword === 'additionalProperties') return `unexpected field "${(e.params as { additionalProperty: string }).additionalProperty}"${at ? ` in ${at}` : ''}`;
+  return `${at || 'line'} ${e.message ?? 'is invalid'}`;
+};
+
+/** Undefined when `v` is a valid audit line (parsed), else what is wrong with it. */
+export function auditLineProblem(v: unknown): string | undefined {
+  if (!validate(v)) return describe(validate.errors![0]!);
+  const o = v as { msg: string; kind: string };
+  if (o.msg !== o.kind) return `msg "${o.msg}" differs from kind "${o.kind}"`;
+  return undefined;
+}

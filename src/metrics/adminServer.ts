@@ -1,0 +1,49 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { GateMetrics } from './gateMetrics.js';
+
+export interface AdminServerOptions {
+  host: string;
+  port: number;
+  /** The body of GET /healthz. */
+  health: () => Record<string, unknown>;
+  /** Served on GET /metrics when given. */
+  metrics?: GateMetrics;
+}
+
+/**
+ * The admin address: `GET /healthz` (JSON) and `GET /metrics` (Prometheus text format). Read-only;
+ * bind it to loopback or a management network, never to the clients' side.
+ */
+export async function startAdminServer(o: AdminServerOptions): Promise<http.Server & { port: number }> {
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD', 'content-length': 0 }).end();
+      return;
+    }
+    if (path === '/healthz') {
+      const body = JSON.stringify(o.health()) + '\n';
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : body);
+      return;
+    }
+    if (path === '/metrics' && o.metrics) {
+      const m = o.metrics;
+      m.text().then(
+        (body) => {
+          res.writeHead(200, { 'content-type': m.contentType, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+          res.end(req.method === 'HEAD' ? undefined : body);
+        },
+        (e: Error) => {
+          res.writeHead(500, { 'content-type': 'text/plain' });
+          res.end(`metrics: ${e.message}\n`);
+        },
+      );
+      return;
+    }
+    res.writeHead(404, { 'content-length': 0 }).end();
+  });
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(o.port, o.host, () => resolve()));
+  return Object.assign(server, { port: (server.address() as AddressInfo).port });
+}
