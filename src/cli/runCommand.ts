@@ -75,7 +75,7 @@ export async function runGate(args: RunArgs): Promise<number> {
       maxPayloadBytes: l.maxPayloadBytes ?? 8 * 1024 ** 3,
       idleTimeoutMs: l.upstreamIdleTimeoutMs ?? 30_000,
       totalTimeoutMs: l.totalTimeoutMs ?? 30 * 60_000,
-      memoryHoldBytes: l.memoryHoldBytes ?? 1024 * 1024,
+      memoryHoldBytes: l.memoryHoldBytes ?? 2 * 1024 * 1024,
       cacheTtlMs: l.cacheTtlMs ?? 60_000,
     },
     nonPayload: loaded.rules.nonPayload ?? 'pass',

@@ -1,4 +1,4 @@
-import { createReadStream, createWriteStream, mkdirSync, rmSync, unlinkSync, type WriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync, rmSync, unlink as unlinkFile, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -33,7 +33,8 @@ export class Spool {
     }
     if (!this.file) {
       this.path = join(this.dir, `hold-${process.pid}-${randomBytes(8).toString('hex')}`);
-      this.file = createWriteStream(this.path, { flags: 'wx', mode: 0o600 });
+      // A large write buffer lets socket reads and disk writes overlap (the default 16 KiB made them take turns).
+      this.file = createWriteStream(this.path, { flags: 'wx', mode: 0o600, highWaterMark: 4 << 20 });
       this.file.on('error', () => { /* surfaced by end() */ });
       for (const m of this.memory) this.file.write(m);
       this.memory = [];
@@ -71,7 +72,8 @@ export class Spool {
     this.released = true;
     this.memory = [];
     const path = this.path;
-    const unlink = () => { if (path) try { unlinkSync(path); } catch { /* already gone */ } };
+    // Asynchronous: unlinking a big file with dirty pages can take tens of ms, not on the event loop.
+    const unlink = () => { if (path) unlinkFile(path, () => { /* already gone is fine */ }); };
     // The file may still be opening: delete it again once its stream has closed, so it cannot reappear.
     if (this.file && !this.file.closed) {
       this.file.once('close', unlink);
