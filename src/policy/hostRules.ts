@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import type { HostRule } from './rulesFile.js';
 
 export type HostMode = 'inspect' | 'pinned' | 'pass';
@@ -13,6 +14,29 @@ export function canonicalHost(host: string): string {
   let h = host.trim().toLowerCase();
   if (h.startsWith('[') && h.endsWith(']')) h = h.slice(1, -1);
   if (h.endsWith('.')) h = h.slice(0, -1);
+  return h;
+}
+
+/**
+ * One spelling per address, so that host patterns cannot be walked around: an IPv4-mapped IPv6
+ * literal becomes its IPv4 address; numeric forms other than the canonical dotted quad
+ * (`127.1`, `2130706433`, `0x7f.0.0.1`, `0177.0.0.1`, `127.000.000.001`) give undefined: refuse them.
+ */
+export function targetHost(host: string): string | undefined {
+  const h = canonicalHost(host);
+  if (isIP(h) === 6) {
+    const normal = new URL(`http://[${h}]/`).hostname.slice(1, -1);
+    const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(normal);
+    if (m) {
+      const hi = parseInt(m[1]!, 16);
+      const lo = parseInt(m[2]!, 16);
+      return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+    }
+    return normal;
+  }
+  if (isIP(h) === 4) return h;
+  // Anything made only of digits, dots and hex prefixes is a numeric spelling resolvers accept: refuse.
+  if (/^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]*))*$/i.test(h)) return undefined;
   return h;
 }
 

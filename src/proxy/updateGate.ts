@@ -10,7 +10,7 @@ import { HttpsProxyAgent } from 'https-proxy-agent';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import { reason } from '../verify/verdict.js';
 import type { HostRules } from '../policy/hostRules.js';
-import { canonicalHost } from '../policy/hostRules.js';
+import { canonicalHost, targetHost } from '../policy/hostRules.js';
 import type { AuditLog } from '../audit/auditLog.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
@@ -53,7 +53,7 @@ export interface GateOptions {
 function hostOfHeader(h: string | undefined): string | undefined {
   if (!h) return undefined;
   const m = /^(\[[^\]]+\]|[^:]+)(?::\d+)?$/.exec(h.trim());
-  return m ? canonicalHost(m[1]!) : undefined;
+  return m ? targetHost(m[1]!) ?? '(non-canonical)' : undefined;
 }
 
 /**
@@ -163,7 +163,7 @@ export class UpdateGate {
   private onConnect(req: IncomingMessage, socket: Duplex, head: Buffer, callback: (err?: Error) => void): void {
     const target = req.url ?? '';
     const m = /^(\[[^\]]+\]|[^:/\\\s]+):(\d{1,5})$/.exec(target);
-    const host = m ? canonicalHost(m[1]!) : '';
+    const host = m ? targetHost(m[1]!) ?? '' : '';
     const port = m ? Number(m[2]) : 0;
     if (!m || !isSafeHostName(host) || port < 1 || port > 65535) {
       socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n');
@@ -227,8 +227,8 @@ export class UpdateGate {
     // A request for the proxy itself (origin-form, not through a CONNECT): PAC file or 404.
     const originForm = (req as unknown as { patchgateOriginForm?: boolean }).patchgateOriginForm === true;
     if (!ctx.isSSL && !ctx.connectRequest && (originForm || this.isDirect(req, opts))) return this.serveDirect(req, res);
-    const host = canonicalHost(opts.host ?? '');
-    if (!isSafeHostName(host)) return this.refuse(res, 400, 'bad host name');
+    const host = targetHost(opts.host ?? '') ?? '';
+    if (!host || !isSafeHostName(host)) return this.refuse(res, 400, 'bad host name (or a non-canonical IP address spelling)');
     const hdrHost = hostOfHeader(req.headers.host);
     if (hdrHost !== undefined && hdrHost !== host) return this.refuse(res, 400, 'Host header and request target disagree');
     const scheme = ctx.isSSL ? 'https' : 'http';

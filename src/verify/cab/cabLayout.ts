@@ -44,6 +44,8 @@ export function parseCabLayout(head: Uint8Array, maxHeaderBytes: number): CabLay
   if (head[38] !== 0 || head[39] !== 0) throw new MalformedError('signed cabinet with per-folder or per-data reserved areas');
   // Header bytes outside the digest must hold their only valid values, so they carry nothing.
   if (u32(head, 4) !== 0) throw new MalformedError('CFHEADER reserved1 is not zero');
+  // iCabinet (not in the digest) is 0 for a cabinet that is not part of a set.
+  if (!(flags & (FLAG_PREV_CABINET | FLAG_NEXT_CABINET)) && u16(head, 34) !== 0) throw new MalformedError('iCabinet is not zero in a single cabinet');
   if (u32(head, 40) !== 0x00100000 || u32(head, 52) !== 0) throw new MalformedError('signature locator in the CAB reserve area is not in its canonical form');
   if (coffFiles > maxHeaderBytes) throw new MalformedError('CAB file table offset past the header limit');
   if (head.byteLength < coffFiles) return { kind: 'need', bytes: coffFiles };

@@ -93,6 +93,8 @@ export class CertificateInfo {
     if (!outer || !inner || !Buffer.from(outer.valueBeforeDecodeView).equals(Buffer.from(inner.valueBeforeDecodeView))) {
       throw new Error('certificate signatureAlgorithm differs from the one inside tbsCertificate');
     }
+    // The BIT STRING's unused-bits octet is outside the signed part too: a signature is whole octets.
+    if (c.signatureValue.valueBlock.unusedBits !== 0) throw new Error('certificate signatureValue has unused bits');
     this.subject = formatName(c.subject);
     this.issuer = formatName(c.issuer);
     this.subjectDer = bytesOf(c.subject.valueBeforeDecode);

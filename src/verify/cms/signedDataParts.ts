@@ -29,6 +29,22 @@ export interface SignedDataParts {
   signers: SignerParts[];
 }
 
+function isUniversal(el: asn1js.AsnType | undefined, tag: 16 | 17): boolean {
+  return !!el && el.idBlock.tagClass === 1 && el.idBlock.tagNumber === tag && el.idBlock.isConstructed;
+}
+
+/** CMS fields the signature does not cover are held to their only valid form, so they carry nothing. */
+function expectShape(ok: boolean, what: string): void {
+  if (!ok) throw new MalformedError(`${what} is not in its valid form`);
+}
+
+/** An AlgorithmIdentifier for a digest: the OID, then NULL or nothing. */
+function checkDigestAlgorithmShape(el: asn1js.AsnType | undefined, what: string): void {
+  expectShape(isUniversal(el, 16), what);
+  const parts = (el as asn1js.Sequence).valueBlock.value;
+  expectShape(parts.length >= 1 && parts.length <= 2 && parts[0] instanceof asn1js.ObjectIdentifier && (parts.length === 1 || parts[1] instanceof asn1js.Null), what);
+}
+
 function isContext(el: asn1js.AsnType, tag: number): boolean {
   return el.idBlock.tagClass === 3 && el.idBlock.tagNumber === tag;
 }
@@ -58,6 +74,7 @@ export function parseSingleDer(bytes: Uint8Array, what: string): asn1js.AsnType 
 export function parseSignedData(der: Uint8Array, what = 'signature'): SignedDataParts {
   return parsing(what, () => {
     const ci = parseSingleDer(der, what);
+    expectShape(isUniversal(ci, 16), 'ContentInfo');
     const ciFields = children(ci, 'ContentInfo');
     const typeEl = ciFields[0];
     if (!(typeEl instanceof asn1js.ObjectIdentifier) || typeEl.valueBlock.toString() !== OID.signedData) {
@@ -67,6 +84,7 @@ export function parseSignedData(der: Uint8Array, what = 'signature'): SignedData
     if (!wrapper || !isContext(wrapper, 0)) throw new MalformedError('ContentInfo has no content');
     const sd = children(wrapper, 'ContentInfo content')[0];
     if (!sd) throw new MalformedError('empty SignedData');
+    expectShape(isUniversal(sd, 16), 'SignedData');
     const f = children(sd, 'SignedData');
     let i = 0;
     const version = f[i++];
@@ -78,6 +96,12 @@ export function parseSignedData(der: Uint8Array, what = 'signature'): SignedData
     if (f[i] && isContext(f[i]!, 1)) i++; // CRLs: not used
     const signerInfosEl = f[i++];
     if (!signerInfosEl || i !== f.length) throw new MalformedError('SignedData has unexpected fields');
+    expectShape([1, 3, 4, 5].includes(version.valueBlock.valueDec) && version.valueBlock.valueHexView.length === 1, 'SignedData.version');
+    expectShape(isUniversal(digestAlgs, 17), 'SignedData.digestAlgorithms');
+    for (const a of children(digestAlgs, 'digestAlgorithms')) checkDigestAlgorithmShape(a, 'SignedData.digestAlgorithms');
+    expectShape(isUniversal(encap, 16), 'EncapsulatedContentInfo');
+    expectShape(isUniversal(signerInfosEl, 17), 'SignedData.signerInfos');
+    if (certsEl) expectShape(certsEl.idBlock.isConstructed, 'SignedData.certificates');
 
     const digestAlgorithmOids = children(digestAlgs, 'digestAlgorithms').map((a) => new pkijs.AlgorithmIdentifier({ schema: a }).algorithmId);
 
@@ -110,6 +134,15 @@ export function parseSignedData(der: Uint8Array, what = 'signature'): SignedData
     }
 
     const signers: SignerParts[] = children(signerInfosEl, 'signerInfos').map((siEl) => {
+      expectShape(isUniversal(siEl, 16), 'SignerInfo');
+      const siFields = children(siEl, 'SignerInfo');
+      const siVersion = siFields[0];
+      expectShape(siVersion instanceof asn1js.Integer && [1, 3].includes(siVersion.valueBlock.valueDec) && siVersion.valueBlock.valueHexView.length === 1, 'SignerInfo.version');
+      checkDigestAlgorithmShape(siFields[2], 'SignerInfo.digestAlgorithm');
+      const sigAlg = siFields.find((x, k) => k > 2 && isUniversal(x, 16));
+      const sigAlgParts = sigAlg ? (sigAlg as asn1js.Sequence).valueBlock.value : [];
+      // Signature algorithms carry NULL (RSA) or nothing (ECDSA); RSA-PSS parameters are a SEQUENCE.
+      expectShape(sigAlgParts[0] instanceof asn1js.ObjectIdentifier && (sigAlgParts.length === 1 || sigAlgParts[1] instanceof asn1js.Null || isUniversal(sigAlgParts[1], 16)), 'SignerInfo.signatureAlgorithm');
       const info = new pkijs.SignerInfo({ schema: siEl });
       let signedAttrsDer: Uint8Array | undefined;
       for (const part of children(siEl, 'SignerInfo')) {

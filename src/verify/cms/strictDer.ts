@@ -56,6 +56,7 @@ function scanDer(bytes: Uint8Array, what: string): void {
       for (let k = 0; k < n; k++) length = length * 256 + bytes[i++]!;
       if (length < 0x80 || bytes[i - n] === 0) throw new MalformedError(`${what}: non-minimal length encoding (not DER)`);
     }
+    if ((tag & 0xe0) === 0 && CONSTRUCTED_UNIVERSAL.has(tag & 0x1f)) throw new MalformedError(`${what}: primitive encoding of SEQUENCE or SET`);
     const end = i + length;
     const limit = ends.length ? ends[ends.length - 1]! : bytes.byteLength;
     if (end > limit) throw new MalformedError(`${what}: ASN.1 element overruns its container`);
