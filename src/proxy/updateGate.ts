@@ -49,6 +49,14 @@ export interface GateOptions {
   observer?: GateObserver;
 }
 
+const CONNECT_FIRST_BYTE_MS = 10_000;
+
+/** Refuses a CONNECT and really closes the socket, even if the client keeps its half open. */
+function refuseConnect(socket: Duplex, response: string): void {
+  socket.end(response, () => socket.destroy());
+  setTimeout(() => socket.destroy(), 1000).unref();
+}
+
 /** Hosts in absolute-form and Host header must agree: a disagreement is how smuggling starts. */
 function hostOfHeader(h: string | undefined): string | undefined {
   if (!h) return undefined;
@@ -166,7 +174,7 @@ export class UpdateGate {
     const host = m ? targetHost(m[1]!) ?? '' : '';
     const port = m ? Number(m[2]) : 0;
     if (!m || !isSafeHostName(host) || port < 1 || port > 65535) {
-      socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n');
+      refuseConnect(socket, 'HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n');
       return;
     }
     const decision = this.o.hostRules.decideConnect(host);
@@ -174,9 +182,14 @@ export class UpdateGate {
     if (decision.mode === 'inspect') {
       if (!this.ca.covers(host)) {
         this.auditConnect(client, target, host, 'blocked', 403, [reason('INTERNAL_ERROR', 'the interception CA cannot issue for this host: refused rather than tunnelled blind')]);
-        socket.end('HTTP/1.1 403 Forbidden\r\nx-patchgate-verdict: block\r\ncontent-length: 0\r\n\r\n');
+        refuseConnect(socket, 'HTTP/1.1 403 Forbidden\r\nx-patchgate-verdict: block\r\ncontent-length: 0\r\n\r\n');
         return;
       }
+      // A socket detached by CONNECT has no HTTP timeouts: close it when the client ends it, and if
+      // no TLS byte arrives in time (else each abandoned CONNECT would keep a descriptor).
+      socket.once('end', () => socket.destroy());
+      (socket as Socket).setTimeout?.(CONNECT_FIRST_BYTE_MS, () => socket.destroy());
+      socket.once('data', () => (socket as Socket).setTimeout?.(0));
       return callback(); // the library answers 200 and terminates TLS with our leaf
     }
     if (decision.mode === 'pinned') this.auditConnect(client, target, host, 'tunnel', 200, []);
