@@ -322,8 +322,6 @@ export class UpdateGate {
   }
 
   private isDirect(req: IncomingMessage, opts: { host: string; port: number }): boolean {
-    const raw = (req as unknown as { originalUrl?: string }).originalUrl;
-    void raw;
     // http-mitm-proxy rewrote an absolute-form target to its path; origin-form requests name the proxy in Host.
     const port = Number(opts.port);
     return port === this.port && ['127.0.0.1', 'localhost', '::1', this.o.listen.host, '0.0.0.0'].includes(canonicalHost(opts.host ?? ''));

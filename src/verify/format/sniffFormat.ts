@@ -1,5 +1,3 @@
-import { OID } from '../oids.js';
-
 export type SniffedFormat = 'pe' | 'cab' | 'msi' | 'cms' | 'unknown';
 
 /** Bytes the sniffer wants before it decides (fewer only at end of payload). */
@@ -15,6 +13,5 @@ export function sniffFormat(head: Uint8Array): SniffedFormat {
   if (head.byteLength >= 4 && head[0] === 0x4d && head[1] === 0x53 && head[2] === 0x43 && head[3] === 0x46) return 'cab';
   if (head.byteLength >= 8 && OLE_MAGIC.every((b, i) => head[i] === b)) return 'msi';
   if (head.byteLength >= 16 && head[0] === 0x30 && Buffer.from(head.subarray(0, 32)).includes(SIGNED_DATA_OID_DER)) return 'cms';
-  void OID;
   return 'unknown';
 }
