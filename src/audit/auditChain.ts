@@ -27,6 +27,7 @@ export function lineHash(line: string | Uint8Array): string {
 export const RECORD_FIELD_ORDER: readonly (keyof AuditRecord)[] = [
   'id', 'kind', 'client', 'method', 'url', 'host', 'inspected', 'served', 'status', 'upstreamStatus', 'range', 'bytes',
   'bytesToClient', 'sha256', 'format', 'verdict', 'reasons', 'signer', 'chain', 'timestamp', 'rulesSha256', 'durations', 'shared',
+  'icapClient', 'icapStatus',
 ];
 
 const RESERVED = new Set(['level', 'time', 'prev', 'msg']);

@@ -30,6 +30,9 @@ export interface AuditRecord {
   timestamp?: Verdict['timestamp'];
   rulesSha256: string;
   durations: { upstreamMs?: number; verifyMs?: number; toClientMs?: number };
+  /** ICAP only: the address of the ICAP client (the proxy that asked), and the ICAP status answered (204: the proxy sends its own copy). */
+  icapClient?: string;
+  icapStatus?: number;
   /** true when this client was served from a download another request started (or a verified cache entry). */
   shared?: boolean;
 }

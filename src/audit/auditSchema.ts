@@ -53,6 +53,8 @@ export const AUDIT_LINE_SCHEMA = {
       properties: { upstreamMs: ms, verifyMs: ms, toClientMs: ms },
     },
     shared: { type: 'boolean' },
+    icapClient: str,
+    icapStatus: { type: 'integer', minimum: 100, maximum: 999 },
   },
 } as const;
 

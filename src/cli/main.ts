@@ -3,6 +3,7 @@ import { DEFAULT_RULES } from './defaultPaths.js';
 import { runVerify } from './verifyCommand.js';
 import { runGate, DEFAULT_CA_DIR } from './runCommand.js';
 import { runLab } from './labCommand.js';
+import { runIcap } from './icapCommand.js';
 import { runAuditSummary, runAuditVerify } from './auditCommand.js';
 import { SCENARIO_NAMES, type ScenarioName } from '../lab/flameScenarios.js';
 import { UsageError } from './usageError.js';
@@ -26,10 +27,6 @@ const asList = (v: string | string[] | undefined): string[] | undefined => (v ==
 export async function main(argv: string[]): Promise<number> {
   const out = (line: string) => process.stdout.write(line + '\n');
   const err = (line: string) => process.stderr.write(line + '\n');
-  if (argv[0] === 'icap') {
-    err(`patchgate ${argv[0]}: not built yet in this version (see the README's roadmap); use "patchgate verify".`);
-    return 2;
-  }
   let code = 0;
   const parser = yargs(argv)
     .scriptName('patchgate')
@@ -69,6 +66,27 @@ export async function main(argv: string[]): Promise<number> {
           rules: a.rules, listen: a.listen, admin: a.admin, upstreamProxy: a['upstream-proxy'], updateHost: asList(a['update-host']),
           anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust, allowSha1: a['allow-sha1'],
           ekuMode: a['eku-mode'], signatureMode: a['signature-mode'], audit: a.audit, caDir: a['ca-dir'], spoolDir: a['spool-dir'], upstreamCa: a['upstream-ca'],
+        });
+      },
+    )
+    .command(
+      'icap',
+      'run an ICAP RESPMOD service, so that an existing proxy (Squid) gates update downloads with patchgate',
+      (y) =>
+        trustOptions(y)
+          .option('listen', { type: 'string', default: '127.0.0.1:1344', describe: 'HOST:PORT to accept ICAP clients on (service URI icap://HOST:PORT/respmod)' })
+          .option('update-host', { type: 'string', describe: 'add a host pattern to inspect (repeatable), e.g. 127.0.0.1 or *.windowsupdate.com' })
+          .option('audit', { type: 'string', default: '-', describe: 'audit log file (JSON lines), or - for stdout' })
+          .option('admin', { type: 'string', default: 'off', describe: 'HOST:PORT for /healthz and /metrics ("off" to disable)' })
+          .option('spool-dir', { type: 'string', describe: 'folder for held payloads (default: the system temp folder)' })
+          .option('max-connections', { type: 'number', default: 256, describe: 'ICAP connections served at once (advertised as Max-Connections); more get 503' })
+          .option('preview-bytes', { type: 'number', default: 4096, describe: 'Preview size asked for in OPTIONS (64-65536)' }),
+      async (a) => {
+        code = await runIcap({
+          rules: a.rules, listen: a.listen, admin: a.admin, updateHost: asList(a['update-host']),
+          anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust, allowSha1: a['allow-sha1'],
+          ekuMode: a['eku-mode'], signatureMode: a['signature-mode'], audit: a.audit, spoolDir: a['spool-dir'],
+          maxConnections: a['max-connections'], previewBytes: a['preview-bytes'],
         });
       },
     )

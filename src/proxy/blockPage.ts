@@ -1,33 +1,49 @@
 import type { ServerResponse } from 'node:http';
 import type { VerdictReason } from '../verify/verdict.js';
 
-/** Writes the 403 that replaces a blocked payload: reason codes in headers, a short text body. */
-export function writeBlockPage(res: ServerResponse, reasons: VerdictReason[], auditId: string, url: string): number {
+/** The 403 that replaces a blocked payload, as data: the proxy writes it, the ICAP service encapsulates it. */
+export interface BlockPage {
+  status: 403;
+  statusText: string;
+  headers: Record<string, string | number>;
+  body: Buffer;
+}
+
+/** Reason codes in headers (X-Patchgate-Reason), a short text body naming the audit record. */
+export function blockPage(reasons: VerdictReason[], auditId: string, url: string): BlockPage {
   const codes = [...new Set(reasons.map((r) => r.code))];
-  const body = [
+  const body = Buffer.from([
     'patchgate blocked this download: its code signature did not pass the approved-CA policy.',
     '',
     `URL:      ${url}`,
     ...reasons.map((r) => `Reason:   ${r.code}: ${r.message}`),
-    `Audit id: ${audit(auditId)}`,
+    `Audit id: ${auditId}`,
     '',
-  ].join('\n');
-  const buf = Buffer.from(body, 'utf8');
-  if (!res.headersSent) {
-    res.writeHead(403, 'Forbidden by patchgate', {
+  ].join('\n'), 'utf8');
+  return {
+    status: 403,
+    statusText: 'Forbidden by patchgate',
+    headers: {
       'content-type': 'text/plain; charset=utf-8',
-      'content-length': buf.byteLength,
+      'content-length': body.byteLength,
       'cache-control': 'no-store',
       'x-patchgate-verdict': 'block',
       'x-patchgate-reason': codes.join(','),
       'x-patchgate-audit-id': auditId,
-    });
-    res.end(buf);
+    },
+    body,
+  };
+}
+
+/** Writes the 403 that replaces a blocked payload; returns the body's size. */
+export function writeBlockPage(res: ServerResponse, reasons: VerdictReason[], auditId: string, url: string): number {
+  const page = blockPage(reasons, auditId, url);
+  if (!res.headersSent) {
+    res.writeHead(page.status, page.statusText, page.headers);
+    res.end(page.body);
   } else {
     // Headers already went out (should not happen for held payloads): cut the connection.
     res.destroy();
   }
-  return buf.byteLength;
+  return page.body.byteLength;
 }
-
-const audit = (id: string) => id;

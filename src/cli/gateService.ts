@@ -1,0 +1,121 @@
+import type http from 'node:http';
+import { loadRulesFile, type HostRule, type LoadedRules } from '../policy/rulesFile.js';
+import { buildPolicy } from '../policy/buildPolicy.js';
+import { HostRules } from '../policy/hostRules.js';
+import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
+import { AuditLog } from '../audit/auditLog.js';
+import { GateMetrics } from '../metrics/gateMetrics.js';
+import { startAdminServer } from '../metrics/adminServer.js';
+import type { GateGauges } from '../metrics/gateMetrics.js';
+import { UsageError } from './usageError.js';
+
+/** The trust and host options `run` and `icap` share. */
+export interface GateServiceArgs {
+  rules: string;
+  admin: string;
+  updateHost?: string[];
+  anchor?: string[];
+  tsaAnchor?: string[];
+  distrust?: string;
+  allowSha1?: boolean;
+  ekuMode?: 'strict' | 'nested';
+  signatureMode?: 'primary' | 'best' | 'all';
+  audit: string;
+}
+
+export interface GateServiceConfig {
+  loaded: LoadedRules;
+  policy: ApprovedCaPolicy;
+  hostRules: HostRules;
+  limits: { maxPayloadBytes: number; idleTimeoutMs: number; totalTimeoutMs: number; memoryHoldBytes: number; cacheTtlMs: number };
+  nonPayload: 'pass' | 'block';
+  unsignedDeltas: 'pass' | 'block';
+}
+
+export function parseHostPort(text: string, flag: string): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new UsageError(`${flag}: "${text}" is not HOST:PORT`);
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+/** Rules file, command-line trust material and host patterns, limits with their defaults. */
+export function loadGateConfig(args: GateServiceArgs): GateServiceConfig {
+  const loaded = loadRulesFile(args.rules);
+  const policy = buildPolicy(loaded, { anchorFiles: args.anchor, tsaAnchorFiles: args.tsaAnchor, distrustFile: args.distrust, allowSha1: args.allowSha1, ekuMode: args.ekuMode, signatureMode: args.signatureMode });
+  const extra: HostRule[] = (args.updateHost ?? []).map((pattern) => ({ pattern, mode: 'inspect', source: '--update-host' }));
+  const hostRules = new HostRules([...extra, ...(loaded.rules.hosts ?? [])]);
+  const l = loaded.rules.limits ?? {};
+  return {
+    loaded, policy, hostRules,
+    limits: {
+      maxPayloadBytes: l.maxPayloadBytes ?? 8 * 1024 ** 3,
+      idleTimeoutMs: l.upstreamIdleTimeoutMs ?? 30_000,
+      totalTimeoutMs: l.totalTimeoutMs ?? 30 * 60_000,
+      memoryHoldBytes: l.memoryHoldBytes ?? 2 * 1024 * 1024,
+      cacheTtlMs: l.cacheTtlMs ?? 60_000,
+    },
+    nonPayload: loaded.rules.nonPayload ?? 'pass',
+    unsignedDeltas: loaded.rules.unsignedDeltas ?? 'block',
+  };
+}
+
+/** The audit trail and the metrics fed from it. */
+export function openAudit(args: GateServiceArgs, rulesSha256: string): { audit: AuditLog; metrics: GateMetrics } {
+  const audit = new AuditLog(args.audit);
+  const metrics = new GateMetrics({ rulesSha256, defaultMetrics: true });
+  audit.subscribe((r) => metrics.observeRecord(r));
+  return { audit, metrics };
+}
+
+const say = (s: string) => process.stderr.write(s + '\n');
+const shown = (host: string) => (host.includes(':') ? `[${host}]` : host);
+
+/**
+ * Serves until SIGINT/SIGTERM: the admin address (/healthz, /metrics), the audit head printed at
+ * start, on SIGHUP (which reopens the audit file after logrotate) and at stop. Resolves to the exit code.
+ */
+export async function serveUntilSignal(o: {
+  args: GateServiceArgs; audit: AuditLog; metrics: GateMetrics; gauges: GateGauges; rulesSha256: string; stop: () => Promise<void>;
+}): Promise<number> {
+  const admin = o.args.admin === 'off' ? undefined : parseHostPort(o.args.admin, '--admin');
+  let adminServer: (http.Server & { port: number }) | undefined;
+  if (admin) {
+    adminServer = await startAdminServer({
+      host: admin.host, port: admin.port, metrics: o.metrics,
+      health: () => ({ status: 'ok', inFlight: o.gauges.inFlight, rulesSha256: o.rulesSha256, audit: o.audit.head }),
+    });
+    say(`patchgate: health http://${shown(admin.host)}:${adminServer.port}/healthz, metrics http://${shown(admin.host)}:${adminServer.port}/metrics`);
+  }
+  // The chain's head goes to stderr (the journal under systemd): a copy outside the log that `audit verify --head` can check.
+  const sayHead = (when: string) => {
+    const h = o.audit.head;
+    say(`patchgate: audit head ${h.hash} (${when}; ${h.written} records written by this process${h.resumedFrom ? `, chain resumed from ${h.resumedFrom}` : ''})`);
+  };
+  if (o.args.audit !== '-') sayHead('start');
+  const onHup = () => {
+    if (o.args.audit === '-') return;
+    o.audit.flush();
+    sayHead('SIGHUP: reopening the audit log; the new file links to this');
+    o.audit.reopen();
+  };
+  process.on('SIGHUP', onHup);
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      say(`patchgate: ${signal}: finishing in-flight transfers`);
+      adminServer?.close();
+      await o.stop();
+      await o.audit.close();
+      process.off('SIGHUP', onHup);
+      if (o.args.audit !== '-') sayHead('stop');
+      resolve(0);
+      // Pooled keep-alive sockets must not keep a stopped service alive.
+      setTimeout(() => process.exit(0), 200);
+    };
+    process.once('SIGINT', () => void stop('SIGINT'));
+    process.once('SIGTERM', () => void stop('SIGTERM'));
+  });
+}

@@ -1,0 +1,40 @@
+import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { IcapService, ICAP_SERVICE_PATH } from '../icap/icapService.js';
+import { PACKAGE_ROOT } from './defaultPaths.js';
+import { loadGateConfig, openAudit, parseHostPort, serveUntilSignal, type GateServiceArgs } from './gateService.js';
+import { UsageError } from './usageError.js';
+
+export interface IcapArgs extends GateServiceArgs {
+  listen: string;
+  spoolDir?: string;
+  maxConnections?: number;
+  previewBytes?: number;
+}
+
+function packageVersion(): string {
+  try { return (JSON.parse(readFileSync(`${PACKAGE_ROOT}package.json`, 'utf8')) as { version?: string }).version ?? '0'; } catch { return '0'; }
+}
+
+/** `patchgate icap`: the ICAP RESPMOD service; serves until SIGINT/SIGTERM. Resolves to the exit code. */
+export async function runIcap(args: IcapArgs): Promise<number> {
+  const listen = parseHostPort(args.listen, '--listen');
+  if (args.maxConnections !== undefined && !(Number.isInteger(args.maxConnections) && args.maxConnections > 0)) throw new UsageError('--max-connections must be a positive integer');
+  if (args.previewBytes !== undefined && !(Number.isInteger(args.previewBytes) && args.previewBytes >= 64 && args.previewBytes <= 65536)) {
+    throw new UsageError('--preview-bytes must be an integer from 64 (enough to sniff the format) to 65536');
+  }
+  const cfg = loadGateConfig(args);
+  const { audit, metrics } = openAudit(args, cfg.loaded.sha256);
+  const service = new IcapService({
+    listen, policy: cfg.policy, hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, limits: cfg.limits,
+    nonPayload: cfg.nonPayload, unsignedDeltas: cfg.unsignedDeltas, spoolBase: args.spoolDir ?? tmpdir(),
+    maxConnections: args.maxConnections, previewBytes: args.previewBytes, observer: metrics, version: packageVersion(),
+  });
+  metrics.watch(service);
+  await service.start();
+  const { host, port } = service.address;
+  const say = (s: string) => process.stderr.write(s + '\n');
+  say(`patchgate: ICAP RESPMOD service on icap://${host.includes(':') ? `[${host}]` : host}:${port}${ICAP_SERVICE_PATH} (ISTag ${service.istag}; rules ${cfg.loaded.path}, sha256 ${cfg.loaded.sha256.slice(0, 16)}…)`);
+  say(`patchgate: ${cfg.policy.anchors.length} approved anchor(s), ${cfg.hostRules.patterns('inspect').length} inspected host pattern(s); audit to ${args.audit === '-' ? 'stdout' : args.audit}`);
+  return serveUntilSignal({ args, audit, metrics, gauges: service, rulesSha256: cfg.loaded.sha256, stop: () => service.stop() });
+}

@@ -1,0 +1,378 @@
+import net, { type Socket } from 'node:net';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { reason } from '../verify/verdict.js';
+import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
+import type { HostRules } from '../policy/hostRules.js';
+import type { AuditLog } from '../audit/auditLog.js';
+import type { GateObserver } from '../metrics/gateObserver.js';
+import { makeSpoolDir, removeSpoolDir } from '../proxy/spool.js';
+import { ChunkedBodyReader } from './chunkedBody.js';
+import {
+  IcapProtocolError, MAX_ICAP_HEAD_BYTES, icapResponseHead, parseEncapsulated, parseHttpHead, parseIcapHead, type IcapRequestHead,
+} from './icapMessage.js';
+import { RespmodTransaction, type RespmodContext, type TransactionIo } from './respmodTransaction.js';
+
+export interface IcapLimits {
+  maxPayloadBytes: number;
+  /** No body byte from the ICAP client for this long: the held payload is blocked (TIMEOUT). */
+  idleTimeoutMs: number;
+  totalTimeoutMs: number;
+  memoryHoldBytes: number;
+}
+
+export interface IcapServiceOptions {
+  listen: { host: string; port: number };
+  policy: ApprovedCaPolicy;
+  hostRules: HostRules;
+  rulesSha256: string;
+  audit: AuditLog;
+  limits: IcapLimits;
+  nonPayload: 'pass' | 'block';
+  unsignedDeltas: 'pass' | 'block';
+  spoolBase?: string;
+  /** Connections served at once; more are answered 503 (advertised as Max-Connections). */
+  maxConnections?: number;
+  /** Preview size asked for in OPTIONS: enough to sniff the format and to take small bodies whole. */
+  previewBytes?: number;
+  /** An idle persistent connection is closed after this long. */
+  keepAliveMs?: number;
+  now?: () => Date;
+  observer?: GateObserver;
+  version?: string;
+}
+
+/** The service's URI path: icap://HOST:PORT/respmod. */
+export const ICAP_SERVICE_PATH = '/respmod';
+
+/**
+ * ISTag: changes whenever anything that decides a verdict changes (rules file, anchors, distrust
+ * list, policy switches, inspected hosts), so that a proxy caching adapted responses drops them.
+ */
+export function istagFor(o: Pick<IcapServiceOptions, 'policy' | 'hostRules' | 'rulesSha256' | 'nonPayload' | 'unsignedDeltas' | 'version'>): string {
+  const p = o.policy;
+  const material = JSON.stringify({
+    v: o.version ?? '', rules: o.rulesSha256, anchors: p.anchors.map((a) => a.sha256).sort(), tsa: p.tsaAnchors.map((a) => a.sha256).sort(),
+    distrust: [...p.distrust].sort(), sha1: p.allowSha1, eku: p.ekuMode, sig: p.signatureMode, rsa: p.minRsaBits, digests: p.fileDigests,
+    limits: p.limits, inspect: o.hostRules.patterns('inspect'), pinned: o.hostRules.patterns('pinned'), np: o.nonPayload, d: o.unsignedDeltas,
+  });
+  return `"pg-${createHash('sha256').update(material).digest('hex').slice(0, 24)}"`;
+}
+
+/**
+ * `patchgate icap`: an ICAP (RFC 3507) RESPMOD service, so that an existing proxy (Squid) hands
+ * update responses to patchgate. Persistent connections, one transaction at a time on each (ICAP
+ * has no pipelining), as many connections at once as Max-Connections: a slow payload on one
+ * connection never holds up another. Verdicts come from the same PayloadInspection and core as
+ * the proxy's; audit records are the proxy's, with the ICAP client's address.
+ */
+export class IcapService {
+  private server: net.Server | undefined;
+  private readonly connections = new Set<IcapConnection>();
+  private spoolDir = '';
+  private stopping = false;
+  readonly istag: string;
+  private ctx!: RespmodContext;
+
+  constructor(private readonly o: IcapServiceOptions) {
+    this.istag = istagFor(o);
+  }
+
+  get address(): { host: string; port: number } {
+    const a = this.server?.address();
+    return { host: this.o.listen.host, port: a && typeof a === 'object' ? a.port : 0 };
+  }
+  get maxConnections(): number { return this.o.maxConnections ?? 256; }
+  get previewBytes(): number { return this.o.previewBytes ?? 4096; }
+  /** Transactions holding a payload without a verdict yet (metrics, graceful stop). */
+  get inFlight(): number {
+    let n = 0;
+    for (const c of this.connections) if (c.tx?.inFlight) n++;
+    return n;
+  }
+  get spoolBytes(): number {
+    let n = 0;
+    for (const c of this.connections) n += c.tx?.spoolBytes ?? 0;
+    return n;
+  }
+  get connectionCount(): number { return this.connections.size; }
+
+  async start(): Promise<void> {
+    this.spoolDir = makeSpoolDir(this.o.spoolBase ?? tmpdir());
+    const l = this.o.limits;
+    this.ctx = {
+      hostRules: this.o.hostRules, rulesSha256: this.o.rulesSha256, istag: this.istag,
+      inspection: {
+        policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
+        nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, now: this.o.now, observer: this.o.observer,
+      },
+      idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs,
+      audit: (r) => this.o.audit.record(r),
+      debug: (obj, msg) => this.o.audit.debug(obj, msg),
+    };
+    const server = net.createServer((socket) => this.accept(socket));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: this.o.listen.host, port: this.o.listen.port }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  private accept(socket: Socket): void {
+    socket.setNoDelay(true);
+    if (this.stopping || this.connections.size >= this.maxConnections) {
+      socket.on('error', () => {});
+      socket.end(icapResponseHead(503, [['ISTag', this.istag], ['Encapsulated', 'null-body=0'], ['Connection', 'close']]));
+      setTimeout(() => socket.destroy(), 1000).unref();
+      return;
+    }
+    const c = new IcapConnection(socket, this, this.ctx, this.o.keepAliveMs ?? 120_000);
+    this.connections.add(c);
+    socket.once('close', () => this.connections.delete(c));
+  }
+
+  /** The OPTIONS answer: what Squid configures itself from (and re-reads every Options-TTL seconds). */
+  optionsResponse(): Buffer {
+    return icapResponseHead(200, [
+      ['Methods', 'RESPMOD'],
+      ['Service', `patchgate/${this.o.version ?? '0'} update signature gate`],
+      ['ISTag', this.istag],
+      ['Encapsulated', 'null-body=0'],
+      ['Max-Connections', String(this.maxConnections)],
+      ['Options-TTL', '60'],
+      ['Allow', '204'],
+      ['Preview', String(this.previewBytes)],
+      // Every response is previewed: file names and extensions lie, so none is ignored by extension.
+      ['Transfer-Preview', '*'],
+      ['Date', new Date().toUTCString()],
+    ]);
+  }
+
+  get isStopping(): boolean { return this.stopping; }
+
+  /** Stops accepting; transactions holding a payload get `graceMs`, then are blocked; connections close. */
+  async stop(graceMs = 5000): Promise<void> {
+    this.stopping = true;
+    this.server?.close();
+    const deadline = Date.now() + graceMs;
+    while (this.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    for (const c of this.connections) c.shutdown();
+    await new Promise((r) => setTimeout(r, 100)); // let block responses flush
+    for (const c of this.connections) c.destroy();
+    this.connections.clear();
+    if (this.spoolDir) removeSpoolDir(this.spoolDir);
+  }
+}
+
+/** One ICAP connection: requests read one after another; bytes that arrive early wait in a bounded buffer. */
+class IcapConnection {
+  private buf: Buffer = Buffer.alloc(0);
+  private state: 'head' | 'body' | 'busy' | 'closed' = 'head';
+  private reader: ChunkedBodyReader | undefined;
+  private paused = false;
+  private pumping = false;
+  private again = false;
+  tx: RespmodTransaction | undefined;
+  private readonly peer: string;
+
+  constructor(private readonly socket: Socket, private readonly service: IcapService, private readonly ctx: RespmodContext, keepAliveMs: number) {
+    this.peer = socket.remoteAddress ?? '?';
+    socket.setTimeout(keepAliveMs, () => {
+      // Idle between transactions: close. Mid-transaction the transaction's own timers rule.
+      if (this.state === 'head' && this.buf.length === 0) this.destroy();
+    });
+    socket.on('data', (d: Buffer) => {
+      this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
+      // A client that sends while we answer (or past what we may buffer) is paused, not buffered without end.
+      if (this.state === 'busy' && this.buf.length > MAX_ICAP_HEAD_BYTES) this.pause();
+      this.pump();
+    });
+    socket.on('error', () => { /* close follows */ });
+    socket.on('close', () => {
+      this.state = 'closed';
+      this.tx?.abort(reason('UPSTREAM_ERROR', 'the ICAP client closed the connection before the response was complete'));
+      this.tx = undefined;
+    });
+  }
+
+  private pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.socket.pause();
+  }
+
+  private resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.socket.resume();
+    this.pump();
+  }
+
+  private pump(): void {
+    if (this.pumping) {
+      this.again = true;
+      return;
+    }
+    this.pumping = true;
+    try {
+      do {
+        this.again = false;
+        this.step();
+      } while (this.again);
+    } catch (e) {
+      this.protocolError(e);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  /** Works through the buffered bytes as far as the state allows. */
+  private step(): void {
+    while (this.state !== 'closed' && !this.paused) {
+      if (this.state === 'head') {
+        if (!this.readHead()) return;
+        continue;
+      }
+      if (this.state === 'body') {
+        if (!this.buf.length) return;
+        const { used, events } = this.reader!.feed(this.buf);
+        this.buf = this.buf.subarray(used);
+        let more = true;
+        for (const ev of events) {
+          if (ev.kind === 'data') {
+            if (!this.tx!.data(ev.data)) more = false;
+          } else {
+            // The end of a preview (the transaction answers or calls sendContinue) or of the body.
+            this.state = 'busy';
+            this.tx!.bodyEnd(ev.ieof);
+          }
+        }
+        if (!more) this.pause();
+        if (used === 0 && !events.length) return;
+        continue;
+      }
+      return; // busy: the transaction is answering
+    }
+  }
+
+  /** Parses one request head (ICAP head and encapsulated HTTP heads) once all its bytes are here. */
+  private readHead(): boolean {
+    const end = this.buf.indexOf('\r\n\r\n');
+    if (end < 0) {
+      if (this.buf.length > MAX_ICAP_HEAD_BYTES) throw new IcapProtocolError(400, `ICAP head larger than ${MAX_ICAP_HEAD_BYTES} bytes`);
+      return false;
+    }
+    if (end > MAX_ICAP_HEAD_BYTES) throw new IcapProtocolError(400, `ICAP head larger than ${MAX_ICAP_HEAD_BYTES} bytes`);
+    const head = parseIcapHead(this.buf.toString('latin1', 0, end));
+    const path = (() => { try { return new URL(head.uri).pathname; } catch { return undefined; } })();
+    if (head.method === 'OPTIONS') {
+      if (path !== ICAP_SERVICE_PATH) throw new IcapProtocolError(404, `no ICAP service at ${head.uri}`);
+      const enc = head.headers.has('encapsulated') ? parseEncapsulated(head.headers.get('encapsulated')) : undefined;
+      if (enc && enc.body !== 'null-body') throw new IcapProtocolError(400, 'OPTIONS with a body is not supported');
+      this.buf = this.buf.subarray(end + 4);
+      this.socket.write(this.service.optionsResponse());
+      return true;
+    }
+    if (head.method !== 'RESPMOD') throw new IcapProtocolError(head.method === 'REQMOD' ? 405 : 501, `${head.method} is not offered (Methods: RESPMOD)`);
+    if (path !== ICAP_SERVICE_PATH) throw new IcapProtocolError(404, `no ICAP service at ${head.uri}`);
+    const enc = parseEncapsulated(head.headers.get('encapsulated'));
+    if (enc.body === 'req-body' || enc.body === 'opt-body') throw new IcapProtocolError(400, `RESPMOD with ${enc.body}`);
+    const start = end + 4;
+    if (this.buf.length < start + enc.bodyOffset) return false; // the HTTP heads are still coming
+    const section = (from: number | undefined, names: (number | undefined)[]) => {
+      if (from === undefined) return undefined;
+      const to = Math.min(...names.filter((x): x is number => x !== undefined && x > from), enc.bodyOffset);
+      return this.buf.subarray(start + from, start + to);
+    };
+    const reqBytes = section(enc.reqHdr, [enc.resHdr]);
+    const resBytes = section(enc.resHdr, []);
+    const reqHead = reqBytes ? parseHttpHead(reqBytes, 'request') : undefined;
+    const resHead = resBytes ? parseHttpHead(resBytes, 'response') : undefined;
+    if (!resHead) throw new IcapProtocolError(400, 'RESPMOD without res-hdr');
+    this.buf = this.buf.subarray(start + enc.bodyOffset);
+    const preview = this.previewOf(head);
+    const hasBody = enc.body === 'res-body';
+    this.startTransaction(head, reqHead, resHead, hasBody, preview);
+    return true;
+  }
+
+  private previewOf(head: IcapRequestHead): boolean {
+    const p = head.headers.get('preview');
+    if (p === undefined) return false;
+    if (!/^\d{1,9}$/.test(p.trim())) throw new IcapProtocolError(400, 'bad Preview header');
+    return true;
+  }
+
+  private startTransaction(icap: IcapRequestHead, reqHead: ReturnType<typeof parseHttpHead> | undefined, resHead: ReturnType<typeof parseHttpHead>, hasBody: boolean, preview: boolean): void {
+    const io: TransactionIo = {
+      peer: this.peer,
+      write: (parts) => {
+        if (this.state === 'closed') return true;
+        let ok = true;
+        for (const p of parts) ok = this.socket.write(p) && ok;
+        return ok;
+      },
+      onDrain: (fn) => this.socket.once('drain', fn),
+      sendContinue: () => {
+        if (this.state === 'closed') return;
+        this.socket.write('ICAP/1.0 100 Continue\r\n\r\n');
+        this.reader!.continueAfterPreview();
+        this.state = 'body';
+        this.pump();
+      },
+      done: (close) => {
+        const midBody = this.state === 'body';
+        this.tx = undefined;
+        this.reader = undefined;
+        if (this.state === 'closed') return;
+        if (close || midBody || this.service.isStopping) {
+          // The rest of this request's body would arrive where the next request must start: close.
+          this.state = 'closed';
+          this.socket.end();
+          setTimeout(() => this.socket.destroy(), 2000).unref();
+          return;
+        }
+        this.state = 'head';
+        this.resume();
+        this.pump();
+      },
+      resumeInput: () => this.resume(),
+    };
+    const tx = new RespmodTransaction(this.ctx, io, { icap, reqHead, resHead, hasBody, preview });
+    this.tx = tx;
+    if (hasBody) {
+      this.reader = new ChunkedBodyReader();
+      this.state = 'body';
+    } else {
+      this.state = 'busy';
+    }
+    tx.begin();
+  }
+
+  private protocolError(e: unknown): void {
+    const status = e instanceof IcapProtocolError ? e.status : 500;
+    const message = e instanceof Error ? e.message : String(e);
+    // A transaction in progress is blocked (its record says why); the client gets an ICAP error and the connection closes.
+    this.tx?.abort(reason(status === 500 ? 'INTERNAL_ERROR' : 'MALFORMED', `ICAP: ${message}`));
+    this.tx = undefined;
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.ctx.debug({ icapClient: this.peer, status, error: message }, 'icap error');
+    this.socket.end(icapResponseHead(status, [['ISTag', this.ctx.istag], ['Encapsulated', 'null-body=0'], ['Connection', 'close']]));
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  /** Service stopping: a transaction still holding a payload is blocked now. */
+  shutdown(): void {
+    if (this.tx) this.tx.failHeld(reason('INTERNAL_ERROR', 'patchgate is shutting down'));
+    else this.destroy();
+  }
+
+  destroy(): void {
+    this.state = 'closed';
+    this.socket.destroy();
+  }
+}

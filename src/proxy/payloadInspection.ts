@@ -1,0 +1,255 @@
+import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
+import type { Transform } from 'node:stream';
+import { IncrementalVerifier } from '../verify/incrementalVerifier.js';
+import { sniffFormat, SNIFF_BYTES } from '../verify/format/sniffFormat.js';
+import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
+import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
+import type { GateObserver } from '../metrics/gateObserver.js';
+import { Spool } from './spool.js';
+
+export interface InspectionSettings {
+  policy: ApprovedCaPolicy;
+  spoolDir: string;
+  memoryHoldBytes: number;
+  /** Largest decoded body accepted (0 = no limit). */
+  maxPayloadBytes: number;
+  nonPayload: 'pass' | 'block';
+  unsignedDeltas: 'pass' | 'block';
+  now?: () => Date;
+  observer?: GateObserver;
+}
+
+/** What became of a body: verified (allow or block, with the verifier's Verdict), blocked before a verdict, or passed as non-payload content. */
+export type InspectionResult =
+  | { kind: 'verdict'; verdict: Verdict; spool: Spool | undefined; verifyMs: number }
+  | { kind: 'block'; reasons: VerdictReason[]; verdict?: Verdict }
+  | { kind: 'pass' };
+
+/** What the caller does with content that is not a payload (the rules pass it): it is streamed on, decoded, never held. */
+export interface PassSink {
+  /** The first decoded bytes; the decision is final. */
+  start(head: Buffer): void;
+  /** More decoded bytes; false asks for a pause until `resume` is called. */
+  data(chunk: Buffer, resume: () => void): boolean;
+  end(): void;
+  /** The body stopped decoding after it started to flow: the response cannot be completed. */
+  error(why: VerdictReason): void;
+}
+
+/**
+ * The decoding chain for a Content-Encoding header (applied in reverse order of listing), or the
+ * one coding it cannot undo. The verifier must see the bytes the client will run, whatever the coding.
+ */
+export function contentDecoders(contentEncoding: string | string[] | undefined): { decoders: Transform[] } | { unsupported: string } {
+  const codings = String(contentEncoding ?? '').split(',').map((s) => s.trim().toLowerCase()).filter((s) => s && s !== 'identity');
+  const decoders: Transform[] = [];
+  for (const enc of codings.reverse()) {
+    const dec = enc === 'gzip' || enc === 'x-gzip' ? createGunzip() : enc === 'deflate' ? createInflate() : enc === 'br' ? createBrotliDecompress() : undefined;
+    if (!dec) {
+      for (const d of decoders) d.destroy();
+      return { unsupported: enc };
+    }
+    decoders.push(dec);
+  }
+  return { decoders };
+}
+
+/**
+ * One response body on its way through the gate, pushed in as it arrives (raw, as on the wire):
+ * decoded, sniffed from its bytes (names and Content-Types are never trusted), then either held
+ * (hashed by the incremental verifier while it is spooled, memory bounded) until the core's
+ * verdict, or handed to a PassSink when it is not a payload and the rules pass such content.
+ * Limits and early blocks (malformed headers, an oversize body) end it before the last byte.
+ * It never decides a verdict: the core does; this only carries bytes to it and reports.
+ */
+export class PayloadInspection {
+  /** Resolves once: with the verdict, a block, or `pass` (the sink then carries the rest). */
+  readonly result: Promise<InspectionResult>;
+  private resolveResult!: (r: InspectionResult) => void;
+  private done = false;
+  private mode: 'sniff' | 'hold' | 'pass' = 'sniff';
+  private head: Buffer[] = [];
+  private headBytes = 0;
+  private decodedBytes = 0;
+  private rawEnded = false;
+  private spool: Spool | undefined;
+  private readonly verifier: IncrementalVerifier;
+  private readonly decoders: Transform[] = [];
+  private readonly entry: Transform | undefined;
+  private drainWaiters: (() => void)[] = [];
+  private congested = false;
+
+  constructor(
+    private readonly s: InspectionSettings,
+    private readonly o: { contentEncoding?: string | string[]; pathname: string; pass?: PassSink },
+  ) {
+    this.result = new Promise((r) => (this.resolveResult = r));
+    this.verifier = new IncrementalVerifier(s.policy, { now: s.now?.() });
+    const chain = contentDecoders(o.contentEncoding);
+    if ('unsupported' in chain) {
+      this.fail(reason('UNSUPPORTED_FORMAT', `unsupported Content-Encoding "${chain.unsupported}"`));
+      return;
+    }
+    this.decoders = chain.decoders;
+    if (this.decoders.length) {
+      for (let i = 0; i + 1 < this.decoders.length; i++) this.decoders[i]!.pipe(this.decoders[i + 1]!);
+      for (const d of this.decoders) {
+        d.on('error', (e: Error) => {
+          const why = reason('UPSTREAM_ERROR', `body does not decode (${e.message})`);
+          if (this.mode === 'pass') this.o.pass!.error(why);
+          else this.fail(why);
+        });
+      }
+      const last = this.decoders[this.decoders.length - 1]!;
+      last.on('data', (c: Buffer) => this.accept(c));
+      last.on('end', () => this.decodedEnd());
+      this.entry = this.decoders[0];
+    }
+  }
+
+  /** Decided: `hold` once a payload format was sniffed, `pass` for passed content. */
+  get decision(): 'undecided' | 'hold' | 'pass' | 'ended' {
+    if (this.done && this.mode !== 'pass') return 'ended';
+    return this.mode === 'sniff' ? 'undecided' : this.mode;
+  }
+  get settled(): boolean { return this.done; }
+  /** Decoded bytes seen so far. */
+  get bytes(): number { return this.decodedBytes; }
+  /** Bytes this body holds in its spool until the spool is released. */
+  get spoolBytes(): number { return this.spool?.heldBytes ?? 0; }
+
+  /** Raw body bytes; false: wait for `onDrain` before pushing more. */
+  push(raw: Buffer): boolean {
+    if (this.done && this.mode !== 'pass') return true; // decided: the rest is discarded
+    if (this.entry) {
+      const ok = this.entry.write(raw);
+      if (!ok) this.entry.once('drain', () => this.drained());
+      return ok && !this.congested;
+    }
+    this.accept(raw);
+    return !this.congested;
+  }
+
+  /** Called once when a `false` from push() is over. */
+  onDrain(fn: () => void): void {
+    this.drainWaiters.push(fn);
+  }
+
+  /** The raw body is complete. */
+  end(): void {
+    if (this.rawEnded) return;
+    this.rawEnded = true;
+    if (this.entry) this.entry.end();
+    else this.decodedEnd();
+  }
+
+  /** Stops the decoders (a pass or block ended early): nothing more is read. A verified spool stays the caller's. */
+  dispose(): void {
+    for (const d of this.decoders) d.destroy();
+    if (!this.done) this.finish({ kind: 'block', reasons: [reason('INTERNAL_ERROR', 'inspection abandoned')] });
+  }
+
+  /** Ends it from outside (upstream error, timeout, shutdown): a block unless already decided. */
+  fail(why: VerdictReason): void {
+    if (this.done) return;
+    if (why.code === 'UPSTREAM_ERROR' || why.code === 'TIMEOUT') this.s.observer?.upstreamError(why.code);
+    this.finish({ kind: 'block', reasons: [why] });
+  }
+
+  private drained(): void {
+    if (this.congested) return;
+    const w = this.drainWaiters.splice(0);
+    for (const fn of w) fn();
+  }
+
+  private accept(chunk: Buffer): void {
+    if (this.done && this.mode !== 'pass') return;
+    this.decodedBytes += chunk.byteLength;
+    const max = this.s.maxPayloadBytes;
+    if (max > 0 && this.decodedBytes > max) return this.fail(reason('OVERSIZE', `decoded body exceeds the ${max}-byte limit`));
+    if (this.mode === 'hold') return this.hold(chunk);
+    if (this.mode === 'pass') return this.passOn(chunk);
+    this.head.push(chunk);
+    this.headBytes += chunk.byteLength;
+    if (this.headBytes >= SNIFF_BYTES) this.decide();
+  }
+
+  /** First bytes known: a payload is held; other content passes or blocks as the rules say. */
+  private decide(): void {
+    const head = Buffer.concat(this.head);
+    this.head = [];
+    if (sniffFormat(head) !== 'unknown') {
+      this.mode = 'hold';
+      this.spool = new Spool(this.s.spoolDir, this.s.memoryHoldBytes);
+      this.hold(head);
+      return;
+    }
+    const isDelta = /\.psf$/i.test(this.o.pathname);
+    const rule = isDelta ? this.s.unsignedDeltas : this.s.nonPayload;
+    if (rule === 'block' || !this.o.pass) {
+      return this.fail(reason('UNSUPPORTED_FORMAT', isDelta ? 'an unsigned Express delta (.psf): the rules block them' : 'not a PE, CAB, MSI or CMS payload, and the rules block other content on update hosts'));
+    }
+    this.mode = 'pass';
+    this.finish({ kind: 'pass' });
+    this.o.pass.start(head);
+  }
+
+  private hold(chunk: Buffer): void {
+    this.verifier.update(chunk);
+    this.s.observer?.inspected(chunk.byteLength);
+    if (this.verifier.earlyBlock) return this.fail(this.verifier.earlyBlock);
+    if (!this.spool!.write(chunk, this.uncongest)) this.congest();
+  }
+
+  private passOn(chunk: Buffer): void {
+    if (!this.o.pass!.data(chunk, this.uncongest)) this.congest();
+  }
+
+  /** The spool or the pass sink is full: stop the decoders too, or a small compressed input could fill memory. */
+  private congest(): void {
+    this.congested = true;
+    this.decoders[this.decoders.length - 1]?.pause();
+  }
+
+  private readonly uncongest = (): void => {
+    if (!this.congested) return;
+    this.congested = false;
+    this.decoders[this.decoders.length - 1]?.resume();
+    this.drained();
+  };
+
+  private decodedEnd(): void {
+    if (this.mode === 'pass') return this.o.pass!.end();
+    if (this.done) return;
+    if (this.mode === 'sniff') {
+      this.decide(); // changes this.mode
+      if (this.done) {
+        if ((this.mode as string) === 'pass') this.o.pass!.end();
+        return;
+      }
+    }
+    const t0 = process.hrtime.bigint();
+    const verdict = this.verifier.finish();
+    const verifyMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    this.s.observer?.verified(verifyMs, verdict.verdict);
+    const spool = this.spool!;
+    spool.end().then(
+      () => {
+        if (this.done) return;
+        if (verdict.verdict === 'allow') this.finish({ kind: 'verdict', verdict, spool, verifyMs });
+        else this.finish({ kind: 'block', reasons: verdict.reasons, verdict });
+      },
+      (e: Error) => this.fail(reason('INTERNAL_ERROR', `spool: ${e.message}`)),
+    );
+  }
+
+  private finish(r: InspectionResult): void {
+    if (this.done) return;
+    this.done = true;
+    if (r.kind !== 'verdict') {
+      this.spool?.release();
+      if (r.kind === 'block') for (const d of this.decoders) d.destroy();
+    }
+    this.resolveResult(r);
+  }
+}
