@@ -81,6 +81,54 @@ describe('deploy/patchgate.service', () => {
   });
 });
 
+describe('deploy/patchgate-icap@.service', () => {
+  const text = readFileSync(join(REPO, 'deploy', 'patchgate-icap@.service'), 'utf8');
+  const svc = serviceSettings(text);
+  const one = (k: string) => svc.get(k)?.at(-1);
+  const main = serviceSettings(unitText);
+
+  it('has the hardening of patchgate.service, setting for setting', () => {
+    for (const k of ['User', 'NoNewPrivileges', 'ProtectSystem', 'ProtectHome', 'PrivateTmp', 'PrivateDevices', 'ProtectKernelTunables', 'ProtectKernelModules',
+      'ProtectControlGroups', 'RestrictSUIDSGID', 'LockPersonality', 'CapabilityBoundingSet', 'UMask', 'RestrictAddressFamilies', 'SystemCallFilter', 'MemoryDenyWriteExecute']) {
+      expect(svc.get(k), k).toEqual(main.get(k));
+    }
+  });
+
+  it('gives each instance its own port, audit chain and spool, in the places systemd made writable', () => {
+    const exec = one('ExecStart')!;
+    const flag = (f: string) => new RegExp(`${f} (\\S+)`).exec(exec)?.[1];
+    expect(flag('--listen')).toBe('${LISTEN_HOST}:%i');
+    expect(flag('--audit')).toBe(`/var/log/${one('LogsDirectory')}/icap-%i.jsonl`);
+    expect(flag('--spool-dir')).toBe(`/var/cache/${one('CacheDirectory')}`);
+    expect(one('CacheDirectory')).toContain('%i');
+    expect(one('ExecReload')).toBe('/bin/kill -HUP $MAINPID');
+    const logrotate = readFileSync(join(REPO, 'deploy', 'patchgate-icap.logrotate'), 'utf8');
+    expect(logrotate).toContain('/var/log/patchgate/icap-*.jsonl');
+    expect(logrotate).not.toMatch(/^\s*copytruncate/m);
+  });
+
+  it('every flag of ExecStart is one `patchgate icap` knows', () => {
+    const help = execFileSync(process.execPath, [BIN, 'icap', '--help'], { encoding: 'utf8' });
+    const flags = [...one('ExecStart')!.matchAll(/\s(--[a-z-]+)/g)].map((m) => m[1]!);
+    expect(flags.length).toBeGreaterThan(4);
+    for (const f of flags) expect(help, f).toContain(f);
+  });
+
+  it('systemd-analyze verify accepts an instance of it (where systemd-analyze exists)', () => {
+    const analyze = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' });
+    if (analyze.error) return;
+    const dir = mkdtempSync(join(tmpdir(), 'patchgate-unit-'));
+    try {
+      writeFileSync(join(dir, 'patchgate-icap@.service'), text.replace('/usr/bin/node', process.execPath));
+      const r = spawnSync('systemd-analyze', ['verify', join(dir, 'patchgate-icap@1344.service')], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stderr.trim()).toBe('');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('deploy/patchgate.logrotate', () => {
   let dir: string;
   let origin: Origin;
