@@ -1,6 +1,7 @@
 import { tmpdir } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { IcapService, ICAP_SERVICE_PATH } from '../icap/icapService.js';
+import { squidConfigSnippet } from '../icap/squidConfig.js';
 import { PACKAGE_ROOT } from './defaultPaths.js';
 import { loadGateConfig, openAudit, parseHostPort, serveUntilSignal, type GateServiceArgs } from './gateService.js';
 import { UsageError } from './usageError.js';
@@ -10,6 +11,7 @@ export interface IcapArgs extends GateServiceArgs {
   spoolDir?: string;
   maxConnections?: number;
   previewBytes?: number;
+  printSquidConfig?: boolean;
 }
 
 function packageVersion(): string {
@@ -24,6 +26,12 @@ export async function runIcap(args: IcapArgs): Promise<number> {
     throw new UsageError('--preview-bytes must be an integer from 64 (enough to sniff the format) to 65536');
   }
   const cfg = loadGateConfig(args);
+  if (args.printSquidConfig) {
+    const host = listen.host === '0.0.0.0' || listen.host === '::' ? '127.0.0.1' : listen.host;
+    const uri = `icap://${host.includes(':') ? `[${host}]` : host}:${listen.port}${ICAP_SERVICE_PATH}`;
+    process.stdout.write(squidConfigSnippet({ services: [uri], updateHosts: cfg.hostRules.patterns('inspect') }));
+    return 0;
+  }
   const { audit, metrics } = openAudit(args, cfg.loaded.sha256);
   const service = new IcapService({
     listen, policy: cfg.policy, hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, limits: cfg.limits,

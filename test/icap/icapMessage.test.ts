@@ -11,6 +11,9 @@ import { join } from 'node:path';
 import { ChunkedBodyReader } from '../../src/icap/chunkedBody.js';
 import { IcapProtocolError, parseEncapsulated, parseHttpHead, parseIcapHead } from '../../src/icap/icapMessage.js';
 import { REPO } from '../support/fixtures.js';
+import { squidBinary } from '../support/squidHarness.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 
 const SEED = 20261201;
 
@@ -148,6 +151,25 @@ describe('patchgate icap (command line)', () => {
     expect(r.status).toBe(0);
     for (const f of ['--listen', '--rules', '--update-host', '--anchor', '--tsa-anchor', '--distrust', '--audit', '--admin', '--max-connections', '--preview-bytes', '--spool-dir']) expect(r.stdout).toContain(f);
   });
+  it('prints Squid configuration for the rules\' inspected hosts that Squid itself accepts', () => {
+    const r = pg('--listen', '127.0.0.1:1399', '--print-squid-config');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^acl update_hosts dstdomain .*\.windowsupdate\.com/m);
+    expect(r.stdout).toContain('icap_service patchgate0 respmod_precache icap://127.0.0.1:1399/respmod bypass=off');
+    const squid = squidBinary();
+    expect(squid, 'squid is needed (.ci/run installs it)').toBeDefined();
+    const dir = mkdtempSync(join(tmpdir(), 'patchgate-squidconf-'));
+    try {
+      const conf = join(dir, 'squid.conf');
+      writeFileSync(conf, `http_port 127.0.0.1:3999\npid_filename none\ncache_log ${join(dir, 'cache.log')}\n${r.stdout}`);
+      const parse = spawnSync(squid!, ['-k', 'parse', '-f', conf], { encoding: 'utf8' });
+      expect(parse.status, parse.stderr).toBe(0);
+      expect(parse.stderr).not.toMatch(/WARNING|ERROR|FATAL/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it.each([
     [['--listen', 'nonsense']],
     [['--preview-bytes', '10']],

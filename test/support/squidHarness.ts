@@ -9,6 +9,7 @@ import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from './gateHarness.js';
+import { squidConfigSnippet } from '../../src/icap/squidConfig.js';
 
 export function squidBinary(): string | undefined {
   for (const p of ['/usr/sbin/squid', '/usr/bin/squid']) if (existsSync(p)) return p;
@@ -33,11 +34,10 @@ export interface SquidHandle {
 }
 
 /**
- * The Squid configuration the README's "Scaling out" section gives, for the lab: `updateHosts`
- * are dstdomain values whose responses go to the ICAP service set.
+ * A lab squid.conf: loopback only, no cache, no DNS beyond 127.0.0.1, logs in `dir`, and the
+ * ICAP part exactly as `patchgate icap --print-squid-config` prints it (src/icap/squidConfig.ts).
  */
 export function squidConfig(o: { port: number; dir: string; icapPorts: number[]; updateHosts: string[]; user?: string }): string {
-  const services = o.icapPorts.map((p, i) => `icap_service patchgate${i} respmod_precache icap://127.0.0.1:${p}/respmod bypass=off`);
   return [
     `http_port 127.0.0.1:${o.port}`,
     'pid_filename none',
@@ -53,25 +53,7 @@ export function squidConfig(o: { port: number; dir: string; icapPorts: number[];
     'shutdown_lifetime 0 seconds',
     'http_access allow localhost',
     'http_access deny all',
-    `acl update_hosts dstdomain ${o.updateHosts.join(' ')}`,
-    // Whole objects from update hosts, so that a client's Range is served from a verified response.
-    'range_offset_limit -1 update_hosts',
-    'icap_enable on',
-    'icap_send_client_ip on',
-    'icap_service_failure_limit 1',
-    ...services,
-    `adaptation_service_set patchgate ${o.icapPorts.map((_, i) => `patchgate${i}`).join(' ')}`,
-    'adaptation_access patchgate allow update_hosts',
-    'adaptation_access patchgate deny all',
-    // Squid 5 (Debian 12) stalls a RESPMOD whose virgin body fills its 64 KiB pipe before the ICAP
-    // service answers (Squid bug 5352) until a delay pool kicks the deferred read: a pool with no
-    // practical limit gives it that kick every second.
-    'delay_pools 1',
-    'delay_class 1 1',
-    'delay_access 1 allow update_hosts',
-    'delay_access 1 deny all',
-    'delay_parameters 1 1000000000/1000000000',
-    '',
+    squidConfigSnippet({ services: o.icapPorts.map((p) => `icap://127.0.0.1:${p}/respmod`), updateHosts: o.updateHosts }),
   ].join('\n');
 }
 
