@@ -22,8 +22,8 @@ function packageVersion(): string {
 export async function runIcap(args: IcapArgs): Promise<number> {
   const listen = parseHostPort(args.listen, '--listen');
   if (args.maxConnections !== undefined && !(Number.isInteger(args.maxConnections) && args.maxConnections > 0)) throw new UsageError('--max-connections must be a positive integer');
-  if (args.previewBytes !== undefined && !(Number.isInteger(args.previewBytes) && args.previewBytes >= 64 && args.previewBytes <= 65536)) {
-    throw new UsageError('--preview-bytes must be an integer from 64 (enough to sniff the format) to 65536');
+  if (args.previewBytes !== undefined && !(Number.isInteger(args.previewBytes) && (args.previewBytes === 0 || (args.previewBytes >= 64 && args.previewBytes <= 65536)))) {
+    throw new UsageError('--preview-bytes must be 0 (no previews) or an integer from 64 (enough to sniff the format) to 65536');
   }
   const cfg = loadGateConfig(args);
   if (args.printSquidConfig) {

@@ -144,7 +144,8 @@ export class IcapService {
       ['Max-Connections', String(this.maxConnections)],
       ['Options-TTL', '60'],
       ['Allow', '204'],
-      ['Preview', String(this.previewBytes)],
+      // No Preview header at all when previews are off (--preview-bytes 0): the body comes at once.
+      ...(this.previewBytes > 0 ? [['Preview', String(this.previewBytes)] as [string, string]] : []),
       // Every response is previewed: file names and extensions lie, so none is ignored by extension.
       ['Transfer-Preview', '*'],
       ['Date', new Date().toUTCString()],
