@@ -18,6 +18,7 @@ import { startIcap, type IcapHandle } from '../support/icapHarness.js';
 import { freePort, startSquid, type SquidHandle } from '../support/squidHarness.js';
 import { verifyBytes } from '../../src/verify/incrementalVerifier.js';
 import { verifyAuditFiles } from '../../src/audit/verifyAudit.js';
+import { adminGet } from '../support/runProcess.js';
 
 const MiB = 1024 * 1024;
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -99,22 +100,23 @@ describe('Squid with one patchgate ICAP service', () => {
 
 // ---------------------------------------------------------------------------------------------
 
-interface IcapProcess { child: ChildProcess; port: number; audit: string; stderr: () => string; stop(): Promise<void> }
+interface IcapProcess { child: ChildProcess; port: number; adminPort: number; audit: string; stderr: () => string; stop(): Promise<void> }
 
 async function startIcapProcess(dir: string, name: string): Promise<IcapProcess> {
   const port = await freePort();
   const audit = join(dir, `${name}.jsonl`);
   const child = spawn(process.execPath, [join(REPO, 'bin', 'patchgate.js'), 'icap', '--listen', `127.0.0.1:${port}`, '--update-host', '127.0.0.1',
-    '--anchor', pki('updateca'), '--audit', audit, '--spool-dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    '--anchor', pki('updateca'), '--audit', audit, '--spool-dir', dir, '--admin', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   child.stdout!.resume();
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  if (!(await waitFor(() => /ICAP RESPMOD service on icap:\/\//.test(err), 20_000))) {
+  if (!(await waitFor(() => /ICAP RESPMOD service on icap:\/\//.test(err) && /metrics http:\/\/127\.0\.0\.1:\d+\/metrics/.test(err), 20_000))) {
     child.kill('SIGKILL');
     throw new Error(`patchgate icap did not start:\n${err}`);
   }
-  return { child, port, audit, stderr: () => err, stop: async () => { child.kill('SIGTERM'); await exited; } };
+  const adminPort = Number(/metrics http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(err)![1]);
+  return { child, port, adminPort, audit, stderr: () => err, stop: async () => { child.kill('SIGTERM'); await exited; } };
 }
 
 describe('Squid with two patchgate ICAP processes in one service set', () => {
@@ -166,6 +168,11 @@ describe('Squid with two patchgate ICAP processes in one service set', () => {
       expect(r.body.equals(good)).toBe(true);
     }
     expect(readFileSync(b.audit, 'utf8')).toContain('"verdict":"allow"');
+    // The instance's /metrics count what its audit trail holds.
+    const metrics = await adminGet(b.adminPort, '/metrics');
+    const bLines = readFileSync(b.audit, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { verdict: string });
+    const allowed = Number(/^patchgate_transfers_total\{verdict="allow",reason="none"\} (\d+)/m.exec(metrics)?.[1]);
+    expect(allowed).toBe(bLines.filter((l) => l.verdict === 'allow').length);
     // The first instance really carried the traffic before it stopped.
     expect(readFileSync(a.audit, 'utf8')).toContain('"verdict":"allow"');
     // Both gone: Squid answers an error, never the payload.
