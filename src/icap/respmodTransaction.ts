@@ -263,7 +263,10 @@ export class RespmodTransaction {
   }
 
   private onResult(r: InspectionResult): void {
-    if (this.responded && r.kind !== 'pass') return;
+    if (this.responded && r.kind !== 'pass') {
+      if (r.kind === 'verdict') r.spool?.release(); // answered (or aborted) meanwhile: nobody reads it
+      return;
+    }
     if (r.kind === 'pass') return; // the pass sink carries it
     if (r.kind === 'block') return this.block(r.reasons, r.verdict);
     // allow
