@@ -35,13 +35,17 @@ const MiB = 1024 * 1024;
 const argv = process.argv.slice(2);
 const opt = (f, d) => { const i = argv.indexOf(f); return i >= 0 ? argv[i + 1] : d; };
 if (argv.includes('--help')) {
-  console.log('usage: node scripts/soak.mjs [--minutes N] [--clients C] [--large-mib M] [--keep] [--out FILE] [--heap-snapshots DIR]');
+  console.log('usage: node scripts/soak.mjs [--minutes N] [--clients C] [--large-mib M] [--cache-ttl-ms MS] [--memory-hold-kib K] [--keep] [--out FILE] [--heap-snapshots DIR]');
   process.exit(0);
 }
 const MINUTES = Number(opt('--minutes', '2'));
 const CLIENTS = Number(opt('--clients', String(Math.max(16, cpus().length * 12))));
 const LARGE = Number(opt('--large-mib', '12')) * MiB;
 const KEEP = argv.includes('--keep');
+// The gate's cache of verified entities and its per-hold memory (the defaults of `patchgate run`
+// are 60000 ms and 2048 KiB; the soak's shorter TTL keeps the disk spool of cached large payloads small).
+const CACHE_TTL_MS = Number(opt('--cache-ttl-ms', '2000'));
+const HOLD_KIB = Number(opt('--memory-hold-kib', '256'));
 // Heap snapshots of the gate (idle before the load, at a third and at the end of the load, idle
 // after it), to compare with scripts/lib/heap-diff.mjs. Each one stalls the gate for seconds and
 // costs native memory: for leak hunting, not for the RSS figures.
@@ -99,8 +103,8 @@ writeFileSync(join(work, 'rules.yaml'), [
   `  maxPayloadBytes: ${256 * MiB}`,
   '  upstreamIdleTimeoutMs: 10000',
   '  totalTimeoutMs: 120000',
-  `  memoryHoldBytes: ${256 * 1024}`,
-  '  cacheTtlMs: 2000',
+  `  memoryHoldBytes: ${HOLD_KIB * 1024}`,
+  `  cacheTtlMs: ${CACHE_TTL_MS}`,
   'hosts:',
   '  - pattern: "127.0.0.1"',
   '    mode: inspect',
@@ -173,7 +177,7 @@ const GP = await new Promise((resolve, reject) => {
   gate.once('exit', (code) => reject(new Error(`the gate exited (${code}): ${buf}`)));
 });
 const gateCa = readFileSync(join(caDir, 'ca.pem'), 'utf8');
-log(`gate pid ${gate.pid} on 127.0.0.1:${GP}; origins http ${HP}, https ${SP}; ${CLIENTS} clients for ${MINUTES} min; large payloads ${(LARGE / MiB).toFixed(0)} MiB; work dir ${work}`);
+log(`gate pid ${gate.pid} on 127.0.0.1:${GP}; origins http ${HP}, https ${SP}; ${CLIENTS} clients for ${MINUTES} min; large payloads ${(LARGE / MiB).toFixed(0)} MiB; cache TTL ${CACHE_TTL_MS} ms, memory hold ${HOLD_KIB} KiB; work dir ${work}`);
 
 // ---------------------------------------------------------------------------------------------
 // Sampling
@@ -389,10 +393,10 @@ clearTimeout(drainTimer);
 clearInterval(progress);
 const elapsed = (Date.now() - started) / 1000;
 
-// Quiesce: let the gate finish writing, then sample the idle state and stop it.
+// Quiesce: let the gate finish writing and its cache expire, then sample the idle state and stop it.
 clearInterval(sampler);
 phase = 'idle';
-await sleep(3000);
+await sleep(Math.max(3000, CACHE_TTL_MS + 1000));
 const idle = await sample();
 const idleGc = await sample({ gc: true });
 await snapshot('4-idle-end');
@@ -465,7 +469,7 @@ const n = [...stats.values()].reduce((a, x) => a + x.n, 0);
 const auditEqual = transfers.length === inspectedTransfers;
 const memOf = (x) => x && { rssMB: mb(x.rss), heapUsedMB: mb(x.heapUsed), heapTotalMB: mb(x.heapTotal), externalMB: mb(x.external), arrayBuffersMB: mb(x.arrayBuffers) };
 const report = {
-  minutes: MINUTES, clients: CLIENTS, largeMiB: LARGE / MiB, elapsedS: Math.round(elapsed), transfers: n, inspectedTransfers, throughputMBps: +(bytesToClients / MiB / elapsed).toFixed(1),
+  minutes: MINUTES, clients: CLIENTS, largeMiB: LARGE / MiB, cacheTtlMs: CACHE_TTL_MS, memoryHoldKiB: HOLD_KIB, elapsedS: Math.round(elapsed), transfers: n, inspectedTransfers, throughputMBps: +(bytesToClients / MiB / elapsed).toFixed(1),
   loadavg: loadavg().map((x) => +x.toFixed(2)), cpus: cpus().length,
   scenarios: Object.fromEntries(stats),
   audit: { lines: lines.length, transferRecords: transfers.length, byVerdict, byServed, equalsInspectedTransfers: auditEqual },
