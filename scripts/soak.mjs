@@ -35,7 +35,7 @@ const MiB = 1024 * 1024;
 const argv = process.argv.slice(2);
 const opt = (f, d) => { const i = argv.indexOf(f); return i >= 0 ? argv[i + 1] : d; };
 if (argv.includes('--help')) {
-  console.log('usage: node scripts/soak.mjs [--minutes N] [--clients C] [--large-mib M] [--cache-ttl-ms MS] [--memory-hold-kib K] [--keep] [--out FILE] [--heap-snapshots DIR]');
+  console.log('usage: node scripts/soak.mjs [--minutes N] [--clients C] [--large-mib M] [--cache-ttl-ms MS] [--memory-hold-kib K] [--keep] [--out FILE] [--heap-snapshots DIR] [--malloc-trim]');
   process.exit(0);
 }
 const MINUTES = Number(opt('--minutes', '2'));
@@ -207,6 +207,8 @@ function probe(msg, timeoutMs = 5000) {
     try { gate.send({ ...msg, seq }); } catch { clearTimeout(t); probeWaiting.delete(seq); resolve(undefined); }
   });
 }
+const r1 = (x) => (x === undefined || !Number.isFinite(x) ? undefined : Math.round(x * 10) / 10);
+const mb = (x) => (x === undefined ? undefined : r1(x / MiB));
 const readRss = () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${gate.pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
 /** Where the gate's resident memory is (kB), by kind of mapping: the C heap, anonymous mappings (V8's heap, malloc arenas, big buffers), files. */
 function smapsBreakdown() {
@@ -401,6 +403,19 @@ const idle = await sample();
 const idleGc = await sample({ gc: true });
 await snapshot('4-idle-end');
 const idleSmaps = (() => { try { return smapsBreakdown(); } catch { return undefined; } })();
+// --malloc-trim: ask glibc (through gdb, if installed) to return the free memory it keeps to the
+// system. What RSS drops by was free memory held by the allocator, not live memory of the gate.
+let trimmed;
+if (argv.includes('--malloc-trim')) {
+  const { spawnSync } = await import('node:child_process');
+  const t0 = Date.now();
+  const r = spawnSync('gdb', ['-p', String(gate.pid), '-batch', '-nx', '-iex', 'set auto-load off', '-ex', 'call (int) malloc_trim(0)', '-ex', 'detach'], { encoding: 'utf8', timeout: 120_000 });
+  const ok = r.status === 0 && /\$1 = 1/.test(r.stdout ?? '');
+  await sleep(500);
+  const s = await sample();
+  trimmed = ok && s ? { rssMB: mb(s.rss), smapsKB: (() => { try { return smapsBreakdown(); } catch { return undefined; } })(), gdbMs: Date.now() - t0 } : { error: (r.error?.message ?? r.stderr ?? r.stdout ?? 'gdb failed').slice(-300) };
+  log(`malloc_trim: ${JSON.stringify(trimmed)}`);
+}
 gate.kill('SIGTERM');
 const exitCode = await new Promise((r) => { gate.once('exit', (code, sig) => r(code ?? sig)); setTimeout(() => { gate.kill('SIGKILL'); r('killed after 15 s'); }, 15_000); });
 httpOrigin.closeAllConnections?.();
@@ -436,8 +451,6 @@ const mm = (key, div = 1, part = load) => {
   const v = part.map((x) => x[key] / div).filter((x) => Number.isFinite(x));
   return { min: Math.min(...v), max: Math.max(...v), first: v[0], last: v[v.length - 1] };
 };
-const r1 = (x) => (x === undefined || !Number.isFinite(x) ? undefined : Math.round(x * 10) / 10);
-const mb = (x) => (x === undefined ? undefined : r1(x / MiB));
 const rss = mm('rss', MiB);
 const fds = mm('fds');
 const spool = mm('spool', MiB);
@@ -451,6 +464,12 @@ const half2 = load.filter((x) => x.t >= mid);
 const max1 = Math.max(...half1.map((x) => x.rss)) / MiB;
 const max2 = Math.max(...half2.map((x) => x.rss)) / MiB;
 const levelledOff = max2 <= max1 * 1.05;
+// When RSS last set a new high (more than 1% above everything before): a ratchet that stops is a plateau.
+let runningMax = 0;
+let lastHighAt = started;
+for (const x of load) { if (x.rss > runningMax * 1.01) lastHighAt = x.t; runningMax = Math.max(runningMax, x.rss); }
+const loadEnd = Math.max(...load.map((x) => x.t));
+const lastThird = load.filter((x) => x.t >= started + (loadEnd - started) * 2 / 3);
 // Per minute of load: peaks, and the floor of heapUsed (its lowest sample: what survived the GCs
 // of that minute, a leak shows as a rising floor) — without forcing collections during the load.
 const minutes = [];
@@ -479,6 +498,8 @@ const report = {
     rssMB: {
       min: r1(rss.min), max: r1(rss.max), first: r1(rss.first), last: r1(rss.last), idleAfter: mb(idle?.rss),
       firstHalfMax: r1(max1), secondHalfMax: r1(max2), levelledOff,
+      lastNewHighAtMin: r1((lastHighAt - started) / 60_000), minutesWithoutNewHigh: r1((loadEnd - lastHighAt) / 60_000),
+      lastThirdTrendMBperMin: r1(trend('rss', lastThird) / MiB),
       trendMBperMin: r1(trend('rss') / MiB), secondHalfTrendMBperMin: r1(trend('rss', half2) / MiB),
     },
     // Full collections (through the inspector) before the load and after it: what is really still
@@ -487,6 +508,7 @@ const report = {
     // Resident kB by mapping: [heap] is glibc's main malloc arena (Buffers, OpenSSL, libuv), anon is
     // V8's heap plus large mmapped blocks, file is code and shared libraries.
     smapsKB: { start: startSmaps, idleEnd: idleSmaps },
+    afterMallocTrim: trimmed,
     fds: { ...fds, trendPerMin: r1(trend('fds')), idleAfter: idle?.fds },
     spoolMB: { min: r1(spool.min), max: r1(spool.max), last: r1(spool.last), idleAfter: mb(idle?.spool ?? 0), foldersLeftAfterStop: spoolLeft },
   },
@@ -506,11 +528,13 @@ for (const [name, s] of stats) p(`    ${name.padEnd(32)} ${String(s.n).padStart(
 p(`  audit: ${lines.length} lines, ${transfers.length} transfer records vs ${inspectedTransfers} inspected transfers: ${auditEqual ? 'EQUAL' : 'NOT EQUAL'}; by verdict ${JSON.stringify(byVerdict)}; by served ${JSON.stringify(byServed)}`);
 p(`  blocked bodies that reached a client: ${blockedLeaks}`);
 p(`  gate RSS MB under load: min ${g.rssMB.min}, max ${g.rssMB.max}, first ${g.rssMB.first}, last ${g.rssMB.last}; idle after ${g.rssMB.idleAfter}`);
-p(`    first-half max ${g.rssMB.firstHalfMax}, second-half max ${g.rssMB.secondHalfMax}, second-half slope ${g.rssMB.secondHalfTrendMBperMin} MB/min: ${levelledOff ? 'LEVELLED OFF' : 'STILL RISING'} (levelled = second-half max within 5% of the first's)`);
+p(`    first-half max ${g.rssMB.firstHalfMax}, second-half max ${g.rssMB.secondHalfMax}: ${levelledOff ? 'LEVELLED OFF' : 'ROSE IN THE SECOND HALF'} (levelled = second-half max within 5% of the first's)`);
+p(`    slope ${g.rssMB.secondHalfTrendMBperMin} MB/min over the second half, ${g.rssMB.lastThirdTrendMBperMin} over the last third; last new high (>1%) at ${g.rssMB.lastNewHighAtMin} min, then ${g.rssMB.minutesWithoutNewHigh} min without one`);
 const ms = (m) => m ? `rss ${m.rssMB}, heapUsed ${m.heapUsedMB}, heapTotal ${m.heapTotalMB}, external ${m.externalMB}, arrayBuffers ${m.arrayBuffersMB}` : 'n/a';
 p(`  gate memory after a full GC (MB): before the load ${ms(g.memoryAfterGc.start)}; after it ${ms(g.memoryAfterGc.idleEnd)}`);
 const sm = (x) => x ? `C heap ${(x.heap / 1024).toFixed(0)}, anon ${(x.anon / 1024).toFixed(0)}, files ${(x.file / 1024).toFixed(0)}` : 'n/a';
 p(`  resident MB by mapping: before the load ${sm(g.smapsKB.start)}; after it ${sm(g.smapsKB.idleEnd)}`);
+if (trimmed) p(`  after malloc_trim(0) (glibc returns the free memory it keeps): ${trimmed.rssMB !== undefined ? `rss ${trimmed.rssMB} MB; ${sm(trimmed.smapsKB)}` : trimmed.error}`);
 p('  per minute: transfers, rss max, heapUsed floor, heapTotal max, external max, fds max, spool max (MB)');
 for (const m of minutes) p(`    ${String(m.minute).padStart(3)} ${String(m.transfers).padStart(6)} ${String(m.rssMaxMB).padStart(7)} ${String(m.heapUsedFloorMB).padStart(6)} ${String(m.heapTotalMaxMB).padStart(6)} ${String(m.externalMaxMB).padStart(6)} ${String(m.fdsMax).padStart(5)} ${String(m.spoolMaxMB).padStart(7)}`);
 p(`  gate fds under load: min ${fds.min}, max ${fds.max}, first ${fds.first}, last ${fds.last}, idle after ${idle?.fds}, trend ${g.fds.trendPerMin}/min`);
