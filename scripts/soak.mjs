@@ -8,11 +8,16 @@
 // (synthetic signed PEs of several MiB, some tampered), with some clients disconnecting
 // mid-transfer (after part of an allowed body, or while their payload is still held).
 //
-// Every second it samples the gate's RSS (/proc/PID/status), open fds (/proc/PID/fd) and spool
-// bytes (files under --spool-dir). At the end it stops the gate (SIGTERM), counts the audit
-// lines, and prints: transfers by scenario and verdict; audit transfer records against inspected
-// transfers (must be equal); blocks whose body reached a client (must be zero); RSS, fds and
-// spool min/max/trend. Exit code 1 if an invariant failed. Nothing leaves 127.0.0.1.
+// Every second it samples the gate's RSS (/proc/PID/status), open fds (/proc/PID/fd), spool
+// bytes (files under --spool-dir) and, through a probe preloaded into the gate
+// (scripts/lib/soak-probe.mjs, over IPC), process.memoryUsage(): heapUsed, heapTotal, external,
+// arrayBuffers. Before and after the load it forces a full GC in the gate and records what
+// survives, and where the resident memory is (/proc/PID/smaps: C heap, anonymous, files).
+// At the end it stops the gate (SIGTERM), counts the audit lines, and prints: transfers by
+// scenario and verdict; audit transfer records against inspected transfers (must be equal);
+// blocks whose body reached a client (must be zero); RSS, fds and spool min/max/trend; whether
+// RSS levelled off (second-half peak against first-half peak); a per-minute table. Everything
+// goes to a JSON file (--out). Exit code 1 if an invariant failed. Nothing leaves 127.0.0.1.
 import { spawn } from 'node:child_process';
 import http from 'node:http';
 import https from 'node:https';
@@ -20,7 +25,7 @@ import tls from 'node:tls';
 import net from 'node:net';
 import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync, readdirSync, statSync, existsSync, rmSync, createWriteStream } from 'node:fs';
-import { tmpdir, cpus } from 'node:os';
+import { tmpdir, cpus, loadavg } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -30,13 +35,21 @@ const MiB = 1024 * 1024;
 const argv = process.argv.slice(2);
 const opt = (f, d) => { const i = argv.indexOf(f); return i >= 0 ? argv[i + 1] : d; };
 if (argv.includes('--help')) {
-  console.log('usage: node scripts/soak.mjs [--minutes N] [--clients C] [--large-mib M] [--keep] [--out FILE]');
+  console.log('usage: node scripts/soak.mjs [--minutes N] [--clients C] [--large-mib M] [--cache-ttl-ms MS] [--memory-hold-kib K] [--keep] [--out FILE] [--heap-snapshots DIR] [--malloc-trim]');
   process.exit(0);
 }
 const MINUTES = Number(opt('--minutes', '2'));
 const CLIENTS = Number(opt('--clients', String(Math.max(16, cpus().length * 12))));
 const LARGE = Number(opt('--large-mib', '12')) * MiB;
 const KEEP = argv.includes('--keep');
+// The gate's cache of verified entities and its per-hold memory (the defaults of `patchgate run`
+// are 60000 ms and 2048 KiB; the soak's shorter TTL keeps the disk spool of cached large payloads small).
+const CACHE_TTL_MS = Number(opt('--cache-ttl-ms', '2000'));
+const HOLD_KIB = Number(opt('--memory-hold-kib', '256'));
+// Heap snapshots of the gate (idle before the load, at a third and at the end of the load, idle
+// after it), to compare with scripts/lib/heap-diff.mjs. Each one stalls the gate for seconds and
+// costs native memory: for leak hunting, not for the RSS figures.
+const SNAP_DIR = opt('--heap-snapshots', undefined);
 const log = (s) => process.stderr.write(`soak: ${s}\n`);
 const dist = (p) => import(pathToFileURL(join(REPO, 'dist', p)).href);
 const sha = (b) => createHash('sha256').update(b).digest('hex');
@@ -90,8 +103,8 @@ writeFileSync(join(work, 'rules.yaml'), [
   `  maxPayloadBytes: ${256 * MiB}`,
   '  upstreamIdleTimeoutMs: 10000',
   '  totalTimeoutMs: 120000',
-  `  memoryHoldBytes: ${256 * 1024}`,
-  '  cacheTtlMs: 2000',
+  `  memoryHoldBytes: ${HOLD_KIB * 1024}`,
+  `  cacheTtlMs: ${CACHE_TTL_MS}`,
   'hosts:',
   '  - pattern: "127.0.0.1"',
   '    mode: inspect',
@@ -149,8 +162,8 @@ const SP = httpsOrigin.address().port;
 // The gate, as a child process
 
 const gateErr = createWriteStream(join(work, 'gate.stderr.log'));
-const gate = spawn(process.execPath, [join(REPO, 'bin', 'patchgate.js'), 'run', '--rules', join(work, 'rules.yaml'), '--listen', '127.0.0.1:0', '--admin', 'off',
-  '--audit', auditFile, '--ca-dir', caDir, '--spool-dir', spoolBase, '--upstream-ca', join(work, 'origin-ca.pem')], { stdio: ['ignore', 'pipe', 'pipe'] });
+const gate = spawn(process.execPath, ['--import', pathToFileURL(join(REPO, 'scripts', 'lib', 'soak-probe.mjs')).href, join(REPO, 'bin', 'patchgate.js'), 'run', '--rules', join(work, 'rules.yaml'), '--listen', '127.0.0.1:0', '--admin', 'off',
+  '--audit', auditFile, '--ca-dir', caDir, '--spool-dir', spoolBase, '--upstream-ca', join(work, 'origin-ca.pem')], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
 gate.stdout.resume();
 const GP = await new Promise((resolve, reject) => {
   let buf = '';
@@ -164,7 +177,7 @@ const GP = await new Promise((resolve, reject) => {
   gate.once('exit', (code) => reject(new Error(`the gate exited (${code}): ${buf}`)));
 });
 const gateCa = readFileSync(join(caDir, 'ca.pem'), 'utf8');
-log(`gate pid ${gate.pid} on 127.0.0.1:${GP}; origins http ${HP}, https ${SP}; ${CLIENTS} clients for ${MINUTES} min; large payloads ${(LARGE / MiB).toFixed(0)} MiB; work dir ${work}`);
+log(`gate pid ${gate.pid} on 127.0.0.1:${GP}; origins http ${HP}, https ${SP}; ${CLIENTS} clients for ${MINUTES} min; large payloads ${(LARGE / MiB).toFixed(0)} MiB; cache TTL ${CACHE_TTL_MS} ms, memory hold ${HOLD_KIB} KiB; work dir ${work}`);
 
 // ---------------------------------------------------------------------------------------------
 // Sampling
@@ -182,16 +195,68 @@ function spoolBytes() {
   walk(spoolBase);
   return total;
 }
-function sample() {
-  try {
-    const status = readFileSync(`/proc/${gate.pid}/status`, 'utf8');
-    const rss = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
-    const fds = readdirSync(`/proc/${gate.pid}/fd`).length;
-    samples.push({ t: Date.now(), rss, fds, spool: spoolBytes() });
-  } catch { /* the gate is gone */ }
+// The probe preloaded into the gate (scripts/lib/soak-probe.mjs) answers over IPC.
+let probeSeq = 0;
+const probeWaiting = new Map();
+gate.on('message', (m) => { const w = probeWaiting.get(m?.seq); if (w) { probeWaiting.delete(m.seq); w(m); } });
+function probe(msg, timeoutMs = 5000) {
+  return new Promise((resolve) => {
+    const seq = ++probeSeq;
+    const t = setTimeout(() => { probeWaiting.delete(seq); resolve(undefined); }, timeoutMs);
+    probeWaiting.set(seq, (m) => { clearTimeout(t); resolve(m); });
+    try { gate.send({ ...msg, seq }); } catch { clearTimeout(t); probeWaiting.delete(seq); resolve(undefined); }
+  });
 }
-const sampler = setInterval(sample, 1000);
-sample();
+const r1 = (x) => (x === undefined || !Number.isFinite(x) ? undefined : Math.round(x * 10) / 10);
+const mb = (x) => (x === undefined ? undefined : r1(x / MiB));
+const readRss = () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${gate.pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+/** Where the gate's resident memory is (kB), by kind of mapping: the C heap, anonymous mappings (V8's heap, malloc arenas, big buffers), files. */
+function smapsBreakdown() {
+  const out = { heap: 0, anon: 0, file: 0, stack: 0, other: 0, anonMappingsOver1M: 0 };
+  let kind = 'other';
+  let size = 0;
+  for (const line of readFileSync(`/proc/${gate.pid}/smaps`, 'utf8').split('\n')) {
+    const m = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (m) {
+      const name = m[1].trim();
+      kind = name === '[heap]' ? 'heap' : name === '' ? 'anon' : name === '[stack]' ? 'stack' : name.startsWith('/') ? 'file' : 'other';
+      continue;
+    }
+    const r = /^Rss:\s+(\d+) kB/.exec(line);
+    if (r) { size = Number(r[1]); out[kind] += size; if (kind === 'anon' && size > 1024) out.anonMappingsOver1M++; }
+  }
+  return out;
+}
+let sampling = false;
+let phase = 'start'; // 'start' (idle, before the load), 'load', 'drain' (past the deadline, clients finishing), 'idle' (after)
+let transfersSoFar = 0;
+async function sample({ gc = false } = {}) {
+  if (sampling && !gc) return undefined;
+  sampling = true;
+  try {
+    const rss = readRss();
+    const fds = readdirSync(`/proc/${gate.pid}/fd`).length;
+    const s = { t: Date.now(), phase, transfers: transfersSoFar, rss, fds, spool: spoolBytes() };
+    const m = await probe({ op: 'mem', gc }, gc ? 30_000 : 2000);
+    if (gc) s.rss = readRss(); // after the collection
+    if (m?.mem) Object.assign(s, { heapUsed: m.mem.heapUsed, heapTotal: m.mem.heapTotal, external: m.mem.external, arrayBuffers: m.mem.arrayBuffers, handles: m.resources });
+    if (gc) s.afterGc = true;
+    samples.push(s);
+    return s;
+  } catch { return undefined; /* the gate is gone */ } finally { sampling = false; }
+}
+const sampler = setInterval(() => void sample(), 1000);
+await sample();
+const startGc = await sample({ gc: true });
+const startSmaps = (() => { try { return smapsBreakdown(); } catch { return undefined; } })();
+const snapshots = [];
+async function snapshot(label) {
+  if (!SNAP_DIR) return;
+  const m = await probe({ op: 'snapshot', file: join(SNAP_DIR, `gate-${label}.heapsnapshot`) }, 120_000);
+  log(`heap snapshot ${label}: ${m?.file ?? m?.error ?? 'no answer'}`);
+  if (m?.file) snapshots.push({ label, file: m.file, t: Date.now() });
+}
+await snapshot('1-idle-start');
 
 // ---------------------------------------------------------------------------------------------
 // Clients
@@ -294,6 +359,7 @@ async function clientLoop(deadline) {
     const r = await request(spec);
     const st = stats.get(name);
     st.n++;
+    transfersSoFar++;
     st.statuses[r.status] = (st.statuses[r.status] ?? 0) + 1;
     if (r.error && !r.aborted) st.errors[r.error] = (st.errors[r.error] ?? 0) + 1;
     st.bytes += r.bytes;
@@ -314,21 +380,42 @@ async function clientLoop(deadline) {
 }
 
 const started = Date.now();
+phase = 'load';
 const deadline = started + MINUTES * 60_000;
 const progress = setInterval(() => {
   const s = samples[samples.length - 1];
   const n = [...stats.values()].reduce((a, x) => a + x.n, 0);
-  log(`${Math.round((Date.now() - started) / 1000)} s: ${n} transfers, gate rss ${(s?.rss / MiB).toFixed(0)} MB, fds ${s?.fds}, spool ${(s?.spool / MiB).toFixed(1)} MB`);
+  log(`${Math.round((Date.now() - started) / 1000)} s: ${n} transfers, gate rss ${(s?.rss / MiB).toFixed(0)} MB (heap ${(s?.heapUsed / MiB).toFixed(0)}/${(s?.heapTotal / MiB).toFixed(0)}, external ${(s?.external / MiB).toFixed(0)}, arrayBuffers ${(s?.arrayBuffers / MiB).toFixed(0)}), fds ${s?.fds}, spool ${(s?.spool / MiB).toFixed(1)} MB`);
 }, 15_000);
+const drainTimer = setTimeout(() => { phase = 'drain'; }, deadline - Date.now()); // clients finish the transfer they are in
+const snapTimers = SNAP_DIR ? [setTimeout(() => void snapshot('2-load-third'), (deadline - started) / 3), setTimeout(() => void snapshot('3-load-end'), deadline - started - 1000)] : [];
 await Promise.all(Array.from({ length: CLIENTS }, () => clientLoop(deadline)));
+snapTimers.forEach(clearTimeout);
+clearTimeout(drainTimer);
 clearInterval(progress);
 const elapsed = (Date.now() - started) / 1000;
 
-// Quiesce: let the gate finish writing, then sample the idle state and stop it.
-await sleep(3000);
-sample();
-const idle = samples[samples.length - 1];
+// Quiesce: let the gate finish writing and its cache expire, then sample the idle state and stop it.
 clearInterval(sampler);
+phase = 'idle';
+await sleep(Math.max(3000, CACHE_TTL_MS + 1000));
+const idle = await sample();
+const idleGc = await sample({ gc: true });
+await snapshot('4-idle-end');
+const idleSmaps = (() => { try { return smapsBreakdown(); } catch { return undefined; } })();
+// --malloc-trim: ask glibc (through gdb, if installed) to return the free memory it keeps to the
+// system. What RSS drops by was free memory held by the allocator, not live memory of the gate.
+let trimmed;
+if (argv.includes('--malloc-trim')) {
+  const { spawnSync } = await import('node:child_process');
+  const t0 = Date.now();
+  const r = spawnSync('gdb', ['-p', String(gate.pid), '-batch', '-nx', '-iex', 'set auto-load off', '-ex', 'call (int) malloc_trim(0)', '-ex', 'detach'], { encoding: 'utf8', timeout: 120_000 });
+  const ok = r.status === 0 && /\$1 = 1/.test(r.stdout ?? '');
+  await sleep(500);
+  const s = await sample();
+  trimmed = ok && s ? { rssMB: mb(s.rss), smapsKB: (() => { try { return smapsBreakdown(); } catch { return undefined; } })(), gdbMs: Date.now() - t0 } : { error: (r.error?.message ?? r.stderr ?? r.stdout ?? 'gdb failed').slice(-300) };
+  log(`malloc_trim: ${JSON.stringify(trimmed)}`);
+}
 gate.kill('SIGTERM');
 const exitCode = await new Promise((r) => { gate.once('exit', (code, sig) => r(code ?? sig)); setTimeout(() => { gate.kill('SIGKILL'); r('killed after 15 s'); }, 15_000); });
 httpOrigin.closeAllConnections?.();
@@ -347,38 +434,86 @@ const byVerdict = {};
 const byServed = {};
 for (const r of transfers) { byVerdict[r.verdict] = (byVerdict[r.verdict] ?? 0) + 1; byServed[r.served] = (byServed[r.served] ?? 0) + 1; }
 const spoolLeft = existsSync(spoolBase) ? readdirSync(spoolBase).length : 0;
-const trend = (key) => {
-  const s = samples.slice(Math.floor(samples.length * 0.2));
-  if (s.length < 3) return 0;
-  const t0 = s[0].t;
-  const xs = s.map((x) => (x.t - t0) / 60_000);
-  const ys = s.map((x) => x[key]);
+// Figures over the load only (the idle samples before and after are reported on their own).
+const load = samples.filter((x) => x.phase === 'load' && !x.afterGc);
+const slope = (xsT, ys) => {
+  if (ys.length < 3) return 0;
+  const t0 = xsT[0];
+  const xs = xsT.map((t) => (t - t0) / 60_000);
   const mx = xs.reduce((a, b) => a + b, 0) / xs.length;
   const my = ys.reduce((a, b) => a + b, 0) / ys.length;
   const num = xs.reduce((a, x, i) => a + (x - mx) * (ys[i] - my), 0);
   const den = xs.reduce((a, x) => a + (x - mx) ** 2, 0);
   return den ? num / den : 0;
 };
-const mm = (key, div = 1) => {
-  const v = samples.map((x) => x[key] / div);
+const trend = (key, part = load) => slope(part.map((x) => x.t), part.map((x) => x[key]));
+const mm = (key, div = 1, part = load) => {
+  const v = part.map((x) => x[key] / div).filter((x) => Number.isFinite(x));
   return { min: Math.min(...v), max: Math.max(...v), first: v[0], last: v[v.length - 1] };
 };
 const rss = mm('rss', MiB);
 const fds = mm('fds');
 const spool = mm('spool', MiB);
+// Did RSS level off? Compare the two halves of the load (by time): the second half's peak against
+// the first's, and the slope over the second half. Levelled off = the second half's peak is within
+// 5% of the first's (growth that stops early in the run, e.g. while the allocator and V8 warm up,
+// is a plateau; growth that continues into the second half is not).
+const mid = started + (Math.max(...load.map((x) => x.t)) - started) / 2;
+const half1 = load.filter((x) => x.t < mid);
+const half2 = load.filter((x) => x.t >= mid);
+const max1 = Math.max(...half1.map((x) => x.rss)) / MiB;
+const max2 = Math.max(...half2.map((x) => x.rss)) / MiB;
+const levelledOff = max2 <= max1 * 1.05;
+// When RSS last set a new high (more than 1% above everything before): a ratchet that stops is a plateau.
+let runningMax = 0;
+let lastHighAt = started;
+for (const x of load) { if (x.rss > runningMax * 1.01) lastHighAt = x.t; runningMax = Math.max(runningMax, x.rss); }
+const loadEnd = Math.max(...load.map((x) => x.t));
+const lastThird = load.filter((x) => x.t >= started + (loadEnd - started) * 2 / 3);
+// Per minute of load: peaks, and the floor of heapUsed (its lowest sample: what survived the GCs
+// of that minute, a leak shows as a rising floor) — without forcing collections during the load.
+const minutes = [];
+for (let i = 0; ; i++) {
+  const part = load.filter((x) => x.t >= started + i * 60_000 && x.t < started + (i + 1) * 60_000);
+  if (!part.length) break;
+  const max = (k) => Math.max(...part.map((x) => x[k] ?? 0));
+  const min = (k) => Math.min(...part.map((x) => x[k] ?? Infinity));
+  minutes.push({
+    minute: i + 1, transfers: part[part.length - 1].transfers - (i ? minutes[i - 1].transfersAtEnd : 0), transfersAtEnd: part[part.length - 1].transfers,
+    rssMaxMB: mb(max('rss')), heapUsedFloorMB: mb(min('heapUsed')), heapTotalMaxMB: mb(max('heapTotal')), externalMaxMB: mb(max('external')),
+    fdsMax: max('fds'), spoolMaxMB: mb(max('spool')),
+  });
+}
 const n = [...stats.values()].reduce((a, x) => a + x.n, 0);
 const auditEqual = transfers.length === inspectedTransfers;
+const memOf = (x) => x && { rssMB: mb(x.rss), heapUsedMB: mb(x.heapUsed), heapTotalMB: mb(x.heapTotal), externalMB: mb(x.external), arrayBuffersMB: mb(x.arrayBuffers) };
 const report = {
-  minutes: MINUTES, clients: CLIENTS, elapsedS: Math.round(elapsed), transfers: n, inspectedTransfers, throughputMBps: +(bytesToClients / MiB / elapsed).toFixed(1),
+  minutes: MINUTES, clients: CLIENTS, largeMiB: LARGE / MiB, cacheTtlMs: CACHE_TTL_MS, memoryHoldKiB: HOLD_KIB, elapsedS: Math.round(elapsed), transfers: n, inspectedTransfers, throughputMBps: +(bytesToClients / MiB / elapsed).toFixed(1),
+  loadavg: loadavg().map((x) => +x.toFixed(2)), cpus: cpus().length,
   scenarios: Object.fromEntries(stats),
   audit: { lines: lines.length, transferRecords: transfers.length, byVerdict, byServed, equalsInspectedTransfers: auditEqual },
   blockedBodiesToClients: blockedLeaks,
   gate: {
     exit: exitCode,
-    rssMB: { ...rss, trendMBperMin: +(trend('rss') / MiB).toFixed(2), idleAfter: +(idle?.rss / MiB).toFixed(1) },
-    fds: { ...fds, trendPerMin: +trend('fds').toFixed(2), idleAfter: idle?.fds },
-    spoolMB: { ...spool, idleAfter: +((idle?.spool ?? 0) / MiB).toFixed(2), foldersLeftAfterStop: spoolLeft },
+    rssMB: {
+      min: r1(rss.min), max: r1(rss.max), first: r1(rss.first), last: r1(rss.last), idleAfter: mb(idle?.rss),
+      firstHalfMax: r1(max1), secondHalfMax: r1(max2), levelledOff,
+      lastNewHighAtMin: r1((lastHighAt - started) / 60_000), minutesWithoutNewHigh: r1((loadEnd - lastHighAt) / 60_000),
+      lastThirdTrendMBperMin: r1(trend('rss', lastThird) / MiB),
+      trendMBperMin: r1(trend('rss') / MiB), secondHalfTrendMBperMin: r1(trend('rss', half2) / MiB),
+    },
+    // Full collections (through the inspector) before the load and after it: what is really still
+    // reachable. heapUsed/external after GC back near the start = nothing accumulates in JS.
+    memoryAfterGc: { start: memOf(startGc), idleEnd: memOf(idleGc) },
+    // Resident kB by mapping: [heap] is glibc's main malloc arena (Buffers, OpenSSL, libuv), anon is
+    // V8's heap plus large mmapped blocks, file is code and shared libraries.
+    smapsKB: { start: startSmaps, idleEnd: idleSmaps },
+    afterMallocTrim: trimmed,
+    fds: { ...fds, trendPerMin: r1(trend('fds')), idleAfter: idle?.fds },
+    spoolMB: { min: r1(spool.min), max: r1(spool.max), last: r1(spool.last), idleAfter: mb(idle?.spool ?? 0), foldersLeftAfterStop: spoolLeft },
   },
+  perMinute: minutes,
+  heapSnapshots: snapshots,
   samples: samples.length,
   problems,
 };
@@ -386,14 +521,25 @@ const outFile = opt('--out', join(tmpdir(), `patchgate-soak-${Date.now()}.json`)
 writeFileSync(outFile, JSON.stringify({ ...report, series: samples }, null, 2));
 
 const p = (s) => process.stdout.write(s + '\n');
-p(`soak: ${MINUTES} min, ${CLIENTS} clients, ${n} transfers (${inspectedTransfers} to inspected URLs), ${(n / elapsed).toFixed(1)} transfers/s, ${report.throughputMBps} MB/s to clients`);
+const g = report.gate;
+p(`soak: ${MINUTES} min, ${CLIENTS} clients, ${n} transfers (${inspectedTransfers} to inspected URLs), ${(n / elapsed).toFixed(1)} transfers/s, ${report.throughputMBps} MB/s to clients; load average at the end ${report.loadavg.join(' ')} on ${report.cpus} CPUs`);
 p('  by scenario (n, as expected, unexpected, statuses):');
 for (const [name, s] of stats) p(`    ${name.padEnd(32)} ${String(s.n).padStart(6)} ${String(s.ok).padStart(6)} ${String(s.unexpected).padStart(5)}  ${JSON.stringify(s.statuses)}${Object.keys(s.errors).length ? ` errors ${JSON.stringify(s.errors)}` : ''}`);
 p(`  audit: ${lines.length} lines, ${transfers.length} transfer records vs ${inspectedTransfers} inspected transfers: ${auditEqual ? 'EQUAL' : 'NOT EQUAL'}; by verdict ${JSON.stringify(byVerdict)}; by served ${JSON.stringify(byServed)}`);
 p(`  blocked bodies that reached a client: ${blockedLeaks}`);
-p(`  gate RSS MB: min ${rss.min.toFixed(0)}, max ${rss.max.toFixed(0)}, first ${rss.first.toFixed(0)}, last ${rss.last.toFixed(0)}, idle after ${report.gate.rssMB.idleAfter}, trend ${report.gate.rssMB.trendMBperMin} MB/min (after warm-up)`);
-p(`  gate fds: min ${fds.min}, max ${fds.max}, first ${fds.first}, last ${fds.last}, idle after ${idle?.fds}, trend ${report.gate.fds.trendPerMin}/min`);
-p(`  spool MB: max ${spool.max.toFixed(1)}, idle after ${report.gate.spoolMB.idleAfter}; spool folders left after stop: ${spoolLeft}`);
+p(`  gate RSS MB under load: min ${g.rssMB.min}, max ${g.rssMB.max}, first ${g.rssMB.first}, last ${g.rssMB.last}; idle after ${g.rssMB.idleAfter}`);
+p(`    first-half max ${g.rssMB.firstHalfMax}, second-half max ${g.rssMB.secondHalfMax}: ${levelledOff ? 'LEVELLED OFF' : 'ROSE IN THE SECOND HALF'} (levelled = second-half max within 5% of the first's)`);
+p(`    slope ${g.rssMB.secondHalfTrendMBperMin} MB/min over the second half, ${g.rssMB.lastThirdTrendMBperMin} over the last third; last new high (>1%) at ${g.rssMB.lastNewHighAtMin} min, then ${g.rssMB.minutesWithoutNewHigh} min without one`);
+const ms = (m) => m ? `rss ${m.rssMB}, heapUsed ${m.heapUsedMB}, heapTotal ${m.heapTotalMB}, external ${m.externalMB}, arrayBuffers ${m.arrayBuffersMB}` : 'n/a';
+p(`  gate memory after a full GC (MB): before the load ${ms(g.memoryAfterGc.start)}; after it ${ms(g.memoryAfterGc.idleEnd)}`);
+const sm = (x) => x ? `C heap ${(x.heap / 1024).toFixed(0)}, anon ${(x.anon / 1024).toFixed(0)}, files ${(x.file / 1024).toFixed(0)}` : 'n/a';
+p(`  resident MB by mapping: before the load ${sm(g.smapsKB.start)}; after it ${sm(g.smapsKB.idleEnd)}`);
+if (trimmed) p(`  after malloc_trim(0) (glibc returns the free memory it keeps): ${trimmed.rssMB !== undefined ? `rss ${trimmed.rssMB} MB; ${sm(trimmed.smapsKB)}` : trimmed.error}`);
+p('  per minute: transfers, rss max, heapUsed floor, heapTotal max, external max, fds max, spool max (MB)');
+for (const m of minutes) p(`    ${String(m.minute).padStart(3)} ${String(m.transfers).padStart(6)} ${String(m.rssMaxMB).padStart(7)} ${String(m.heapUsedFloorMB).padStart(6)} ${String(m.heapTotalMaxMB).padStart(6)} ${String(m.externalMaxMB).padStart(6)} ${String(m.fdsMax).padStart(5)} ${String(m.spoolMaxMB).padStart(7)}`);
+p(`  gate fds under load: min ${fds.min}, max ${fds.max}, first ${fds.first}, last ${fds.last}, idle after ${idle?.fds}, trend ${g.fds.trendPerMin}/min`);
+p(`  spool MB: max ${g.spoolMB.max}, at the end of the load ${g.spoolMB.last}, idle after ${g.spoolMB.idleAfter}; spool folders left after stop: ${spoolLeft}`);
+if (snapshots.length) p(`  heap snapshots: ${snapshots.map((x) => x.file).join(' ')} (compare with node scripts/lib/heap-diff.mjs A B)`);
 p(`  gate exit: ${exitCode}`);
 if (problems.length) p(`  problems (first ${Math.min(problems.length, 15)} of ${problems.length}):\n    ${problems.slice(0, 15).join('\n    ')}`);
 p(`  report: ${outFile}`);

@@ -8,7 +8,7 @@ import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
-import { Spool } from './spool.js';
+import { Spool, type MemoryBudget } from './spool.js';
 import { interpretRange } from './byteRange.js';
 import { writeBlockPage } from './blockPage.js';
 
@@ -30,6 +30,8 @@ export interface HoldSettings {
   policy: ApprovedCaPolicy;
   spoolDir: string;
   memoryHoldBytes: number;
+  /** What all holds of the gate may keep in memory together (absent: only memoryHoldBytes each). */
+  memory?: MemoryBudget;
   maxPayloadBytes: number;
   idleTimeoutMs: number;
   totalTimeoutMs: number;
@@ -93,6 +95,8 @@ export class HeldDownload {
   get settled(): boolean { return this.outcome !== undefined; }
   /** Bytes this download holds in its spool (memory or disk) until the spool is released. */
   get spoolBytes(): number { return this.spool?.heldBytes ?? 0; }
+  /** Of which in memory. */
+  get inMemoryBytes(): number { return this.spool?.inMemoryBytes ?? 0; }
 
   private cancel: (() => void) | undefined;
   /** How to abandon the upstream request before its response arrived. */
@@ -137,7 +141,19 @@ export class HeldDownload {
     if (!this.upstream) this.cancel?.();
     this.spool?.release();
     this.outcome = { kind: 'block', reasons: [reason('UPSTREAM_ERROR', 'aborted')] };
+    this.letGoOfUpstream();
     this.onSettled(this, false);
+  }
+
+  /**
+   * Once there is an outcome, nothing here needs the upstream response, the decoders or the way to
+   * cancel the request any more; a cached entity must not keep them (and what their listeners and
+   * the proxy's context reach) alive until it expires.
+   */
+  private letGoOfUpstream(): void {
+    this.upstream = undefined;
+    this.streams = [];
+    this.cancel = undefined;
   }
 
   private spool: Spool | undefined;
@@ -202,7 +218,7 @@ export class HeldDownload {
 
     const startHold = () => {
       mode = 'hold';
-      this.spool = new Spool(this.settings.spoolDir, this.settings.memoryHoldBytes);
+      this.spool = new Spool(this.settings.spoolDir, this.settings.memoryHoldBytes, this.settings.memory);
       for (const h of head) holdChunk(h);
     };
     const holdChunk = (chunk: Buffer) => {
@@ -303,6 +319,7 @@ export class HeldDownload {
   private endPass(): void {
     this.clearTimers();
     this.outcome = { kind: 'relay', status: this.passStatus, headers: {}, served: 'passed' };
+    this.letGoOfUpstream();
     for (const w of this.passing) {
       w.res.end();
       this.record(w, { served: 'passed', status: this.passStatus, verdict: 'pass', reasons: [], inspected: false, bytesToClient: this.passedBytes });
@@ -319,6 +336,7 @@ export class HeldDownload {
     if (this.outcome) return;
     this.clearTimers();
     this.outcome = o;
+    this.letGoOfUpstream();
     if (o.kind !== 'verdict') this.spool?.release();
     if (!this.lastByte) this.lastByte = Date.now();
     const waiting = this.waiters.splice(0);

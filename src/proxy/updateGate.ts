@@ -15,7 +15,7 @@ import type { AuditLog } from '../audit/auditLog.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
 import { HeldDownload, newAuditId, type HoldSettings, type Waiter } from './heldDownload.js';
-import { makeSpoolDir, removeSpoolDir } from './spool.js';
+import { MemoryBudget, makeSpoolDir, removeSpoolDir } from './spool.js';
 import { pacFile } from './pacFile.js';
 import { isSafeHostName, loadOrCreateInterceptionCa, type InterceptionCa } from './interceptionCa.js';
 import { makeLibraryCaDecoy } from './libraryCaDecoy.js';
@@ -27,7 +27,16 @@ export interface GateLimits {
   memoryHoldBytes: number;
   /** How long a verified entity stays available for further (range) requests. */
   cacheTtlMs: number;
+  /**
+   * What held and cached payloads may keep in memory together (default MEMORY_TOTAL_FACTOR ×
+   * memoryHoldBytes). Past it the least recently used cached entities are dropped (a later request
+   * fetches and verifies again), and holds that still do not fit go to the disk spool.
+   */
+  memoryTotalBytes?: number;
 }
+
+/** Default total in-memory spool: 32 holds of memoryHoldBytes (64 MiB with the default 2 MiB). */
+export const MEMORY_TOTAL_FACTOR = 32;
 
 export interface GateOptions {
   listen: { host: string; port: number };
@@ -75,6 +84,10 @@ export class UpdateGate {
   private ca!: InterceptionCa;
   private spoolDir!: string;
   private readonly downloads = new Map<string, HeldDownload>();
+  /** Verified entities lingering for cacheTtlMs, least recently used first. */
+  private readonly cached = new Map<HeldDownload, NodeJS.Timeout>();
+  /** Memory of all spools together; full, it drops cached entities (reclaim) before holds go to disk. */
+  private readonly memory: MemoryBudget;
   /** Every hold not yet settled (GET, HEAD and other methods alike), for stop() and inFlight. */
   private readonly active = new Set<HeldDownload>();
   private readonly tunnels = new Set<Duplex>();
@@ -85,6 +98,8 @@ export class UpdateGate {
 
   constructor(private readonly o: GateOptions) {
     const ca = o.upstreamCaFile ? [...tls.rootCertificates, readFileSync(o.upstreamCaFile, 'utf8')] : undefined;
+    const l = o.limits;
+    this.memory = new MemoryBudget(l.memoryTotalBytes ?? MEMORY_TOTAL_FACTOR * l.memoryHoldBytes, (bytes) => this.reclaim(bytes));
     this.httpsAgent = o.upstreamProxy ? new HttpsProxyAgent(o.upstreamProxy.href, { keepAlive: true, ...(ca ? { ca } : {}) }) : undefined;
   }
 
@@ -97,6 +112,10 @@ export class UpdateGate {
     for (const d of new Set([...this.active, ...this.downloads.values()])) n += d.spoolBytes;
     return n;
   }
+  /** Bytes all spools keep in memory (held, cached, or dropped from the cache but still being read). */
+  get spoolMemoryBytes(): number { return this.memory.usedBytes; }
+  /** The most that spools may keep in memory together. */
+  get spoolMemoryLimit(): number { return this.memory.limit; }
 
   async start(): Promise<void> {
     this.spoolDir = makeSpoolDir(this.o.spoolBase ?? tmpdir());
@@ -155,6 +174,8 @@ export class UpdateGate {
     this.active.clear();
     for (const d of this.downloads.values()) d.expire();
     this.downloads.clear();
+    for (const t of this.cached.values()) clearTimeout(t);
+    this.cached.clear();
     for (const t of this.tunnels) t.destroy();
     const p = this.proxy as unknown as { httpServer?: http.Server; sslServers?: Record<string, { server?: http.Server }> };
     const servers = [p.httpServer, ...Object.values(p.sslServers ?? {}).map((x) => x.server)].filter((x): x is http.Server => !!x);
@@ -266,6 +287,8 @@ export class UpdateGate {
     const key = method === 'GET' || method === 'HEAD' ? url : `${url}#${waiter.id}`;
     const existing = this.downloads.get(key);
     if (existing && (method === 'GET' || existing.settled)) {
+      const ttl = this.cached.get(existing);
+      if (ttl && this.cached.delete(existing)) this.cached.set(existing, ttl); // most recently used
       waiter.shared = true;
       req.resume();
       existing.attach(waiter);
@@ -274,7 +297,7 @@ export class UpdateGate {
     // The whole entity is fetched without Range or conditionals, and decoded here whatever the encoding.
     for (const h of ['range', 'if-range', 'if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since']) delete opts.headers[h];
     opts.headers['accept-encoding'] = method === 'HEAD' ? 'identity' : 'gzip, deflate, br';
-    const held = new HeldDownload(key, this.holdSettings(), (d, cacheable) => this.settled(d, cacheable, method));
+    const held = new HeldDownload(key, this.holdSettings(), this.holdSettled);
     ctx.patchgateHold = held;
     this.active.add(held);
     held.onCancel(() => (ctx.proxyToServerRequest as { destroy?: () => void } | undefined)?.destroy?.());
@@ -284,23 +307,48 @@ export class UpdateGate {
     callback();
   }
 
-  private settled(d: HeldDownload, cacheable: boolean, _method: string): void {
+  /**
+   * Not a closure made in onRequest: that one would share onRequest's scope, and so keep the
+   * request's whole http-mitm-proxy context (both requests and responses, and through the first
+   * client's response the stream it was served from) alive as long as the entity stays cached.
+   */
+  private readonly holdSettled = (d: HeldDownload, cacheable: boolean): void => this.settled(d, cacheable);
+
+  private settled(d: HeldDownload, cacheable: boolean): void {
     this.active.delete(d);
     if (!cacheable) {
       if (this.downloads.get(d.key) === d) this.downloads.delete(d.key);
       return;
     }
-    const t = setTimeout(() => {
-      if (this.downloads.get(d.key) === d) this.downloads.delete(d.key);
-      d.expire();
-    }, this.o.limits.cacheTtlMs);
+    const t = setTimeout(() => this.uncache(d), this.o.limits.cacheTtlMs);
     t.unref();
+    this.cached.set(d, t);
+  }
+
+  /** Ends a cached entity's linger: no new client gets it; its spool goes when its readers are done. */
+  private uncache(d: HeldDownload): void {
+    clearTimeout(this.cached.get(d));
+    this.cached.delete(d);
+    if (this.downloads.get(d.key) === d) this.downloads.delete(d.key);
+    d.expire();
+  }
+
+  /** The memory budget is short by `bytes`: drop cached entities held in memory, least recently used first. */
+  private reclaim(bytes: number): void {
+    let freed = 0;
+    for (const d of this.cached.keys()) {
+      if (freed >= bytes) break;
+      const m = d.inMemoryBytes;
+      if (m === 0) continue;
+      this.uncache(d);
+      freed += m;
+    }
   }
 
   private holdSettings(): HoldSettings {
     const l = this.o.limits;
     return {
-      policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
+      policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas,
       rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), now: this.o.now, observer: this.o.observer,
       redirectAllowed: (u) => (u.protocol === 'http:' || u.protocol === 'https:') && this.o.hostRules.decide(canonicalHost(u.hostname), u.pathname).mode === 'inspect',
