@@ -6,7 +6,7 @@ import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import type { HostRules } from '../policy/hostRules.js';
 import type { AuditLog } from '../audit/auditLog.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
-import { makeSpoolDir, removeSpoolDir } from '../proxy/spool.js';
+import { MEMORY_TOTAL_FACTOR, MemoryBudget, makeSpoolDir, removeSpoolDir } from '../proxy/spool.js';
 import { ChunkedBodyReader } from './chunkedBody.js';
 import {
   IcapProtocolError, MAX_ICAP_HEAD_BYTES, icapResponseHead, parseEncapsulated, parseHttpHead, parseIcapHead, type IcapRequestHead,
@@ -19,6 +19,8 @@ export interface IcapLimits {
   idleTimeoutMs: number;
   totalTimeoutMs: number;
   memoryHoldBytes: number;
+  /** What all held payloads may keep in memory together (default MEMORY_TOTAL_FACTOR × memoryHoldBytes); past it they spool to disk. */
+  memoryTotalBytes?: number;
 }
 
 export interface IcapServiceOptions {
@@ -73,10 +75,16 @@ export class IcapService {
   private stopping = false;
   readonly istag: string;
   private ctx!: RespmodContext;
+  private readonly memory: MemoryBudget;
 
   constructor(private readonly o: IcapServiceOptions) {
     this.istag = istagFor(o);
+    this.memory = new MemoryBudget(o.limits.memoryTotalBytes ?? MEMORY_TOTAL_FACTOR * o.limits.memoryHoldBytes);
   }
+
+  /** Bytes held payloads keep in memory together, and the most they may. */
+  get spoolMemoryBytes(): number { return this.memory.usedBytes; }
+  get spoolMemoryLimit(): number { return this.memory.limit; }
 
   get address(): { host: string; port: number } {
     const a = this.server?.address();
@@ -104,6 +112,7 @@ export class IcapService {
       hostRules: this.o.hostRules, rulesSha256: this.o.rulesSha256, istag: this.istag,
       inspection: {
         policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
+        memory: this.memory,
         nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, now: this.o.now, observer: this.o.observer,
       },
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs,

@@ -5,12 +5,14 @@ import { sniffFormat, SNIFF_BYTES } from '../verify/format/sniffFormat.js';
 import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
-import { Spool } from './spool.js';
+import { Spool, type MemoryBudget } from './spool.js';
 
 export interface InspectionSettings {
   policy: ApprovedCaPolicy;
   spoolDir: string;
   memoryHoldBytes: number;
+  /** What all bodies in flight may keep in memory together; past it a spool goes to disk. */
+  memory?: MemoryBudget;
   /** Largest decoded body accepted (0 = no limit). */
   maxPayloadBytes: number;
   nonPayload: 'pass' | 'block';
@@ -180,7 +182,7 @@ export class PayloadInspection {
     this.head = [];
     if (sniffFormat(head) !== 'unknown') {
       this.mode = 'hold';
-      this.spool = new Spool(this.s.spoolDir, this.s.memoryHoldBytes);
+      this.spool = new Spool(this.s.spoolDir, this.s.memoryHoldBytes, this.s.memory);
       this.hold(head);
       return;
     }

@@ -3,6 +3,9 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 
+/** Default total in-memory spool: 32 holds of memoryHoldBytes (64 MiB with the default 2 MiB). */
+export const MEMORY_TOTAL_FACTOR = 32;
+
 /**
  * The bytes that all the spools of one gate may keep in memory together. A spool takes from it
  * for every chunk it keeps in memory and gives back when it spills to disk or is released; when a

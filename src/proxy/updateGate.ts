@@ -15,7 +15,9 @@ import type { AuditLog } from '../audit/auditLog.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
 import { HeldDownload, newAuditId, type HoldSettings, type Waiter } from './heldDownload.js';
-import { MemoryBudget, makeSpoolDir, removeSpoolDir } from './spool.js';
+import { MEMORY_TOTAL_FACTOR, MemoryBudget, makeSpoolDir, removeSpoolDir } from './spool.js';
+
+export { MEMORY_TOTAL_FACTOR };
 import { pacFile } from './pacFile.js';
 import { isSafeHostName, loadOrCreateInterceptionCa, type InterceptionCa } from './interceptionCa.js';
 import { makeLibraryCaDecoy } from './libraryCaDecoy.js';
@@ -35,8 +37,6 @@ export interface GateLimits {
   memoryTotalBytes?: number;
 }
 
-/** Default total in-memory spool: 32 holds of memoryHoldBytes (64 MiB with the default 2 MiB). */
-export const MEMORY_TOTAL_FACTOR = 32;
 
 export interface GateOptions {
   listen: { host: string; port: number };

@@ -260,6 +260,27 @@ describe('connections', () => {
     expect(svc.spoolFiles()).toEqual([]);
   });
 
+  it('keeps held payloads within the total memory budget: past it they spool to disk', async () => {
+    const s = await startIcap({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], limits: { memoryHoldBytes: 1 * MiB, memoryTotalBytes: 1 * MiB, idleTimeoutMs: 10_000 } });
+    const clients = [new IcapClient(s.port), new IcapClient(s.port)];
+    try {
+      const body = syntheticBytes(syntheticPe(700 * 1024, 9));
+      // Both send all but the last chunk and wait: two holds of 700 KiB at once.
+      const pending = clients.map((c, i) => c.respmod({ reqHead: httpRequestHead(U(`mem${i}.exe`)), resHead: ok(body), body, stopAfter: body.length - 1 }).catch(() => undefined));
+      await waitFor(() => s.service.spoolBytes >= 2 * (body.length - 1), 5000);
+      expect(s.service.spoolBytes).toBeGreaterThanOrEqual(2 * (body.length - 1));
+      expect(s.service.spoolMemoryBytes).toBeLessThanOrEqual(1 * MiB);
+      expect(s.spoolFiles().length).toBeGreaterThanOrEqual(1);
+      for (const c of clients) c.close();
+      await Promise.all(pending);
+      await waitFor(() => s.spoolFiles().length === 0 && s.service.spoolMemoryBytes === 0);
+      expect(s.service.spoolMemoryBytes).toBe(0);
+    } finally {
+      for (const c of clients) c.close();
+      await s.dispose();
+    }
+  });
+
   it('refuses connections beyond Max-Connections with 503', async () => {
     const held = [0, 1, 2, 3].map(() => new IcapClient(strict.port));
     await Promise.all(held.map((c) => c.options()));
