@@ -246,12 +246,14 @@ export class HeldDownload {
         if (this.outcome) return;
       }
       if (mode === 'pass') return this.endPass();
+      // The spool's last buffer goes to the disk (thread pool) while the verdict is computed here.
+      const spool = this.spool!;
+      const flushed = spool.end();
       const t0 = process.hrtime.bigint();
       const verdict = verifier.finish();
       this.verifyMs = Number(process.hrtime.bigint() - t0) / 1e6;
       this.settings.observer?.verified(this.verifyMs, verdict.verdict);
-      const spool = this.spool!;
-      spool.end().then(
+      flushed.then(
         () => {
           if (this.outcome) return;
           if (verdict.verdict === 'allow') this.settle({ kind: 'verdict', verdict, status, headers: res.headers, spool });
@@ -383,7 +385,6 @@ export class HeldDownload {
     w.res.writeHead(status, headers);
     const t0 = Date.now();
     this.readers++;
-    const stream = o.spool!.read(start, end);
     let done = false;
     const finish = (ok: boolean) => {
       if (done) return;
@@ -395,9 +396,7 @@ export class HeldDownload {
         bytesToClient: ok ? end - start + 1 : undefined, durations: { ...base, toClientMs: Date.now() - t0 },
       });
     };
-    stream.on('error', () => { w.res.destroy(); finish(false); });
-    w.res.on('close', () => { stream.destroy(); finish(w.res.writableFinished); });
-    stream.pipe(w.res);
+    o.spool!.pipeTo(w.res, start, end, finish);
   }
 
   private record(w: Waiter, r: {
