@@ -52,7 +52,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
  */
 export function validateChain(
   leaf: CertificateInfo,
-  bag: CertificateInfo[],
+  bag: readonly CertificateInfo[],
   anchors: PinnedCertificate[],
   purpose: ChainPurpose,
   at: Date,

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { OID } from '../oids.js';
@@ -24,9 +25,9 @@ export interface SignedDataParts {
   eContentValue: Uint8Array | undefined;
   /** The element inside eContent [0], for content types with structure (SpcIndirectDataContent). */
   eContentElement: asn1js.AsnType | undefined;
-  certificates: CertificateInfo[];
-  digestAlgorithmOids: string[];
-  signers: SignerParts[];
+  certificates: readonly CertificateInfo[];
+  digestAlgorithmOids: readonly string[];
+  signers: readonly SignerParts[];
 }
 
 function isUniversal(el: asn1js.AsnType | undefined, tag: 16 | 17): boolean {
@@ -114,6 +115,30 @@ function asn1Of(bytes: Uint8Array, el: RawTlv, what: string): asn1js.AsnType {
  * (asn1js over the whole blob was two thirds of a verdict's cost).
  */
 export function parseSignedData(der: Uint8Array, what = 'signature'): SignedDataParts {
+  // A parse is a pure function of the bytes: the same signature blob (the same file fetched again,
+  // by another client or under another URL) is parsed once. Keyed by the SHA-256 of the exact
+  // bytes; only successful parses are kept, frozen so that no caller can change a shared one.
+  const key = createHash('sha256').update(der).digest('base64');
+  const hit = PARSE_CACHE.get(key);
+  if (hit) {
+    PARSE_CACHE.delete(key);
+    PARSE_CACHE.set(key, hit);
+    return hit;
+  }
+  const parts = parseSignedDataUncached(der, what);
+  Object.freeze(parts.certificates);
+  Object.freeze(parts.signers);
+  Object.freeze(parts.digestAlgorithmOids);
+  Object.freeze(parts);
+  PARSE_CACHE.set(key, parts);
+  if (PARSE_CACHE.size > PARSE_CACHE_SIZE) PARSE_CACHE.delete(PARSE_CACHE.keys().next().value!);
+  return parts;
+}
+
+const PARSE_CACHE_SIZE = 256;
+const PARSE_CACHE = new Map<string, SignedDataParts>();
+
+function parseSignedDataUncached(der: Uint8Array, what: string): SignedDataParts {
   return parsing(what, () => {
     scanDerStructure(der, what);
     const ci = rawTlv(der, 0, der.byteLength);
@@ -225,7 +250,7 @@ export function singleAttribute(attrs: pkijs.SignedAndUnsignedAttributes | undef
 }
 
 /** The certificate in the bag that the SignerInfo names (issuer and serial, or subject key identifier). */
-export function findSignerCertificate(info: pkijs.SignerInfo, bag: CertificateInfo[]): CertificateInfo | undefined {
+export function findSignerCertificate(info: pkijs.SignerInfo, bag: readonly CertificateInfo[]): CertificateInfo | undefined {
   const sid = info.sid as unknown;
   if (sid instanceof pkijs.IssuerAndSerialNumber) {
     const issuer = Buffer.from(sid.issuer.valueBeforeDecode);
