@@ -11,6 +11,7 @@ import type { GateObserver } from '../metrics/gateObserver.js';
 import { Spool } from './spool.js';
 import { interpretRange } from './byteRange.js';
 import { writeBlockPage } from './blockPage.js';
+import type { DigestJob, DigestPool } from './digestPool.js';
 
 /** One client waiting for (or reading) a held entity. */
 export interface Waiter {
@@ -43,6 +44,12 @@ export interface HoldSettings {
   now?: () => Date;
   /** Metrics hooks (bytes verified, verifications, upstream failures). */
   observer?: GateObserver;
+  /**
+   * Worker threads for the two SHA-256 passes. Without it (or for a body whose Content-Length is
+   * at most `inlineDigestBytes`, 1 MiB by default) the event loop hashes as before.
+   */
+  digests?: DigestPool;
+  inlineDigestBytes?: number;
 }
 
 const HOP_BY_HOP = new Set([
@@ -82,6 +89,7 @@ export class HeldDownload {
   private expired = false;
   private streams: Readable[] = [];
   private aborted = false;
+  private digestJob: DigestJob | undefined;
 
   constructor(key: string, private readonly settings: HoldSettings, private readonly onSettled: (d: HeldDownload, cacheable: boolean) => void) {
     this.key = key;
@@ -131,6 +139,7 @@ export class HeldDownload {
   /** Stops everything without a verdict (no client is waiting any more). */
   abort(): void {
     this.aborted = true;
+    this.digestJob?.abort();
     this.clearTimers();
     for (const s of this.streams) s.destroy();
     this.upstream?.destroy();
@@ -146,6 +155,7 @@ export class HeldDownload {
   fail(why: VerdictReason): void {
     if (this.outcome) return;
     if (why.code === 'UPSTREAM_ERROR' || why.code === 'TIMEOUT') this.settings.observer?.upstreamError(why.code);
+    this.digestJob?.abort();
     for (const s of this.streams) s.destroy();
     this.upstream?.destroy();
     if (!this.upstream) this.cancel?.();
@@ -194,7 +204,17 @@ export class HeldDownload {
       body.on('error', (e) => this.fail(reason('UPSTREAM_ERROR', `upstream body: ${e.message}`)));
       body = body.pipe(dec);
     }
-    const verifier = new IncrementalVerifier(this.settings.policy, { now: this.settings.now?.() });
+    // Big or unknown-length bodies are hashed by a digest thread; small ones here (a round trip costs more).
+    const declared = encodings.length ? NaN : Number(res.headers['content-length']);
+    const inlineMax = this.settings.inlineDigestBytes ?? 1 << 20;
+    const pool = this.settings.digests;
+    const offload = !!pool && !(Number.isFinite(declared) && declared <= inlineMax);
+    const verifier = new IncrementalVerifier(this.settings.policy, { now: this.settings.now?.(), digests: offload ? 'external' : 'inline' });
+    if (offload) this.digestJob = pool!.job(this.settings.policy);
+    const job = this.digestJob;
+    // The source waits while the spool or the digest thread has no room.
+    let waits = 0;
+    const resume = () => { if (--waits === 0 && !this.outcome) body.resume(); };
     const head: Buffer[] = [];
     let headBytes = 0;
     let mode: 'sniff' | 'hold' | 'pass' = 'sniff';
@@ -212,7 +232,15 @@ export class HeldDownload {
         res.destroy();
         return this.fail(verifier.earlyBlock);
       }
-      if (!this.spool!.write(chunk, () => body.resume())) body.pause();
+      if (job) {
+        if (job.failed) {
+          res.destroy();
+          return this.fail(reason('INTERNAL_ERROR', `digest thread: ${job.failed.message}`));
+        }
+        if (!job.update(chunk, resume)) waits++;
+      }
+      if (!this.spool!.write(chunk, resume)) waits++;
+      if (waits > 0) body.pause();
     };
 
     body.on('data', (chunk: Buffer) => {
@@ -246,20 +274,26 @@ export class HeldDownload {
         if (this.outcome) return;
       }
       if (mode === 'pass') return this.endPass();
-      // The spool's last buffer goes to the disk (thread pool) while the verdict is computed here.
+      // The spool's last buffer goes to the disk (thread pool) while the verdict is computed.
       const spool = this.spool!;
-      const flushed = spool.end();
-      const t0 = process.hrtime.bigint();
-      const verdict = verifier.finish();
-      this.verifyMs = Number(process.hrtime.bigint() - t0) / 1e6;
-      this.settings.observer?.verified(this.verifyMs, verdict.verdict);
-      flushed.then(
-        () => {
+      const flushed = spool.end().catch((e: Error) => { throw new Error(`spool: ${e.message}`); });
+      const judge = (f: () => Verdict) => {
+        const t0 = process.hrtime.bigint();
+        const v = f();
+        this.verifyMs = Number(process.hrtime.bigint() - t0) / 1e6;
+        this.settings.observer?.verified(this.verifyMs, v.verdict);
+        return v;
+      };
+      const verdictReady: Promise<Verdict> = job
+        ? job.end().then((d) => judge(() => verifier.finishWith(d)), (e: Error) => { throw new Error(`digest thread: ${e.message}`); })
+        : Promise.resolve(judge(() => verifier.finish()));
+      Promise.all([verdictReady, flushed]).then(
+        ([verdict]) => {
           if (this.outcome) return;
           if (verdict.verdict === 'allow') this.settle({ kind: 'verdict', verdict, status, headers: res.headers, spool });
           else this.settle({ kind: 'block', reasons: verdict.reasons, verdict });
         },
-        (e: Error) => this.fail(reason('INTERNAL_ERROR', `spool: ${e.message}`)),
+        (e: Error) => this.fail(reason('INTERNAL_ERROR', e.message)),
       );
     });
   }

@@ -16,6 +16,7 @@ import type { AuditRecord } from '../audit/auditRecord.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
 import { HeldDownload, newAuditId, type HoldSettings, type Waiter } from './heldDownload.js';
 import { makeSpoolDir, removeSpoolDir } from './spool.js';
+import { DigestPool } from './digestPool.js';
 import { pacFile } from './pacFile.js';
 import { isSafeHostName, loadOrCreateInterceptionCa, type InterceptionCa } from './interceptionCa.js';
 import { makeLibraryCaDecoy } from './libraryCaDecoy.js';
@@ -47,6 +48,8 @@ export interface GateOptions {
   now?: () => Date;
   /** Metrics hooks, passed to every hold (src/metrics/gateMetrics.ts). */
   observer?: GateObserver;
+  /** Digest threads (0: hash on the event loop). Default: one per spare core, at least one. */
+  digestThreads?: number;
 }
 
 const CONNECT_FIRST_BYTE_MS = 10_000;
@@ -82,6 +85,7 @@ export class UpdateGate {
   private port = 0;
   private stopping = false;
   private decoy: { dir: string; remove: () => void } | undefined;
+  private digests: DigestPool | undefined;
 
   constructor(private readonly o: GateOptions) {
     const ca = o.upstreamCaFile ? [...tls.rootCertificates, readFileSync(o.upstreamCaFile, 'utf8')] : undefined;
@@ -100,6 +104,7 @@ export class UpdateGate {
 
   async start(): Promise<void> {
     this.spoolDir = makeSpoolDir(this.o.spoolBase ?? tmpdir());
+    if (this.o.digestThreads !== 0) this.digests = new DigestPool(this.o.digestThreads);
     this.ca = loadOrCreateInterceptionCa(this.o.caDir, { permittedHosts: this.o.hostRules.patterns('inspect') });
     const proxy = this.proxy;
     // Leaf certificates come from patchgate's own CA, in memory; the library's file-named certificates are never used.
@@ -162,6 +167,7 @@ export class UpdateGate {
     await new Promise((r) => setTimeout(r, 100)); // let block pages flush
     for (const s of servers) s.closeAllConnections?.();
     this.httpsAgent?.destroy();
+    await this.digests?.close();
     removeSpoolDir(this.spoolDir);
     this.decoy?.remove();
   }
@@ -302,7 +308,7 @@ export class UpdateGate {
     return {
       policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas,
-      rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), now: this.o.now, observer: this.o.observer,
+      rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), now: this.o.now, observer: this.o.observer, digests: this.digests,
       redirectAllowed: (u) => (u.protocol === 'http:' || u.protocol === 'https:') && this.o.hostRules.decide(canonicalHost(u.hostname), u.pathname).mode === 'inspect',
     };
   }
