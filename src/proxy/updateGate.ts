@@ -54,6 +54,9 @@ export interface GateOptions {
 
 const CONNECT_FIRST_BYTE_MS = 10_000;
 
+/** http-mitm-proxy's request entry (not in its typings). */
+interface MitmInternals { _onHttpServerRequest(isSSL: boolean, req: IncomingMessage, res: ServerResponse): void }
+
 /** Refuses a CONNECT and really closes the socket, even if the client keeps its half open. */
 function refuseConnect(socket: Duplex, response: string): void {
   socket.end(response, () => socket.destroy());
@@ -86,6 +89,13 @@ export class UpdateGate {
   private stopping = false;
   private decoy: { dir: string; remove: () => void } | undefined;
   private digests: DigestPool | undefined;
+  /**
+   * HTTP over the TLS that patchgate terminates on each intercepted CONNECT socket itself: one
+   * server for every host (no listening socket per host, no extra loopback hop per byte).
+   */
+  private readonly intercepted = http.createServer();
+  /** Secure contexts of the interception leaves, by host, while the leaf stays the same. */
+  private readonly contexts = new Map<string, { certPem: string; ctx: tls.SecureContext }>();
 
   constructor(private readonly o: GateOptions) {
     const ca = o.upstreamCaFile ? [...tls.rootCertificates, readFileSync(o.upstreamCaFile, 'utf8')] : undefined;
@@ -119,6 +129,11 @@ export class UpdateGate {
       }
     };
     proxy.onConnect((req, socket, head, callback) => this.onConnect(req, socket, head, callback));
+    // Requests inside intercepted TLS enter http-mitm-proxy's pipeline as its own HTTPS servers' would.
+    this.intercepted.on('request', (req: IncomingMessage, res: ServerResponse) => (this.proxy as unknown as MitmInternals)._onHttpServerRequest(true, req, res));
+    // No WebSocket to an inspected host (no byte unverified): an upgrade inside interception is refused.
+    this.intercepted.on('upgrade', (_req: IncomingMessage, socket: Duplex) => socket.destroy());
+    this.intercepted.on('clientError', (_err: Error, socket: Duplex) => socket.destroy());
     proxy.onRequest((ctx, callback) => this.onRequest(ctx, callback));
     // WebSocket upgrades bypass onRequest entirely: none to an inspected host (no byte unverified).
     proxy.onWebSocketConnection((ctx: any, callback: (err?: Error) => void) => {
@@ -162,7 +177,7 @@ export class UpdateGate {
     this.downloads.clear();
     for (const t of this.tunnels) t.destroy();
     const p = this.proxy as unknown as { httpServer?: http.Server; sslServers?: Record<string, { server?: http.Server }> };
-    const servers = [p.httpServer, ...Object.values(p.sslServers ?? {}).map((x) => x.server)].filter((x): x is http.Server => !!x);
+    const servers = [p.httpServer, this.intercepted, ...Object.values(p.sslServers ?? {}).map((x) => x.server)].filter((x): x is http.Server => !!x);
     try { this.proxy.close(); } catch { /* already closed */ }
     await new Promise((r) => setTimeout(r, 100)); // let block pages flush
     for (const s of servers) s.closeAllConnections?.();
@@ -195,12 +210,58 @@ export class UpdateGate {
       // no TLS byte arrives in time (else each abandoned CONNECT would keep a descriptor).
       socket.once('end', () => socket.destroy());
       (socket as Socket).setTimeout?.(CONNECT_FIRST_BYTE_MS, () => socket.destroy());
-      socket.once('data', () => (socket as Socket).setTimeout?.(0));
-      return callback(); // the library answers 200 and terminates TLS with our leaf
+      this.intercept(socket as Socket, head, host);
+      return;
     }
     if (decision.mode === 'pinned') this.auditConnect(client, target, host, 'tunnel', 200, []);
     else this.o.audit.debug({ client, connect: target }, 'tunnel');
     this.tunnel(socket, head, host, port);
+  }
+
+  /**
+   * Answers the CONNECT and terminates TLS on the client's socket itself, with a leaf for the
+   * CONNECT host from patchgate's CA; the HTTP inside goes to the shared `intercepted` server.
+   * A tunnel whose first byte is not a TLS handshake carries plain HTTP: it goes to the proxy's
+   * HTTP server (as http-mitm-proxy did), where the usual rules apply to each request.
+   */
+  private intercept(socket: Socket, head: Buffer, host: string): void {
+    const start = (first: Buffer) => {
+      socket.setTimeout(0);
+      socket.pause();
+      socket.unshift(first);
+      (socket as unknown as { patchgateConnectHost?: string }).patchgateConnectHost = host;
+      if (first[0] !== 0x16) {
+        // The socket's parser from the CONNECT was detached: a new one reads what is buffered, then the rest.
+        (this.proxy as unknown as { httpServer: http.Server }).httpServer.emit('connection', socket);
+        socket.resume();
+        return;
+      }
+      let ctx: tls.SecureContext;
+      try {
+        ctx = this.contextFor(host);
+      } catch {
+        socket.destroy();
+        return;
+      }
+      // The socket's buffered bytes (the ClientHello) are fed to TLS first (TLSSocket's initRead).
+      const t = new tls.TLSSocket(socket, { isServer: true, secureContext: ctx, ALPNProtocols: ['http/1.1'] });
+      t.on('error', () => t.destroy());
+      this.intercepted.emit('connection', t);
+    };
+    socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+    if (head.length) return start(head);
+    socket.once('data', start);
+  }
+
+  private contextFor(host: string): tls.SecureContext {
+    const leaf = this.ca.certificateFor(canonicalHost(host));
+    const hit = this.contexts.get(host);
+    if (hit && hit.certPem === leaf.certPem) return hit.ctx;
+    const ctx = tls.createSecureContext({ key: leaf.keyPem, cert: leaf.certPem });
+    this.contexts.delete(host);
+    this.contexts.set(host, { certPem: leaf.certPem, ctx });
+    if (this.contexts.size > 1000) this.contexts.delete(this.contexts.keys().next().value!);
+    return ctx;
   }
 
   private auditConnect(client: string, target: string, host: string, served: AuditRecord['served'], status: number, reasons: AuditRecord['reasons']): void {
@@ -245,7 +306,9 @@ export class UpdateGate {
     const opts = ctx.proxyToServerRequestOptions as { host: string; port: number; path: string; headers: Record<string, string | string[] | undefined>; agent?: unknown };
     // A request for the proxy itself (origin-form, not through a CONNECT): PAC file or 404.
     const originForm = (req as unknown as { patchgateOriginForm?: boolean }).patchgateOriginForm === true;
-    if (!ctx.isSSL && !ctx.connectRequest && (originForm || this.isDirect(req, opts))) return this.serveDirect(req, res);
+    // Plain HTTP inside a CONNECT tunnel names its target in Host, like a request to the origin itself.
+    const viaConnect = (req.socket as unknown as { patchgateConnectHost?: string }).patchgateConnectHost !== undefined;
+    if (!ctx.isSSL && !ctx.connectRequest && !viaConnect && (originForm || this.isDirect(req, opts))) return this.serveDirect(req, res);
     const host = targetHost(opts.host ?? '') ?? '';
     if (!host || !isSafeHostName(host)) return this.refuse(res, 400, 'bad host name (or a non-canonical IP address spelling)');
     const hdrHost = hostOfHeader(req.headers.host);
