@@ -124,15 +124,26 @@ export class HeldDownload {
     if (!this.outcome && this.waiters.length === 0) this.abort();
   }
 
+  private idleCleared = false;
+
   private armIdle(): void {
-    clearTimeout(this.idleTimer);
-    if (this.outcome) return;
+    if (this.outcome) {
+      clearTimeout(this.idleTimer);
+      return;
+    }
+    // Once per chunk: restart the one timer (refresh) rather than make a new one.
+    if (this.idleTimer && !this.idleCleared) {
+      this.idleTimer.refresh();
+      return;
+    }
+    this.idleCleared = false;
     this.idleTimer = setTimeout(() => this.fail(reason('TIMEOUT', `upstream idle for ${this.settings.idleTimeoutMs} ms`)), this.settings.idleTimeoutMs);
     this.idleTimer.unref();
   }
 
   private clearTimers(): void {
     clearTimeout(this.idleTimer);
+    this.idleCleared = true;
     clearTimeout(this.totalTimer);
   }
 
@@ -266,6 +277,7 @@ export class HeldDownload {
     res.resume(); // http-mitm-proxy hands the response over paused
     body.on('end', () => {
       clearTimeout(this.idleTimer); // the body is complete: only the verdict remains
+      this.idleCleared = true;
       if (this.outcome) return;
       if (!res.complete) return this.fail(reason('UPSTREAM_ERROR', 'upstream closed the connection before the whole body arrived'));
       this.lastByte = Date.now();

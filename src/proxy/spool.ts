@@ -1,4 +1,4 @@
-import { close, mkdirSync, open, read as readFd, rmSync, unlink as unlinkFile, write as writeFd } from 'node:fs';
+import { close, mkdirSync, openSync, read as readFd, rmSync, unlink as unlinkFile, write as writeFd } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable, type Writable } from 'node:stream';
@@ -34,7 +34,6 @@ export class Spool {
   private memory: Buffer[] = [];
   private path: string | undefined;
   private fd: number | undefined;
-  private opening = false;
   private fileError: Error | undefined;
   private bytes = 0;
   /** Bytes handed to the file (queued or written). */
@@ -79,19 +78,14 @@ export class Spool {
 
   private openFile(): void {
     this.path = join(this.dir, `hold-${process.pid}-${randomBytes(8).toString('hex')}`);
-    this.opening = true;
+    // Opened at once (one short system call): the file exists from here on, so release() can always
+    // unlink it at once (an asynchronous open let a released file appear after its unlink).
     // wx+: created here (never an existing file), readable by this process's readers too.
-    open(this.path, 'wx+', 0o600, (err, fd) => {
-      this.opening = false;
-      if (err) return this.failFile(err);
-      if (this.released) {
-        close(fd, () => {});
-        if (this.path) unlinkFile(this.path, () => {});
-        return;
-      }
-      this.fd = fd;
-      this.pump();
-    });
+    try {
+      this.fd = openSync(this.path, 'wx+', 0o600);
+    } catch (err) {
+      this.failFile(err as Error);
+    }
   }
 
   private copyIn(chunk: Buffer): void {
@@ -144,7 +138,7 @@ export class Spool {
       const w = this.drainWaiters.splice(0);
       for (const f of w) f();
     }
-    if (this.ended && this.inFlight === 0 && this.pending.length === 0 && !this.opening && this.flushWaiters.length) {
+    if (this.ended && this.inFlight === 0 && this.pending.length === 0 && this.flushWaiters.length) {
       const f = this.flushWaiters.splice(0);
       for (const x of f) x.resolve();
     }
@@ -235,9 +229,12 @@ export class Spool {
       return;
     }
     if (!this.path) {
+      // One system call for the head and the whole body: the parts go out corked.
       const parts = this.memorySlices(start, end);
+      dest.cork();
       for (let i = 0; i < parts.length - 1; i++) dest.write(parts[i]);
       dest.end(parts[parts.length - 1], () => finish(true));
+      dest.uncork();
       return;
     }
     if (this.fd === undefined) throw new Error('spool file is not open (read before end() resolved)');
@@ -317,8 +314,7 @@ export class Spool {
     for (const x of this.flushWaiters.splice(0)) x.reject(new Error('spool released'));
     const path = this.path;
     // Asynchronous: unlinking a big file with dirty pages can take tens of ms, not on the event loop.
-    // A file still opening is closed and unlinked by the open callback.
-    if (path && !this.opening) unlinkFile(path, () => { /* already gone is fine */ });
+    if (path) unlinkFile(path, () => { /* already gone is fine */ });
     if (this.readers === 0 && this.inFlight === 0) this.closeFd();
     else if (this.inFlight > 0) {
       // Writes still in flight finish on the descriptor before it closes.

@@ -253,7 +253,7 @@ export class IncrementalVerifier {
     if (this.early) return;
     try {
       if (!this.stream) {
-        this.sniffBuffer.push(Uint8Array.from(chunk)); // a copy: callers may reuse their buffer
+        this.sniffBuffer.push(new Uint8Array(chunk)); // a copy (memcpy): callers may reuse their buffer
         if (this.total < SNIFF_BYTES) return;
         this.startStream(Buffer.concat(this.sniffBuffer));
         return;
