@@ -20,7 +20,7 @@ function workerUrl(): URL {
   return new URL('../../dist/proxy/digestWorker.js', import.meta.url);
 }
 
-interface Slot { worker: Worker; jobs: Map<number, DigestJob>; dead: Error | undefined }
+interface Slot { worker: Worker; jobs: Map<number, DigestJob>; dead: Error | undefined; ready: Promise<void> }
 
 /**
  * Worker threads that hash held payloads, so that the proxy's event loop only moves bytes (socket,
@@ -40,12 +40,15 @@ export class DigestPool {
 
   private spawn(): Slot {
     const worker = new Worker(workerUrl());
-    const slot: Slot = { worker, jobs: new Map(), dead: undefined };
+    let onPong!: () => void;
+    const slot: Slot = { worker, jobs: new Map(), dead: undefined, ready: new Promise<void>((r) => { onPong = r; }) };
     worker.unref();
-    worker.on('message', (m: FromWorker) => slot.jobs.get(m.id)?.onMessage(m));
+    worker.on('message', (m: FromWorker) => (m.op === 'pong' ? onPong() : slot.jobs.get(m.id)?.onMessage(m)));
+    worker.postMessage({ op: 'ping', id: 0 } satisfies ToWorker);
     const die = (err: Error) => {
       if (slot.dead) return;
       slot.dead = err;
+      onPong(); // nobody waits for a dead thread
       for (const j of [...slot.jobs.values()]) j.onWorkerFailure(err);
       slot.jobs.clear();
       const i = this.slots.indexOf(slot);
@@ -66,6 +69,11 @@ export class DigestPool {
     slot.jobs.set(id, job);
     slot.worker.postMessage({ op: 'start', id, ring, algorithms: [...policy.fileDigests], limits: { ...policy.limits } } satisfies ToWorker);
     return job;
+  }
+
+  /** Resolves once every thread has loaded the core and answered (its memory is in use from then on). */
+  async ready(): Promise<void> {
+    await Promise.all(this.slots.map((s) => s.ready));
   }
 
   /** Jobs in flight (tests, metrics). */

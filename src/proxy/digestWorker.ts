@@ -14,19 +14,23 @@ export type ToWorker =
   | { op: 'start'; id: number; ring: SharedArrayBuffer; algorithms: DigestName[]; limits: ApprovedCaPolicy['limits'] }
   | { op: 'data'; id: number; spans: number[] } // [offset, length, offset, length, ...] in the ring
   | { op: 'end'; id: number }
-  | { op: 'abort'; id: number };
+  | { op: 'abort'; id: number }
+  | { op: 'ping'; id: number };
 
 export type FromWorker =
   | { op: 'ack'; id: number; bytes: number }
   | { op: 'digests'; id: number; sha256: string; fileDigests: [DigestName, Uint8Array][]; ranges: [number, number][] | null }
-  | { op: 'error'; id: number; message: string };
+  | { op: 'error'; id: number; message: string }
+  | { op: 'pong'; id: number };
 
 const jobs = new Map<number, { v: IncrementalVerifier; ring: Uint8Array }>();
 const port = parentPort!;
 
 port.on('message', (m: ToWorker) => {
   try {
-    if (m.op === 'start') {
+    if (m.op === 'ping') {
+      port.postMessage({ op: 'pong', id: m.id } satisfies FromWorker);
+    } else if (m.op === 'start') {
       const policy = emptyPolicy({ fileDigests: m.algorithms, limits: m.limits });
       jobs.set(m.id, { v: new IncrementalVerifier(policy, { digests: 'digest-only' }), ring: new Uint8Array(m.ring) });
     } else if (m.op === 'data') {

@@ -114,7 +114,10 @@ export class UpdateGate {
 
   async start(): Promise<void> {
     this.spoolDir = makeSpoolDir(this.o.spoolBase ?? tmpdir());
-    if (this.o.digestThreads !== 0) this.digests = new DigestPool(this.o.digestThreads);
+    if (this.o.digestThreads !== 0) {
+      this.digests = new DigestPool(this.o.digestThreads);
+      await this.digests.ready();
+    }
     this.ca = loadOrCreateInterceptionCa(this.o.caDir, { permittedHosts: this.o.hostRules.patterns('inspect') });
     const proxy = this.proxy;
     // Leaf certificates come from patchgate's own CA, in memory; the library's file-named certificates are never used.
