@@ -8,9 +8,9 @@ import type { ExternalDigests } from '../verify/incrementalVerifier.js';
 import type { FromWorker, ToWorker } from './digestWorker.js';
 
 /** Bytes of one job's shared ring: how far the digest thread may lag behind the socket. */
-export const RING_BYTES = 512 << 10;
+export const RING_BYTES = 1 << 20;
 /** Bytes gathered before they are handed to the digest thread (fewer messages; the lag at the end stays small). */
-const BATCH_BYTES = 64 << 10;
+const BATCH_BYTES = 256 << 10;
 const RING_POOL_MAX = 64;
 
 /** The compiled worker script (under vitest this module is loaded from src/: the build's copy runs). */

@@ -3,10 +3,10 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable, type Writable } from 'node:stream';
 
-/** Size of one spool buffer (256 KiB): what a file write or read moves at once; a hold keeps at most one partly filled. */
-export const SLAB_BYTES = 256 << 10;
+/** Size of one spool buffer (512 KiB): what a file write or read moves at once; a hold keeps at most one partly filled. */
+export const SLAB_BYTES = 512 << 10;
 /** Buffers that may be queued for the disk per spool (2 MiB) before write() asks its caller to wait. */
-const WRITE_SLABS_IN_FLIGHT = 8;
+const WRITE_SLABS_IN_FLIGHT = 4;
 /** Free buffers kept for reuse across spools (process-wide): 16 MiB at most. */
 const POOL_MAX = 64;
 
@@ -26,7 +26,7 @@ export function spoolPoolSize(): number { return pool.length; }
  * 0600) so that memory stays bounded whatever the payload size. Writers respect backpressure
  * through write()'s return value and the `onDrain` callback, as a stream does.
  *
- * Bytes are copied into pooled 256 KiB buffers and written with positioned writes on one descriptor
+ * Bytes are copied into pooled 512 KiB buffers and written with positioned writes on one descriptor
  * (opened read-write), which readers share: `pipeTo` streams a byte range to a client through two
  * pooled buffers, each reused only once the destination has taken its bytes.
  */

@@ -52,10 +52,7 @@ abstract class LayoutStream<L> implements FormatStream {
     return this.external;
   }
 
-  /** Digests so far without a verdict (a digest-only stream). */
-  takeDigests(): Map<DigestName, Buffer> | undefined {
-    return this.hasher?.digests();
-  }
+
 
   protected abstract tryLayout(head: Uint8Array): { layout: L } | { need: number };
   /** Signature blob position once the layout is known; size 0 when unsigned. */
@@ -190,13 +187,12 @@ export interface IncrementalVerifierOptions {
   detachedSignature?: Uint8Array;
   /**
    * 'external': this verifier hashes nothing; the caller computes the same digests over the same
-   * bytes elsewhere (a worker thread running a 'digest-only' verifier) and passes them to
-   * finishWith(). 'digest-only': hashes and finds the layout, for takeDigests(); never a verdict.
+   * bytes elsewhere (a worker thread running a DigestStream) and passes them to finishWith().
    */
-  digests?: 'inline' | 'external' | 'digest-only';
+  digests?: 'inline' | 'external';
 }
 
-/** What a digest-only verifier computed: the whole-file SHA-256, the Authenticode digests and their ranges. */
+/** What a DigestStream computed: the whole-file SHA-256, the Authenticode digests and their ranges. */
 export interface ExternalDigests {
   sha256: string;
   fileDigests: Map<DigestName, Buffer>;
@@ -275,23 +271,6 @@ export class IncrementalVerifier {
       default: this.format = 'unknown'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'not a PE, CAB or MSI file (format sniffed from the bytes)'));
     }
     this.stream.update(head, 0);
-  }
-
-  /**
-   * Digest-only mode: the whole-file SHA-256 and the Authenticode digests over every byte fed,
-   * with the ranges they cover. Ends this verifier (no verdict follows).
-   */
-  takeDigests(): ExternalDigests {
-    if (this.options.digests !== 'digest-only') throw new Error('takeDigests() is for digest-only verifiers');
-    if (this.finished) throw new Error('takeDigests() after finish()');
-    if (!this.stream && !this.early) {
-      try { this.startStream(Buffer.concat(this.sniffBuffer)); } catch { /* no layout: whole-file digest only */ }
-    }
-    const s = this.stream instanceof LayoutStream ? this.stream : undefined;
-    const ranges = s?.ranges;
-    const digests = (ranges ? s!.takeDigests() : undefined) ?? new Map<DigestName, Buffer>();
-    this.finished = { verdict: 'block', reasons: [reason('INTERNAL_ERROR', 'digest-only verifier')], format: this.format, sha256: '', size: this.total };
-    return { sha256: this.whole.digest('hex'), fileDigests: digests, ranges: ranges ? ranges.map(([a, b]) => [a, b] as const) : null };
   }
 
   /**

@@ -5,9 +5,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { DigestStream } from '../../src/verify/digestStream.js';
 import { IncrementalVerifier, verifyBytes } from '../../src/verify/incrementalVerifier.js';
 import { DigestPool, RING_BYTES } from '../../src/proxy/digestPool.js';
-import { AT, codes, labPolicy } from '../support/fixtures.js';
+import { AT, codes, fx, labPolicy } from '../support/fixtures.js';
 import {
   type GateHandle, type Origin, proxyRequest, quietLibraryConsole, send, startGate, startOrigin, syntheticBytes, syntheticPe,
 } from '../support/gateHarness.js';
@@ -118,5 +120,36 @@ describe('the gate with a digest thread', () => {
     // The replacement thread serves the next download.
     const after = await proxyRequest(g.port, origin.url('/dp/good.exe') + '?again');
     expect(after.status).toBe(200);
+  });
+});
+
+describe('DigestStream (what the digest thread runs) against the inline verifier', () => {
+  const files = readdirSync(fx('.')).filter((f) => /\.(exe|cab|bin)$/.test(f));
+  const cuts = [1, 63, 64, 500, 4096, 1 << 20];
+
+  it.each(files)('%s: every chunking gives the inline verdict, byte for byte', (name) => {
+    const policy = labPolicy();
+    const bytes = readFileSync(fx(name));
+    const inline = verifyBytes(bytes, policy, { now: AT });
+    for (const cut of cuts) {
+      const v = new IncrementalVerifier(policy, { now: AT, digests: 'external' });
+      const d = new DigestStream(policy.fileDigests, policy.limits);
+      for (let at = 0; at < bytes.length; at += cut) {
+        v.update(bytes.subarray(at, at + cut));
+        d.update(bytes.subarray(at, at + cut));
+      }
+      expect(v.finishWith(d.finish()), `${name}, chunks of ${cut}`).toEqual(inline);
+    }
+  });
+
+  it('short and empty payloads too', () => {
+    const policy = labPolicy();
+    for (const bytes of [Buffer.alloc(0), Buffer.from('MZ'), readFileSync(fx('good.exe')).subarray(0, 63), readFileSync(fx('good.cab')).subarray(0, 70)]) {
+      const v = new IncrementalVerifier(policy, { now: AT, digests: 'external' });
+      const d = new DigestStream(policy.fileDigests, policy.limits);
+      v.update(bytes);
+      d.update(bytes);
+      expect(v.finishWith(d.finish())).toEqual(verifyBytes(bytes, policy, { now: AT }));
+    }
   });
 });
