@@ -64,13 +64,15 @@ abstract class LayoutStream<L> implements FormatStream {
     if (this.failure) return;
     try {
       if (!this.layout) {
-        this.head.push(chunk);
+        // The first chunk is tried as it is (usually the whole header is in it); only bytes kept for
+        // a later try are copied (the caller may reuse its buffer).
+        const first = this.head.length === 0;
+        const head = first ? chunk : Buffer.concat([...this.head, chunk]);
         this.headBytes += chunk.byteLength;
-        const head = Buffer.concat(this.head);
-        this.head = [head];
         const r = this.tryLayout(head);
         if ('need' in r) {
           if (r.need > this.policy.limits.maxHeaderBytes) throw new MalformedError('headers exceed the header limit');
+          this.head = [first ? new Uint8Array(head) : head];
           return;
         }
         this.layout = r.layout;
@@ -249,6 +251,8 @@ export class IncrementalVerifier {
     if (this.early) return;
     try {
       if (!this.stream) {
+        // A first chunk long enough to sniff goes to the format stream as it is (which copies what it keeps).
+        if (this.sniffBuffer.length === 0 && chunk.byteLength >= SNIFF_BYTES) return this.startStream(chunk);
         this.sniffBuffer.push(new Uint8Array(chunk)); // a copy (memcpy): callers may reuse their buffer
         if (this.total < SNIFF_BYTES) return;
         this.startStream(Buffer.concat(this.sniffBuffer));
