@@ -824,3 +824,9 @@ const meta = {
 writeFileSync(OUT.replace(/\.json$/, '') + '.meta.json', JSON.stringify(meta, null, 2) + '\n');
 console.log(`wrote ${OUT}`);
 cleanup();
+// A scenario that failed (an error, not a missed target) fails the run: CI runs --quick as a smoke test.
+const failed = rows.filter((r) => r.error);
+if (failed.length) {
+  console.error(`bench: ${failed.length} scenario(s) failed: ${failed.map((r) => r.name).join('; ')}`);
+  process.exitCode = 1;
+}

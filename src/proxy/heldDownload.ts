@@ -11,6 +11,7 @@ import type { GateObserver } from '../metrics/gateObserver.js';
 import { Spool, type MemoryBudget } from './spool.js';
 import { interpretRange } from './byteRange.js';
 import { writeBlockPage } from './blockPage.js';
+import type { DigestJob, DigestPool } from './digestPool.js';
 
 /** One client waiting for (or reading) a held entity. */
 export interface Waiter {
@@ -45,6 +46,12 @@ export interface HoldSettings {
   now?: () => Date;
   /** Metrics hooks (bytes verified, verifications, upstream failures). */
   observer?: GateObserver;
+  /**
+   * Worker threads for the two SHA-256 passes. Without it (or for a body whose Content-Length is
+   * at most `inlineDigestBytes`, 1 MiB by default) the event loop hashes as before.
+   */
+  digests?: DigestPool;
+  inlineDigestBytes?: number;
 }
 
 const HOP_BY_HOP = new Set([
@@ -84,6 +91,7 @@ export class HeldDownload {
   private expired = false;
   private streams: Readable[] = [];
   private aborted = false;
+  private digestJob: DigestJob | undefined;
 
   constructor(key: string, private readonly settings: HoldSettings, private readonly onSettled: (d: HeldDownload, cacheable: boolean) => void) {
     this.key = key;
@@ -120,21 +128,33 @@ export class HeldDownload {
     if (!this.outcome && this.waiters.length === 0) this.abort();
   }
 
+  private idleCleared = false;
+
   private armIdle(): void {
-    clearTimeout(this.idleTimer);
-    if (this.outcome) return;
+    if (this.outcome) {
+      clearTimeout(this.idleTimer);
+      return;
+    }
+    // Once per chunk: restart the one timer (refresh) rather than make a new one.
+    if (this.idleTimer && !this.idleCleared) {
+      this.idleTimer.refresh();
+      return;
+    }
+    this.idleCleared = false;
     this.idleTimer = setTimeout(() => this.fail(reason('TIMEOUT', `upstream idle for ${this.settings.idleTimeoutMs} ms`)), this.settings.idleTimeoutMs);
     this.idleTimer.unref();
   }
 
   private clearTimers(): void {
     clearTimeout(this.idleTimer);
+    this.idleCleared = true;
     clearTimeout(this.totalTimer);
   }
 
   /** Stops everything without a verdict (no client is waiting any more). */
   abort(): void {
     this.aborted = true;
+    this.digestJob?.abort();
     this.clearTimers();
     for (const s of this.streams) s.destroy();
     this.upstream?.destroy();
@@ -162,6 +182,7 @@ export class HeldDownload {
   fail(why: VerdictReason): void {
     if (this.outcome) return;
     if (why.code === 'UPSTREAM_ERROR' || why.code === 'TIMEOUT') this.settings.observer?.upstreamError(why.code);
+    this.digestJob?.abort();
     for (const s of this.streams) s.destroy();
     this.upstream?.destroy();
     if (!this.upstream) this.cancel?.();
@@ -210,7 +231,17 @@ export class HeldDownload {
       body.on('error', (e) => this.fail(reason('UPSTREAM_ERROR', `upstream body: ${e.message}`)));
       body = body.pipe(dec);
     }
-    const verifier = new IncrementalVerifier(this.settings.policy, { now: this.settings.now?.() });
+    // Big or unknown-length bodies are hashed by a digest thread; small ones here (a round trip costs more).
+    const declared = encodings.length ? NaN : Number(res.headers['content-length']);
+    const inlineMax = this.settings.inlineDigestBytes ?? 1 << 20;
+    const pool = this.settings.digests;
+    const offload = !!pool && !(Number.isFinite(declared) && declared <= inlineMax);
+    const verifier = new IncrementalVerifier(this.settings.policy, { now: this.settings.now?.(), digests: offload ? 'external' : 'inline' });
+    if (offload) this.digestJob = pool!.job(this.settings.policy);
+    const job = this.digestJob;
+    // The source waits while the spool or the digest thread has no room.
+    let waits = 0;
+    const resume = () => { if (--waits === 0 && !this.outcome) body.resume(); };
     const head: Buffer[] = [];
     let headBytes = 0;
     let mode: 'sniff' | 'hold' | 'pass' = 'sniff';
@@ -228,7 +259,15 @@ export class HeldDownload {
         res.destroy();
         return this.fail(verifier.earlyBlock);
       }
-      if (!this.spool!.write(chunk, () => body.resume())) body.pause();
+      if (job) {
+        if (job.failed) {
+          res.destroy();
+          return this.fail(reason('INTERNAL_ERROR', `digest thread: ${job.failed.message}`));
+        }
+        if (!job.update(chunk, resume)) waits++;
+      }
+      if (!this.spool!.write(chunk, resume)) waits++;
+      if (waits > 0) body.pause();
     };
 
     body.on('data', (chunk: Buffer) => {
@@ -254,6 +293,7 @@ export class HeldDownload {
     res.resume(); // http-mitm-proxy hands the response over paused
     body.on('end', () => {
       clearTimeout(this.idleTimer); // the body is complete: only the verdict remains
+      this.idleCleared = true;
       if (this.outcome) return;
       if (!res.complete) return this.fail(reason('UPSTREAM_ERROR', 'upstream closed the connection before the whole body arrived'));
       this.lastByte = Date.now();
@@ -262,18 +302,26 @@ export class HeldDownload {
         if (this.outcome) return;
       }
       if (mode === 'pass') return this.endPass();
-      const t0 = process.hrtime.bigint();
-      const verdict = verifier.finish();
-      this.verifyMs = Number(process.hrtime.bigint() - t0) / 1e6;
-      this.settings.observer?.verified(this.verifyMs, verdict.verdict);
+      // The spool's last buffer goes to the disk (thread pool) while the verdict is computed.
       const spool = this.spool!;
-      spool.end().then(
-        () => {
+      const flushed = spool.end().catch((e: Error) => { throw new Error(`spool: ${e.message}`); });
+      const judge = (f: () => Verdict) => {
+        const t0 = process.hrtime.bigint();
+        const v = f();
+        this.verifyMs = Number(process.hrtime.bigint() - t0) / 1e6;
+        this.settings.observer?.verified(this.verifyMs, v.verdict);
+        return v;
+      };
+      const verdictReady: Promise<Verdict> = job
+        ? job.end().then((d) => judge(() => verifier.finishWith(d)), (e: Error) => { throw new Error(`digest thread: ${e.message}`); })
+        : Promise.resolve(judge(() => verifier.finish()));
+      Promise.all([verdictReady, flushed]).then(
+        ([verdict]) => {
           if (this.outcome) return;
           if (verdict.verdict === 'allow') this.settle({ kind: 'verdict', verdict, status, headers: res.headers, spool });
           else this.settle({ kind: 'block', reasons: verdict.reasons, verdict });
         },
-        (e: Error) => this.fail(reason('INTERNAL_ERROR', `spool: ${e.message}`)),
+        (e: Error) => this.fail(reason('INTERNAL_ERROR', e.message)),
       );
     });
   }
@@ -401,7 +449,6 @@ export class HeldDownload {
     w.res.writeHead(status, headers);
     const t0 = Date.now();
     this.readers++;
-    const stream = o.spool!.read(start, end);
     let done = false;
     const finish = (ok: boolean) => {
       if (done) return;
@@ -413,9 +460,7 @@ export class HeldDownload {
         bytesToClient: ok ? end - start + 1 : undefined, durations: { ...base, toClientMs: Date.now() - t0 },
       });
     };
-    stream.on('error', () => { w.res.destroy(); finish(false); });
-    w.res.on('close', () => { stream.destroy(); finish(w.res.writableFinished); });
-    stream.pipe(w.res);
+    o.spool!.pipeTo(w.res, start, end, finish);
   }
 
   private record(w: Waiter, r: {

@@ -1,7 +1,25 @@
-import { createReadStream, createWriteStream, mkdirSync, rmSync, unlink as unlinkFile, type WriteStream } from 'node:fs';
+import { close, mkdirSync, openSync, read as readFd, rmSync, unlink as unlinkFile, write as writeFd } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
+
+/** Size of one spool buffer (512 KiB): what a file write or read moves at once; a hold keeps at most one partly filled. */
+export const SLAB_BYTES = 512 << 10;
+/** Buffers that may be queued for the disk per spool (2 MiB) before write() asks its caller to wait. */
+const WRITE_SLABS_IN_FLIGHT = 4;
+/** Free buffers kept for reuse across spools (process-wide): 16 MiB at most. */
+const POOL_MAX = 64;
+
+/**
+ * Process-wide pool of spool buffers. A held payload passes through a few long-lived buffers
+ * instead of one new buffer per socket read (which a 4 MiB write queue kept alive long enough to
+ * reach the old generation: about a hundred full garbage collections per GiB).
+ */
+const pool: Buffer[] = [];
+function takeSlab(): Buffer { return pool.pop() ?? Buffer.allocUnsafeSlow(SLAB_BYTES); }
+function giveSlab(b: Buffer): void { if (pool.length < POOL_MAX) pool.push(b); }
+/** Free buffers in the pool (tests). */
+export function spoolPoolSize(): number { return pool.length; }
 
 /** Default total in-memory spool: 32 holds of memoryHoldBytes (64 MiB with the default 2 MiB). */
 export const MEMORY_TOTAL_FACTOR = 32;
@@ -36,17 +54,33 @@ export class MemoryBudget {
 /**
  * Where a held payload waits for its verdict: in memory while small (at most `memoryLimit` bytes
  * for this spool, and only what the gate's MemoryBudget grants), then in a temp file (mode 0600)
- * so that memory stays bounded whatever the payload size and the load. Writers respect
- * backpressure through write()'s return value and the `onDrain` callback, as a stream does.
+ * so that memory stays bounded whatever the payload size and the load. Writers respect backpressure
+ * through write()'s return value and the `onDrain` callback, as a stream does.
+ *
+ * Bytes are copied into pooled 512 KiB buffers and written with positioned writes on one descriptor
+ * (opened read-write), which readers share: `pipeTo` streams a byte range to a client through two
+ * pooled buffers, each reused only once the destination has taken its bytes.
  */
 export class Spool {
   private memory: Buffer[] = [];
   private memoryBytes = 0;
-  private file: WriteStream | undefined;
   private path: string | undefined;
+  private fd: number | undefined;
+  private fileError: Error | undefined;
   private bytes = 0;
+  /** Bytes handed to the file (queued or written). */
+  private queuedBytes = 0;
   private released = false;
   private ended = false;
+  private slab: Buffer | undefined;
+  private slabUsed = 0;
+  /** Full buffers waiting for the descriptor, with their file offsets. */
+  private pending: { buf: Buffer; len: number; at: number }[] = [];
+  private inFlight = 0;
+  private drainWaiters: (() => void)[] = [];
+  private flushWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private readers = 0;
+  private closed = false;
 
   constructor(private readonly dir: string, private readonly memoryLimit: number, private readonly budget?: MemoryBudget) {}
 
@@ -61,36 +95,107 @@ export class Spool {
   write(chunk: Buffer, onDrain: () => void): boolean {
     if (this.released || this.ended) throw new Error('spool is closed');
     this.bytes += chunk.byteLength;
-    if (!this.file && this.bytes <= this.memoryLimit && (this.budget?.take(chunk.byteLength) ?? true)) {
+    if (!this.path && this.bytes <= this.memoryLimit && (this.budget?.take(chunk.byteLength) ?? true)) {
       this.memory.push(chunk);
       this.memoryBytes += chunk.byteLength;
       return true;
     }
-    if (!this.file) {
-      this.path = join(this.dir, `hold-${process.pid}-${randomBytes(8).toString('hex')}`);
-      // A large write buffer lets socket reads and disk writes overlap (the default 16 KiB made them take turns).
-      this.file = createWriteStream(this.path, { flags: 'wx', mode: 0o600, highWaterMark: 4 << 20 });
-      this.file.on('error', () => { /* surfaced by end() */ });
-      for (const m of this.memory) this.file.write(m);
+    if (!this.path) {
+      this.openFile();
+      for (const m of this.memory) this.copyIn(m);
       this.dropMemory();
     }
-    const ok = this.file.write(chunk);
-    if (!ok) this.file.once('drain', onDrain);
-    return ok;
+    this.copyIn(chunk);
+    if (this.inFlight + this.pending.length < WRITE_SLABS_IN_FLIGHT) return true;
+    this.drainWaiters.push(onDrain);
+    return false;
+  }
+
+  private openFile(): void {
+    this.path = join(this.dir, `hold-${process.pid}-${randomBytes(8).toString('hex')}`);
+    // Opened at once (one short system call): the file exists from here on, so release() can always
+    // unlink it at once (an asynchronous open let a released file appear after its unlink).
+    // wx+: created here (never an existing file), readable by this process's readers too.
+    try {
+      this.fd = openSync(this.path, 'wx+', 0o600);
+    } catch (err) {
+      this.failFile(err as Error);
+    }
+  }
+
+  private copyIn(chunk: Buffer): void {
+    let off = 0;
+    while (off < chunk.byteLength) {
+      this.slab ??= takeSlab();
+      const n = Math.min(chunk.byteLength - off, SLAB_BYTES - this.slabUsed);
+      chunk.copy(this.slab, this.slabUsed, off, off + n);
+      this.slabUsed += n;
+      off += n;
+      if (this.slabUsed === SLAB_BYTES) this.queueSlab();
+    }
+  }
+
+  private queueSlab(): void {
+    if (!this.slab || this.slabUsed === 0) return;
+    this.pending.push({ buf: this.slab, len: this.slabUsed, at: this.queuedBytes });
+    this.queuedBytes += this.slabUsed;
+    this.slab = undefined;
+    this.slabUsed = 0;
+    this.pump();
+  }
+
+  private pump(): void {
+    if (this.fd === undefined || this.fileError || this.released) return;
+    while (this.pending.length && this.inFlight < WRITE_SLABS_IN_FLIGHT) {
+      const w = this.pending.shift()!;
+      this.inFlight++;
+      this.writeFully(w.buf, 0, w.len, w.at, (err) => {
+        this.inFlight--;
+        giveSlab(w.buf);
+        if (err) return this.failFile(err);
+        this.pump();
+        this.settleWaiters();
+      });
+    }
+    this.settleWaiters();
+  }
+
+  private writeFully(buf: Buffer, off: number, len: number, at: number, done: (err: Error | null) => void): void {
+    writeFd(this.fd!, buf, off, len, at, (err, n) => {
+      if (err) return done(err);
+      if (n < len) return this.writeFully(buf, off + n, len - n, at + n, done);
+      done(null);
+    });
+  }
+
+  private settleWaiters(): void {
+    if (this.inFlight + this.pending.length < WRITE_SLABS_IN_FLIGHT && this.drainWaiters.length) {
+      const w = this.drainWaiters.splice(0);
+      for (const f of w) f();
+    }
+    if (this.ended && this.inFlight === 0 && this.pending.length === 0 && this.flushWaiters.length) {
+      const f = this.flushWaiters.splice(0);
+      for (const x of f) x.resolve();
+    }
+  }
+
+  private failFile(err: Error): void {
+    this.fileError ??= err;
+    for (const p of this.pending.splice(0)) giveSlab(p.buf);
+    for (const x of this.flushWaiters.splice(0)) x.reject(err);
+    // A writer waiting for drain is let go: end() reports the error.
+    for (const f of this.drainWaiters.splice(0)) f();
   }
 
   /** Flushes to disk; resolves when every byte is readable. */
   end(): Promise<void> {
     this.ended = true;
-    const f = this.file;
-    if (!f) {
-      // One buffer that every reader slices (no copy per client of a cached entity).
-      if (this.memory.length > 1) this.memory = [Buffer.concat(this.memory, this.memoryBytes)];
-      return Promise.resolve();
-    }
+    if (!this.path) return Promise.resolve();
+    this.queueSlab();
+    if (this.fileError) return Promise.reject(this.fileError);
     return new Promise((resolve, reject) => {
-      f.once('error', reject);
-      f.end(() => resolve());
+      this.flushWaiters.push({ resolve, reject });
+      this.settleWaiters();
     });
   }
 
@@ -98,11 +203,28 @@ export class Spool {
   read(start = 0, end = this.bytes - 1): Readable {
     if (this.released) throw new Error('spool released');
     if (end < start) return Readable.from([]);
-    if (!this.path) {
-      const whole = this.memory.length === 1 ? this.memory[0]! : Buffer.concat(this.memory, this.memoryBytes);
-      return Readable.from([whole.subarray(start, end + 1)]);
-    }
-    return createReadStream(this.path, { start, end, highWaterMark: 1 << 20 });
+    if (!this.path) return Readable.from(this.memorySlices(start, end));
+    if (this.fd === undefined) throw new Error('spool file is not open (read before end() resolved)');
+    const fd = this.fd;
+    let pos = start;
+    this.readers++;
+    let done = false;
+    const finish = () => { if (!done) { done = true; this.readerDone(); } };
+    return new Readable({
+      highWaterMark: SLAB_BYTES,
+      read: function (this: Readable) {
+        if (pos > end) return void this.push(null);
+        const n = Math.min(SLAB_BYTES, end - pos + 1);
+        const buf = Buffer.allocUnsafe(n); // handed to the consumer: not pooled
+        readFd(fd, buf, 0, n, pos, (err, got) => {
+          if (err) return this.destroy(err);
+          if (got === 0) return this.destroy(new Error('spool file is shorter than its size'));
+          pos += got;
+          this.push(got === n ? buf : buf.subarray(0, got));
+        });
+      },
+      destroy(err, cb) { finish(); cb(err); },
+    }).once('end', finish);
   }
 
   private dropMemory(): void {
@@ -111,20 +233,135 @@ export class Spool {
     this.memoryBytes = 0;
   }
 
-  /** Deletes the file (open readers keep their descriptor until they finish). Idempotent. */
+  private memorySlices(start: number, end: number): Buffer[] {
+    const out: Buffer[] = [];
+    let at = 0;
+    for (const m of this.memory) {
+      const from = Math.max(start, at);
+      const to = Math.min(end + 1, at + m.byteLength);
+      if (from < to) out.push(m.subarray(from - at, to - at));
+      at += m.byteLength;
+      if (at > end) break;
+    }
+    return out;
+  }
+
+  /**
+   * Streams bytes [start, end] (inclusive) into `dest` (an HTTP response) and ends it; `done(ok)`
+   * once all were handed over (ok) or the destination went away or a read failed (not ok; the
+   * destination is destroyed). File bytes move through two pooled buffers, each reused only after
+   * `dest` has called back for it; a buffer still held by a destination that went away is left
+   * to the garbage collector, never reused.
+   */
+  pipeTo(dest: Writable, start: number, end: number, done: (ok: boolean) => void): void {
+    if (this.released) throw new Error('spool released');
+    let finished = false;
+    const finish = (ok: boolean) => {
+      if (finished) return;
+      finished = true;
+      dest.off('close', onClose);
+      if (!ok && !dest.destroyed) dest.destroy();
+      done(ok);
+    };
+    const onClose = () => finish(dest.writableFinished);
+    dest.on('close', onClose);
+    if (end < start) {
+      dest.end(() => finish(true));
+      return;
+    }
+    if (!this.path) {
+      // One system call for the head and the whole body: the parts go out corked.
+      const parts = this.memorySlices(start, end);
+      dest.cork();
+      for (let i = 0; i < parts.length - 1; i++) dest.write(parts[i]);
+      dest.end(parts[parts.length - 1], () => finish(true));
+      dest.uncork();
+      return;
+    }
+    if (this.fd === undefined) throw new Error('spool file is not open (read before end() resolved)');
+    const fd = this.fd;
+    this.readers++;
+    let readerDone = false;
+    const release = () => { if (!readerDone) { readerDone = true; this.readerDone(); } };
+    let pos = start;
+    let reading = 0;
+    let writing = 0;
+    let failed = false;
+    const next = () => {
+      // Two buffers: one read at a time (reads complete in order), while the other is written out.
+      while (!failed && !finished && pos <= end && reading === 0 && writing < 2) {
+        const n = Math.min(SLAB_BYTES, end - pos + 1);
+        const at = pos;
+        pos += n;
+        reading++;
+        const buf = takeSlab();
+        this.readFully(fd, buf, n, at, (err) => {
+          reading--;
+          if (err || finished || dest.destroyed) {
+            if (!err) giveSlab(buf);
+            failed = true;
+            release();
+            return finish(false);
+          }
+          writing++;
+          const last = pos > end;
+          const onWritten = (werr?: Error | null) => {
+            writing--;
+            if (werr) return; // dest went away: 'close' settles; this buffer is not reused
+            giveSlab(buf);
+            if (last) return;
+            next();
+          };
+          if (last) {
+            release();
+            dest.end(buf.subarray(0, n), () => { onWritten(); finish(true); });
+          } else {
+            dest.write(buf.subarray(0, n), onWritten);
+          }
+          next();
+        });
+      }
+    };
+    next();
+  }
+
+  private readFully(fd: number, buf: Buffer, len: number, at: number, done: (err: Error | null) => void, off = 0): void {
+    readFd(fd, buf, off, len - off, at + off, (err, got) => {
+      if (err) return done(err);
+      if (got === 0) return done(new Error('spool file is shorter than its size'));
+      if (off + got < len) return this.readFully(fd, buf, len, at, done, off + got);
+      done(null);
+    });
+  }
+
+  private readerDone(): void {
+    this.readers--;
+    if (this.released && this.readers === 0) this.closeFd();
+  }
+
+  private closeFd(): void {
+    if (this.closed || this.fd === undefined) return;
+    this.closed = true;
+    close(this.fd, () => { /* nothing left to do */ });
+  }
+
+  /** Deletes the file (open readers keep the descriptor until they finish). Idempotent. */
   release(): void {
     if (this.released) return;
     this.released = true;
     this.dropMemory();
+    if (this.slab) { giveSlab(this.slab); this.slab = undefined; }
+    for (const p of this.pending.splice(0)) giveSlab(p.buf);
+    for (const x of this.flushWaiters.splice(0)) x.reject(new Error('spool released'));
     const path = this.path;
     // Asynchronous: unlinking a big file with dirty pages can take tens of ms, not on the event loop.
-    const unlink = () => { if (path) unlinkFile(path, () => { /* already gone is fine */ }); };
-    // The file may still be opening: delete it again once its stream has closed, so it cannot reappear.
-    if (this.file && !this.file.closed) {
-      this.file.once('close', unlink);
-      this.file.destroy();
+    if (path) unlinkFile(path, () => { /* already gone is fine */ });
+    if (this.readers === 0 && this.inFlight === 0) this.closeFd();
+    else if (this.inFlight > 0) {
+      // Writes still in flight finish on the descriptor before it closes.
+      const wait = () => (this.inFlight === 0 ? this.readers === 0 && this.closeFd() : setTimeout(wait, 5).unref());
+      wait();
     }
-    unlink();
   }
 }
 

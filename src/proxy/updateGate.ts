@@ -16,6 +16,7 @@ import type { AuditRecord } from '../audit/auditRecord.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
 import { HeldDownload, newAuditId, type HoldSettings, type Waiter } from './heldDownload.js';
 import { MEMORY_TOTAL_FACTOR, MemoryBudget, makeSpoolDir, removeSpoolDir } from './spool.js';
+import { DigestPool } from './digestPool.js';
 
 export { MEMORY_TOTAL_FACTOR };
 import { pacFile } from './pacFile.js';
@@ -56,9 +57,14 @@ export interface GateOptions {
   now?: () => Date;
   /** Metrics hooks, passed to every hold (src/metrics/gateMetrics.ts). */
   observer?: GateObserver;
+  /** Digest threads (0: hash on the event loop). Default: one per spare core, at least one. */
+  digestThreads?: number;
 }
 
 const CONNECT_FIRST_BYTE_MS = 10_000;
+
+/** http-mitm-proxy's request entry (not in its typings). */
+interface MitmInternals { _onHttpServerRequest(isSSL: boolean, req: IncomingMessage, res: ServerResponse): void }
 
 /** Refuses a CONNECT and really closes the socket, even if the client keeps its half open. */
 function refuseConnect(socket: Duplex, response: string): void {
@@ -95,6 +101,14 @@ export class UpdateGate {
   private port = 0;
   private stopping = false;
   private decoy: { dir: string; remove: () => void } | undefined;
+  private digests: DigestPool | undefined;
+  /**
+   * HTTP over the TLS that patchgate terminates on each intercepted CONNECT socket itself: one
+   * server for every host (no listening socket per host, no extra loopback hop per byte).
+   */
+  private readonly intercepted = http.createServer();
+  /** Secure contexts of the interception leaves, by host, while the leaf stays the same. */
+  private readonly contexts = new Map<string, { certPem: string; ctx: tls.SecureContext }>();
 
   constructor(private readonly o: GateOptions) {
     const ca = o.upstreamCaFile ? [...tls.rootCertificates, readFileSync(o.upstreamCaFile, 'utf8')] : undefined;
@@ -119,6 +133,10 @@ export class UpdateGate {
 
   async start(): Promise<void> {
     this.spoolDir = makeSpoolDir(this.o.spoolBase ?? tmpdir());
+    if (this.o.digestThreads !== 0) {
+      this.digests = new DigestPool(this.o.digestThreads);
+      await this.digests.ready();
+    }
     this.ca = loadOrCreateInterceptionCa(this.o.caDir, { permittedHosts: this.o.hostRules.patterns('inspect') });
     const proxy = this.proxy;
     // Leaf certificates come from patchgate's own CA, in memory; the library's file-named certificates are never used.
@@ -133,6 +151,11 @@ export class UpdateGate {
       }
     };
     proxy.onConnect((req, socket, head, callback) => this.onConnect(req, socket, head, callback));
+    // Requests inside intercepted TLS enter http-mitm-proxy's pipeline as its own HTTPS servers' would.
+    this.intercepted.on('request', (req: IncomingMessage, res: ServerResponse) => (this.proxy as unknown as MitmInternals)._onHttpServerRequest(true, req, res));
+    // No WebSocket to an inspected host (no byte unverified): an upgrade inside interception is refused.
+    this.intercepted.on('upgrade', (_req: IncomingMessage, socket: Duplex) => socket.destroy());
+    this.intercepted.on('clientError', (_err: Error, socket: Duplex) => socket.destroy());
     proxy.onRequest((ctx, callback) => this.onRequest(ctx, callback));
     // WebSocket upgrades bypass onRequest entirely: none to an inspected host (no byte unverified).
     proxy.onWebSocketConnection((ctx: any, callback: (err?: Error) => void) => {
@@ -178,11 +201,12 @@ export class UpdateGate {
     this.cached.clear();
     for (const t of this.tunnels) t.destroy();
     const p = this.proxy as unknown as { httpServer?: http.Server; sslServers?: Record<string, { server?: http.Server }> };
-    const servers = [p.httpServer, ...Object.values(p.sslServers ?? {}).map((x) => x.server)].filter((x): x is http.Server => !!x);
+    const servers = [p.httpServer, this.intercepted, ...Object.values(p.sslServers ?? {}).map((x) => x.server)].filter((x): x is http.Server => !!x);
     try { this.proxy.close(); } catch { /* already closed */ }
     await new Promise((r) => setTimeout(r, 100)); // let block pages flush
     for (const s of servers) s.closeAllConnections?.();
     this.httpsAgent?.destroy();
+    await this.digests?.close();
     removeSpoolDir(this.spoolDir);
     this.decoy?.remove();
   }
@@ -210,12 +234,58 @@ export class UpdateGate {
       // no TLS byte arrives in time (else each abandoned CONNECT would keep a descriptor).
       socket.once('end', () => socket.destroy());
       (socket as Socket).setTimeout?.(CONNECT_FIRST_BYTE_MS, () => socket.destroy());
-      socket.once('data', () => (socket as Socket).setTimeout?.(0));
-      return callback(); // the library answers 200 and terminates TLS with our leaf
+      this.intercept(socket as Socket, head, host);
+      return;
     }
     if (decision.mode === 'pinned') this.auditConnect(client, target, host, 'tunnel', 200, []);
     else this.o.audit.debug({ client, connect: target }, 'tunnel');
     this.tunnel(socket, head, host, port);
+  }
+
+  /**
+   * Answers the CONNECT and terminates TLS on the client's socket itself, with a leaf for the
+   * CONNECT host from patchgate's CA; the HTTP inside goes to the shared `intercepted` server.
+   * A tunnel whose first byte is not a TLS handshake carries plain HTTP: it goes to the proxy's
+   * HTTP server (as http-mitm-proxy did), where the usual rules apply to each request.
+   */
+  private intercept(socket: Socket, head: Buffer, host: string): void {
+    const start = (first: Buffer) => {
+      socket.setTimeout(0);
+      socket.pause();
+      socket.unshift(first);
+      (socket as unknown as { patchgateConnectHost?: string }).patchgateConnectHost = host;
+      if (first[0] !== 0x16) {
+        // The socket's parser from the CONNECT was detached: a new one reads what is buffered, then the rest.
+        (this.proxy as unknown as { httpServer: http.Server }).httpServer.emit('connection', socket);
+        socket.resume();
+        return;
+      }
+      let ctx: tls.SecureContext;
+      try {
+        ctx = this.contextFor(host);
+      } catch {
+        socket.destroy();
+        return;
+      }
+      // The socket's buffered bytes (the ClientHello) are fed to TLS first (TLSSocket's initRead).
+      const t = new tls.TLSSocket(socket, { isServer: true, secureContext: ctx, ALPNProtocols: ['http/1.1'] });
+      t.on('error', () => t.destroy());
+      this.intercepted.emit('connection', t);
+    };
+    socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+    if (head.length) return start(head);
+    socket.once('data', start);
+  }
+
+  private contextFor(host: string): tls.SecureContext {
+    const leaf = this.ca.certificateFor(canonicalHost(host));
+    const hit = this.contexts.get(host);
+    if (hit && hit.certPem === leaf.certPem) return hit.ctx;
+    const ctx = tls.createSecureContext({ key: leaf.keyPem, cert: leaf.certPem });
+    this.contexts.delete(host);
+    this.contexts.set(host, { certPem: leaf.certPem, ctx });
+    if (this.contexts.size > 1000) this.contexts.delete(this.contexts.keys().next().value!);
+    return ctx;
   }
 
   private auditConnect(client: string, target: string, host: string, served: AuditRecord['served'], status: number, reasons: AuditRecord['reasons']): void {
@@ -260,7 +330,9 @@ export class UpdateGate {
     const opts = ctx.proxyToServerRequestOptions as { host: string; port: number; path: string; headers: Record<string, string | string[] | undefined>; agent?: unknown };
     // A request for the proxy itself (origin-form, not through a CONNECT): PAC file or 404.
     const originForm = (req as unknown as { patchgateOriginForm?: boolean }).patchgateOriginForm === true;
-    if (!ctx.isSSL && !ctx.connectRequest && (originForm || this.isDirect(req, opts))) return this.serveDirect(req, res);
+    // Plain HTTP inside a CONNECT tunnel names its target in Host, like a request to the origin itself.
+    const viaConnect = (req.socket as unknown as { patchgateConnectHost?: string }).patchgateConnectHost !== undefined;
+    if (!ctx.isSSL && !ctx.connectRequest && !viaConnect && (originForm || this.isDirect(req, opts))) return this.serveDirect(req, res);
     const host = targetHost(opts.host ?? '') ?? '';
     if (!host || !isSafeHostName(host)) return this.refuse(res, 400, 'bad host name (or a non-canonical IP address spelling)');
     const hdrHost = hostOfHeader(req.headers.host);
@@ -350,7 +422,7 @@ export class UpdateGate {
     return {
       policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas,
-      rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), now: this.o.now, observer: this.o.observer,
+      rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), now: this.o.now, observer: this.o.observer, digests: this.digests,
       redirectAllowed: (u) => (u.protocol === 'http:' || u.protocol === 'https:') && this.o.hostRules.decide(canonicalHost(u.hostname), u.pathname).mode === 'inspect',
     };
   }

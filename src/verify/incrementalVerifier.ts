@@ -35,8 +35,24 @@ abstract class LayoutStream<L> implements FormatStream {
   protected signatureFilled = 0;
   protected failure: VerdictReason | undefined;
   protected trailing = 0;
+  /** Digests computed elsewhere (another thread) over the same bytes; then this stream hashes nothing. */
+  external: Map<DigestName, Buffer> | undefined;
 
-  constructor(protected readonly policy: ApprovedCaPolicy) {}
+  constructor(protected readonly policy: ApprovedCaPolicy, protected readonly hashing = true) {}
+
+  /** The byte ranges the Authenticode digest covers, once the layout is known. */
+  get ranges(): readonly (readonly [number, number])[] | undefined {
+    return this.layout ? this.digestRanges(this.layout) : undefined;
+  }
+
+  /** The file digests: computed here, or supplied by finishWith. */
+  protected fileDigests(): Map<DigestName, Buffer> {
+    if (this.hashing) return this.hasher!.digests();
+    if (!this.external) throw new Error('file digests were not supplied');
+    return this.external;
+  }
+
+
 
   protected abstract tryLayout(head: Uint8Array): { layout: L } | { need: number };
   /** Signature blob position once the layout is known; size 0 when unsigned. */
@@ -48,13 +64,15 @@ abstract class LayoutStream<L> implements FormatStream {
     if (this.failure) return;
     try {
       if (!this.layout) {
-        this.head.push(chunk);
+        // The first chunk is tried as it is (usually the whole header is in it); only bytes kept for
+        // a later try are copied (the caller may reuse its buffer).
+        const first = this.head.length === 0;
+        const head = first ? chunk : Buffer.concat([...this.head, chunk]);
         this.headBytes += chunk.byteLength;
-        const head = Buffer.concat(this.head);
-        this.head = [head];
         const r = this.tryLayout(head);
         if ('need' in r) {
           if (r.need > this.policy.limits.maxHeaderBytes) throw new MalformedError('headers exceed the header limit');
+          this.head = [first ? new Uint8Array(head) : head];
           return;
         }
         this.layout = r.layout;
@@ -76,7 +94,7 @@ abstract class LayoutStream<L> implements FormatStream {
   }
 
   private consume(chunk: Uint8Array, at: number): void {
-    this.hasher!.update(chunk, at);
+    if (this.hashing) this.hasher!.update(chunk, at);
     const span = this.signatureSpan(this.layout!);
     if (!span.size) return;
     const end = at + chunk.byteLength;
@@ -107,7 +125,7 @@ abstract class LayoutStream<L> implements FormatStream {
 }
 
 class PeStream extends LayoutStream<PeLayout> {
-  constructor(policy: ApprovedCaPolicy, private readonly now: Date) { super(policy); }
+  constructor(policy: ApprovedCaPolicy, private readonly now: Date, hashing = true) { super(policy, hashing); }
 
   protected tryLayout(head: Uint8Array) {
     const r = parsePeLayout(head, this.policy.limits.maxHeaderBytes);
@@ -117,14 +135,14 @@ class PeStream extends LayoutStream<PeLayout> {
   protected digestRanges(l: PeLayout) { return peDigestRanges(l, Number.MAX_SAFE_INTEGER); }
   protected verdict(_l: PeLayout, table: Uint8Array): Partial {
     const { entries, problems } = parseCertificateTable(table);
-    const v = authenticodeVerdict(entries, { dataType: OID.spcPeImageData, fileDigests: this.hasher!.digests() }, this.policy, this.now);
+    const v = authenticodeVerdict(entries, { dataType: OID.spcPeImageData, fileDigests: this.fileDigests() }, this.policy, this.now);
     if (!problems.length) return v;
     return { ...v, verdict: 'block', reasons: [...problems, ...v.reasons] };
   }
 }
 
 class CabStream extends LayoutStream<CabLayout> {
-  constructor(policy: ApprovedCaPolicy, private readonly now: Date) { super(policy); }
+  constructor(policy: ApprovedCaPolicy, private readonly now: Date, hashing = true) { super(policy, hashing); }
 
   protected tryLayout(head: Uint8Array) {
     const r = parseCabLayout(head, this.policy.limits.maxHeaderBytes);
@@ -137,7 +155,7 @@ class CabStream extends LayoutStream<CabLayout> {
     const derLen = derElementLength(signature);
     if (derLen > signature.byteLength) throw new MalformedError('CAB signature blob longer than its area');
     const slack = signature.subarray(derLen);
-    const v = authenticodeVerdict([signature.subarray(0, derLen)], { dataType: OID.spcCabData, fileDigests: this.hasher!.digests() }, this.policy, this.now);
+    const v = authenticodeVerdict([signature.subarray(0, derLen)], { dataType: OID.spcCabData, fileDigests: this.fileDigests() }, this.policy, this.now);
     if (slack.byteLength < 8 && slack.every((b) => b === 0)) return v;
     const t = reason('TRAILING_DATA', `${slack.byteLength} bytes after the CAB signature's PKCS#7 blob`);
     return { ...v, verdict: 'block', reasons: [t, ...v.reasons] };
@@ -169,6 +187,19 @@ export interface IncrementalVerifierOptions {
   now?: Date;
   /** A detached CMS signature over the whole payload (`verify --detached`). */
   detachedSignature?: Uint8Array;
+  /**
+   * 'external': this verifier hashes nothing; the caller computes the same digests over the same
+   * bytes elsewhere (a worker thread running a DigestStream) and passes them to finishWith().
+   */
+  digests?: 'inline' | 'external';
+}
+
+/** What a DigestStream computed: the whole-file SHA-256, the Authenticode digests and their ranges. */
+export interface ExternalDigests {
+  sha256: string;
+  fileDigests: Map<DigestName, Buffer>;
+  /** The ranges the Authenticode digests cover (null if no layout was found): must be the verifier's own. */
+  ranges: (readonly [number, number])[] | null;
 }
 
 /**
@@ -185,9 +216,13 @@ export class IncrementalVerifier {
   private format: PayloadFormat = 'unknown';
   private early: VerdictReason | undefined;
   private finished: Verdict | undefined;
+  private readonly hashing: boolean;
+  private external: ExternalDigests | undefined;
 
   constructor(private readonly policy: ApprovedCaPolicy, private readonly options: IncrementalVerifierOptions = {}) {
     this.now = options.now ?? new Date();
+    this.hashing = (options.digests ?? 'inline') !== 'external';
+    if (!this.hashing && options.detachedSignature) throw new Error('external digests are not supported with a detached signature');
     if (options.detachedSignature) {
       this.format = 'cms-detached';
       try {
@@ -208,7 +243,7 @@ export class IncrementalVerifier {
     if (chunk.byteLength === 0) return;
     const at = this.total;
     this.total += chunk.byteLength;
-    this.whole.update(chunk);
+    if (this.hashing) this.whole.update(chunk);
     const max = this.policy.limits.maxPayloadBytes;
     if (max > 0 && this.total > max && !this.early) {
       this.early = reason('OVERSIZE', `payload exceeds the ${max}-byte limit`);
@@ -216,7 +251,9 @@ export class IncrementalVerifier {
     if (this.early) return;
     try {
       if (!this.stream) {
-        this.sniffBuffer.push(Uint8Array.from(chunk)); // a copy: callers may reuse their buffer
+        // A first chunk long enough to sniff goes to the format stream as it is (which copies what it keeps).
+        if (this.sniffBuffer.length === 0 && chunk.byteLength >= SNIFF_BYTES) return this.startStream(chunk);
+        this.sniffBuffer.push(new Uint8Array(chunk)); // a copy (memcpy): callers may reuse their buffer
         if (this.total < SNIFF_BYTES) return;
         this.startStream(Buffer.concat(this.sniffBuffer));
         return;
@@ -231,8 +268,8 @@ export class IncrementalVerifier {
     this.sniffBuffer = [];
     const sniffed = sniffFormat(head);
     switch (sniffed) {
-      case 'pe': this.format = 'pe'; this.stream = new PeStream(this.policy, this.now); break;
-      case 'cab': this.format = 'cab'; this.stream = new CabStream(this.policy, this.now); break;
+      case 'pe': this.format = 'pe'; this.stream = new PeStream(this.policy, this.now, this.hashing); break;
+      case 'cab': this.format = 'cab'; this.stream = new CabStream(this.policy, this.now, this.hashing); break;
       case 'msi': this.format = 'msi'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'MSI (OLE compound file) signatures are not verified yet')); break;
       case 'cms': this.format = 'unknown'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'a bare CMS/PKCS#7 object: verify it with the content it signs (--detached)')); break;
       default: this.format = 'unknown'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'not a PE, CAB or MSI file (format sniffed from the bytes)'));
@@ -240,11 +277,38 @@ export class IncrementalVerifier {
     this.stream.update(head, 0);
   }
 
+  /**
+   * The verdict, with digests computed elsewhere over the same bytes (mode 'external'). The
+   * Authenticode ranges must be the ones this verifier found, else the file is blocked.
+   */
+  finishWith(d: ExternalDigests): Verdict {
+    if (this.hashing) throw new Error('finishWith() is for verifiers made with digests: external');
+    if (this.finished) return this.finished;
+    this.external = d;
+    return this.finish();
+  }
+
   finish(): Verdict {
     if (this.finished) return this.finished;
-    const sha256 = this.whole.digest('hex');
+    let sha256: string;
     let partial: Partial;
+    if (this.hashing) sha256 = this.whole.digest('hex');
+    else if (this.external && /^[0-9a-f]{64}$/.test(this.external.sha256)) sha256 = this.external.sha256;
+    else {
+      // No digests: never an allow.
+      this.finished = { verdict: 'block', reasons: [reason('INTERNAL_ERROR', 'the file digests were not computed')], format: this.format, sha256: '', size: this.total };
+      return this.finished;
+    }
     try {
+      if (!this.hashing && !this.early) {
+        if (!this.stream) this.startStream(Buffer.concat(this.sniffBuffer));
+        if (this.stream instanceof LayoutStream) {
+          const mine = this.stream.ranges;
+          const theirs = this.external!.ranges;
+          if (mine && JSON.stringify(mine) !== JSON.stringify(theirs)) throw new Error('the digest thread hashed other ranges than the layout gives');
+          this.stream.external = this.external!.fileDigests;
+        }
+      }
       if (this.early) partial = block(this.early);
       else {
         if (!this.stream) this.startStream(Buffer.concat(this.sniffBuffer));

@@ -2,7 +2,7 @@ import { OID } from '../oids.js';
 import type { ApprovedCaPolicy, PinnedCertificate } from '../approvedCaPolicy.js';
 import { reason, type VerdictReason } from '../verdict.js';
 import { CertificateInfo } from './certificateInfo.js';
-import { checkSignature } from './signatureCheck.js';
+import { checkSignature, type SignatureCheck } from './signatureCheck.js';
 
 export type ChainPurpose = 'codeSigning' | 'timeStamping';
 
@@ -52,7 +52,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
  */
 export function validateChain(
   leaf: CertificateInfo,
-  bag: CertificateInfo[],
+  bag: readonly CertificateInfo[],
   anchors: PinnedCertificate[],
   purpose: ChainPurpose,
   at: Date,
@@ -175,8 +175,7 @@ function checkPath(path: CertificateInfo[], anchored: boolean, purpose: ChainPur
       } else {
         if (alg.digest === 'md5') add('WEAK_ALGORITHM', `${name} is signed with MD5 (md5WithRSAEncryption)`);
         if (alg.digest === 'sha1' && !policy.allowSha1) add('WEAK_ALGORITHM', `${name} is signed with SHA-1, which the rules do not allow`);
-        const { tbs, signature } = c.signedPart();
-        const check = checkSignature(issuer, c.signatureAlgorithmOid, tbs, signature);
+        const check = certificateSignature(c, issuer);
         if (!check.ok) {
           if (check.why === 'unsupported') add('UNSUPPORTED_ALGORITHM', `${name}: ${check.detail}`);
           else if (!issuer.explicitCurve) add('SIGNATURE_INVALID', `${name} is not validly signed by "${issuer.subject}": ${check.detail}`);
@@ -185,6 +184,23 @@ function checkPath(path: CertificateInfo[], anchored: boolean, purpose: ChainPur
     }
   }
   return out;
+}
+
+/**
+ * Whether `issuer`'s key made `c`'s signature: a pure function of the two certificates' exact bytes
+ * (the cache keys by the SHA-256 of the issuer's DER, on the child's cached CertificateInfo), so a
+ * publisher's chain is checked once, not once per payload.
+ */
+const SIGNATURE_CHECKS = new WeakMap<CertificateInfo, Map<string, SignatureCheck>>();
+function certificateSignature(c: CertificateInfo, issuer: CertificateInfo): SignatureCheck {
+  let m = SIGNATURE_CHECKS.get(c);
+  if (!m) SIGNATURE_CHECKS.set(c, (m = new Map()));
+  const hit = m.get(issuer.sha256);
+  if (hit) return hit;
+  const { tbs, signature } = c.signedPart();
+  const check = checkSignature(issuer, c.signatureAlgorithmOid, tbs, signature);
+  if (m.size < 16) m.set(issuer.sha256, check);
+  return check;
 }
 
 /** True when the leaf is restricted to lifetime signing: a timestamp does not extend its life. */

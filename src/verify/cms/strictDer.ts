@@ -72,6 +72,11 @@ function scanDer(bytes: Uint8Array, what: string): void {
   if (ends.length) throw new MalformedError(`${what}: truncated ASN.1 element`);
 }
 
+/** The raw DER structure check alone (see scanDer), for callers that parse parts of the element themselves. */
+export function scanDerStructure(bytes: Uint8Array, what: string): void {
+  scanDer(bytes, what);
+}
+
 /**
  * Parses bytes that must be exactly one DER element: definite, minimal lengths, children that fill
  * their parent exactly, bounded depth (scanDer). With `reencode`, asn1js must also re-encode the

@@ -57,7 +57,7 @@ class TimestampRejected extends Error {
   }
 }
 
-function finish(tsaSigner: CertificateInfo | undefined, signerReasons: VerdictReason[], bag: CertificateInfo[], time: Date, policy: ApprovedCaPolicy, now: Date, kind: AcceptedTimestamp['kind']): AcceptedTimestamp {
+function finish(tsaSigner: CertificateInfo | undefined, signerReasons: VerdictReason[], bag: readonly CertificateInfo[], time: Date, policy: ApprovedCaPolicy, now: Date, kind: AcceptedTimestamp['kind']): AcceptedTimestamp {
   const out = [...signerReasons];
   if (time.getTime() > now.getTime() + FUTURE_SKEW_MS) out.push(reason('SIGNATURE_INVALID', `timestamp: time ${time.toISOString()} is in the future`));
   if (!tsaSigner) throw new TimestampRejected(out.length ? out : [reason('SIGNATURE_INVALID', 'timestamp: signer certificate missing')]);
