@@ -7,6 +7,7 @@ import type { HostRules } from '../policy/hostRules.js';
 import type { AuditLog } from '../audit/auditLog.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
 import { MEMORY_TOTAL_FACTOR, MemoryBudget, makeSpoolDir, removeSpoolDir } from '../proxy/spool.js';
+import { DigestPool } from '../proxy/digestPool.js';
 import { ChunkedBodyReader } from './chunkedBody.js';
 import {
   IcapProtocolError, MAX_ICAP_HEAD_BYTES, icapResponseHead, parseEncapsulated, parseHttpHead, parseIcapHead, type IcapRequestHead,
@@ -42,6 +43,8 @@ export interface IcapServiceOptions {
   now?: () => Date;
   observer?: GateObserver;
   version?: string;
+  /** Digest threads for large payloads (default: one per spare core, at most 4; 0: hash on the event loop). */
+  digestThreads?: number;
 }
 
 /** The service's URI path: icap://HOST:PORT/respmod. */
@@ -76,6 +79,7 @@ export class IcapService {
   readonly istag: string;
   private ctx!: RespmodContext;
   private readonly memory: MemoryBudget;
+  private digests: DigestPool | undefined;
 
   constructor(private readonly o: IcapServiceOptions) {
     this.istag = istagFor(o);
@@ -107,12 +111,16 @@ export class IcapService {
 
   async start(): Promise<void> {
     this.spoolDir = makeSpoolDir(this.o.spoolBase ?? tmpdir());
+    if (this.o.digestThreads !== 0) {
+      this.digests = new DigestPool(this.o.digestThreads);
+      await this.digests.ready();
+    }
     const l = this.o.limits;
     this.ctx = {
       hostRules: this.o.hostRules, rulesSha256: this.o.rulesSha256, istag: this.istag,
       inspection: {
         policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
-        memory: this.memory,
+        memory: this.memory, digests: this.digests,
         nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, now: this.o.now, observer: this.o.observer,
       },
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs,
@@ -173,6 +181,7 @@ export class IcapService {
     await new Promise((r) => setTimeout(r, 100)); // let block responses flush
     for (const c of this.connections) c.destroy();
     this.connections.clear();
+    await this.digests?.close();
     if (this.spoolDir) removeSpoolDir(this.spoolDir);
   }
 }

@@ -136,9 +136,11 @@ export class RespmodTransaction {
       return this.unchanged();
     }
     const pathname = (() => { try { return new URL(this.url).pathname; } catch { return ''; } })();
+    const cl = this.r.resHead!.get('content-length');
     this.inspection = new PayloadInspection(this.ctx.inspection, {
       contentEncoding: this.contentEncoding,
       pathname,
+      declaredLength: cl !== undefined && /^\d{1,15}$/.test(cl.trim()) ? Number(cl) : undefined,
       pass: {
         start: (head) => this.passStart(head),
         data: (c, resume) => this.passData(c, resume),

@@ -6,6 +6,7 @@ import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
 import { Spool, type MemoryBudget } from './spool.js';
+import type { DigestJob, DigestPool } from './digestPool.js';
 
 export interface InspectionSettings {
   policy: ApprovedCaPolicy;
@@ -19,6 +20,9 @@ export interface InspectionSettings {
   unsignedDeltas: 'pass' | 'block';
   now?: () => Date;
   observer?: GateObserver;
+  /** Worker threads for the two SHA-256 passes; bodies known to be at most `inlineDigestBytes` (1 MiB) are hashed here. */
+  digests?: DigestPool;
+  inlineDigestBytes?: number;
 }
 
 /** What became of a body: verified (allow or block, with the verifier's Verdict), blocked before a verdict, or passed as non-payload content. */
@@ -79,14 +83,21 @@ export class PayloadInspection {
   private readonly decoders: Transform[] = [];
   private readonly entry: Transform | undefined;
   private drainWaiters: (() => void)[] = [];
-  private congested = false;
+  /** Sinks (spool, digest thread, pass sink) that asked for a pause and have not resumed yet. */
+  private waits = 0;
+  private readonly job: DigestJob | undefined;
 
   constructor(
     private readonly s: InspectionSettings,
-    private readonly o: { contentEncoding?: string | string[]; pathname: string; pass?: PassSink },
+    private readonly o: { contentEncoding?: string | string[]; pathname: string; pass?: PassSink; declaredLength?: number },
   ) {
     this.result = new Promise((r) => (this.resolveResult = r));
-    this.verifier = new IncrementalVerifier(s.policy, { now: s.now?.() });
+    // Big or unknown-length bodies are hashed by a digest thread; small ones here (a round trip costs more).
+    const encoded = String(o.contentEncoding ?? '').split(',').some((c) => c.trim() && c.trim().toLowerCase() !== 'identity');
+    const declared = encoded ? NaN : Number(o.declaredLength ?? NaN);
+    const offload = !!s.digests && !(Number.isFinite(declared) && declared <= (s.inlineDigestBytes ?? 1 << 20));
+    this.verifier = new IncrementalVerifier(s.policy, { now: s.now?.(), digests: offload ? 'external' : 'inline' });
+    if (offload) this.job = s.digests!.job(s.policy);
     const chain = contentDecoders(o.contentEncoding);
     if ('unsupported' in chain) {
       this.fail(reason('UNSUPPORTED_FORMAT', `unsupported Content-Encoding "${chain.unsupported}"`));
@@ -126,10 +137,10 @@ export class PayloadInspection {
     if (this.entry) {
       const ok = this.entry.write(raw);
       if (!ok) this.entry.once('drain', () => this.drained());
-      return ok && !this.congested;
+      return ok && this.waits === 0;
     }
     this.accept(raw);
-    return !this.congested;
+    return this.waits === 0;
   }
 
   /** Called once when a `false` from push() is over. */
@@ -159,7 +170,7 @@ export class PayloadInspection {
   }
 
   private drained(): void {
-    if (this.congested) return;
+    if (this.waits > 0) return;
     const w = this.drainWaiters.splice(0);
     for (const fn of w) fn();
   }
@@ -200,6 +211,11 @@ export class PayloadInspection {
     this.verifier.update(chunk);
     this.s.observer?.inspected(chunk.byteLength);
     if (this.verifier.earlyBlock) return this.fail(this.verifier.earlyBlock);
+    const job = this.job;
+    if (job) {
+      if (job.failed) return this.fail(reason('INTERNAL_ERROR', `digest thread: ${job.failed.message}`));
+      if (!job.update(chunk, this.uncongest)) this.congest();
+    }
     if (!this.spool!.write(chunk, this.uncongest)) this.congest();
   }
 
@@ -207,15 +223,13 @@ export class PayloadInspection {
     if (!this.o.pass!.data(chunk, this.uncongest)) this.congest();
   }
 
-  /** The spool or the pass sink is full: stop the decoders too, or a small compressed input could fill memory. */
+  /** A sink is full: stop the decoders too, or a small compressed input could fill memory. */
   private congest(): void {
-    this.congested = true;
-    this.decoders[this.decoders.length - 1]?.pause();
+    if (this.waits++ === 0) this.decoders[this.decoders.length - 1]?.pause();
   }
 
   private readonly uncongest = (): void => {
-    if (!this.congested) return;
-    this.congested = false;
+    if (this.waits === 0 || --this.waits > 0) return;
     this.decoders[this.decoders.length - 1]?.resume();
     this.drained();
   };
@@ -230,24 +244,35 @@ export class PayloadInspection {
         return;
       }
     }
-    const t0 = process.hrtime.bigint();
-    const verdict = this.verifier.finish();
-    const verifyMs = Number(process.hrtime.bigint() - t0) / 1e6;
-    this.s.observer?.verified(verifyMs, verdict.verdict);
+    // The spool's last bytes go to the disk while the verdict is computed.
     const spool = this.spool!;
-    spool.end().then(
-      () => {
+    const flushed = spool.end().catch((e: Error) => { throw new Error(`spool: ${e.message}`); });
+    let verifyMs = 0;
+    const judge = (f: () => Verdict): Verdict => {
+      const t0 = process.hrtime.bigint();
+      const v = f();
+      verifyMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      this.s.observer?.verified(verifyMs, v.verdict);
+      return v;
+    };
+    const job = this.job;
+    const verdictReady: Promise<Verdict> = job
+      ? job.end().then((d) => judge(() => this.verifier.finishWith(d)), (e: Error) => { throw new Error(`digest thread: ${e.message}`); })
+      : Promise.resolve().then(() => judge(() => this.verifier.finish()));
+    Promise.all([verdictReady, flushed]).then(
+      ([verdict]) => {
         if (this.done) return;
         if (verdict.verdict === 'allow') this.finish({ kind: 'verdict', verdict, spool, verifyMs });
         else this.finish({ kind: 'block', reasons: verdict.reasons, verdict });
       },
-      (e: Error) => this.fail(reason('INTERNAL_ERROR', `spool: ${e.message}`)),
+      (e: Error) => this.fail(reason('INTERNAL_ERROR', e.message)),
     );
   }
 
   private finish(r: InspectionResult): void {
     if (this.done) return;
     this.done = true;
+    if (r.kind !== 'verdict') this.job?.abort();
     if (r.kind !== 'verdict') {
       this.spool?.release();
       if (r.kind === 'block') for (const d of this.decoders) d.destroy();
