@@ -101,6 +101,11 @@ export class HeldDownload {
   get settled(): boolean { return this.outcome !== undefined; }
   /** Bytes this download holds in its spool (memory or disk) until the spool is released. */
   get spoolBytes(): number { return this.spool?.heldBytes ?? 0; }
+  /** Bytes of a verified entity kept in memory (not on disk) for further requests; 0 otherwise. */
+  get lingeringMemoryBytes(): number {
+    const o = this.outcome;
+    return o?.kind === 'verdict' && o.spool && !o.spool.onDisk && !this.expired ? o.spool.heldBytes : 0;
+  }
 
   private cancel: (() => void) | undefined;
   /** How to abandon the upstream request before its response arrived. */

@@ -28,6 +28,12 @@ export interface GateLimits {
   memoryHoldBytes: number;
   /** How long a verified entity stays available for further (range) requests. */
   cacheTtlMs: number;
+  /**
+   * Memory that verified entities held in memory (small payloads) may keep for further requests,
+   * all together (default 64 MiB): past it the oldest are let go before their TTL (a later
+   * request fetches and verifies again). Without it memory grew with the request rate times the TTL.
+   */
+  lingerMemoryBytes?: number;
 }
 
 export interface GateOptions {
@@ -178,6 +184,9 @@ export class UpdateGate {
     this.active.clear();
     for (const d of this.downloads.values()) d.expire();
     this.downloads.clear();
+    for (const { t } of this.lingering.values()) clearTimeout(t);
+    this.lingering.clear();
+    this.lingeringBytes = 0;
     for (const t of this.tunnels) t.destroy();
     const p = this.proxy as unknown as { httpServer?: http.Server; sslServers?: Record<string, { server?: http.Server }> };
     const servers = [p.httpServer, this.intercepted, ...Object.values(p.sslServers ?? {}).map((x) => x.server)].filter((x): x is http.Server => !!x);
@@ -362,11 +371,33 @@ export class UpdateGate {
       if (this.downloads.get(d.key) === d) this.downloads.delete(d.key);
       return;
     }
-    const t = setTimeout(() => {
-      if (this.downloads.get(d.key) === d) this.downloads.delete(d.key);
-      d.expire();
-    }, this.o.limits.cacheTtlMs);
+    const t = setTimeout(() => this.letGo(d), this.o.limits.cacheTtlMs);
     t.unref();
+    const bytes = d.lingeringMemoryBytes;
+    this.lingering.set(d, { t, bytes });
+    this.lingeringBytes += bytes;
+    // Verified entities kept in memory stay within one budget: the oldest go first.
+    const budget = this.o.limits.lingerMemoryBytes ?? 64 << 20;
+    if (this.lingeringBytes <= budget) return;
+    for (const x of this.lingering.keys()) {
+      if (this.lingeringBytes <= budget) break;
+      if (this.lingering.get(x)!.bytes > 0) this.letGo(x);
+    }
+  }
+
+  /** Verified entities waiting out their TTL, oldest first: their timers and the memory they keep. */
+  private readonly lingering = new Map<HeldDownload, { t: NodeJS.Timeout; bytes: number }>();
+  private lingeringBytes = 0;
+
+  private letGo(d: HeldDownload): void {
+    const l = this.lingering.get(d);
+    if (l) {
+      clearTimeout(l.t);
+      this.lingeringBytes -= l.bytes;
+      this.lingering.delete(d);
+    }
+    if (this.downloads.get(d.key) === d) this.downloads.delete(d.key);
+    d.expire();
   }
 
   private holdSettings(): HoldSettings {
