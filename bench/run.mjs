@@ -175,6 +175,9 @@ const target = (proto, inspected = true) => ({
 // The gate child
 
 let gateCount = 0;
+// The gate runs with the environment of deploy/patchgate.service (glibc's trim threshold: see there),
+// unless the caller's environment says otherwise.
+const GATE_ENV = { MALLOC_TRIM_THRESHOLD_: process.env.MALLOC_TRIM_THRESHOLD_ ?? '134217728' };
 async function startGate(label) {
   const port = await freePort();
   const audit = join(TMP, `audit-${++gateCount}-${label}.jsonl`);
@@ -185,7 +188,7 @@ async function startGate(label) {
     ...UPDATE_HOSTS.flatMap((h) => ['--update-host', h]), '--audit', audit, '--ca-dir', CA_DIR, '--spool-dir', SPOOL_DIR);
   const t0 = nowMs();
   const child = spawn(process.execPath, nodeArgs, {
-    cwd: REPO, env: { ...process.env, NODE_EXTRA_CA_CERTS: originTls.ca }, stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    cwd: REPO, env: { ...process.env, ...GATE_ENV, NODE_EXTRA_CA_CERTS: originTls.ca }, stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
   });
   children.add(child);
   let stderr = '';
@@ -818,7 +821,7 @@ const meta = {
   mode: QUICK ? 'quick' : 'full', date: new Date().toISOString(), elapsed_s: round(elapsedS, 1), node: process.version, cpus: cpus().length, cpu_model: cpus()[0]?.model,
   mem_gib: round(totalmem() / GiB, 1), load_average_start: LOAD_START, load_average_end: loadavg().map((x) => round(x, 2)),
   git_head: git('rev-parse', 'HEAD'), src_modified_files: git('status', '--porcelain', '--', 'src')?.split('\n').filter(Boolean).length,
-  gate_bin: GATE_BIN, throttle_bytes_per_s: RATE, config: CFG, targets: tgs,
+  gate_bin: GATE_BIN, gate_env: GATE_ENV, throttle_bytes_per_s: RATE, config: CFG, targets: tgs,
   profiles: PROFILE ? Object.fromEntries(rows.filter((r) => r.profile).map((r) => [r.name, r.profile])) : undefined,
 };
 writeFileSync(OUT.replace(/\.json$/, '') + '.meta.json', JSON.stringify(meta, null, 2) + '\n');

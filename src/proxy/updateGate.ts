@@ -106,7 +106,7 @@ export class UpdateGate {
    * HTTP over the TLS that patchgate terminates on each intercepted CONNECT socket itself: one
    * server for every host (no listening socket per host, no extra loopback hop per byte).
    */
-  private readonly intercepted = http.createServer();
+  private readonly intercepted = http.createServer({ connectionsCheckingInterval: 1000 });
   /** Secure contexts of the interception leaves, by host, while the leaf stays the same. */
   private readonly contexts = new Map<string, { certPem: string; ctx: tls.SecureContext }>();
 
@@ -156,6 +156,10 @@ export class UpdateGate {
     // No WebSocket to an inspected host (no byte unverified): an upgrade inside interception is refused.
     this.intercepted.on('upgrade', (_req: IncomingMessage, socket: Duplex) => socket.destroy());
     this.intercepted.on('clientError', (_err: Error, socket: Duplex) => socket.destroy());
+    // The server never listens (sockets are handed to it), but its header and request timeouts
+    // must run as on a listening one (slowloris inside intercepted TLS): Node starts the checks
+    // on 'listening'.
+    this.intercepted.emit('listening');
     proxy.onRequest((ctx, callback) => this.onRequest(ctx, callback));
     // WebSocket upgrades bypass onRequest entirely: none to an inspected host (no byte unverified).
     proxy.onWebSocketConnection((ctx: any, callback: (err?: Error) => void) => {
@@ -202,6 +206,7 @@ export class UpdateGate {
     for (const t of this.tunnels) t.destroy();
     const p = this.proxy as unknown as { httpServer?: http.Server; sslServers?: Record<string, { server?: http.Server }> };
     const servers = [p.httpServer, this.intercepted, ...Object.values(p.sslServers ?? {}).map((x) => x.server)].filter((x): x is http.Server => !!x);
+    this.intercepted.close(); // stops its timeout checks (it never listened)
     try { this.proxy.close(); } catch { /* already closed */ }
     await new Promise((r) => setTimeout(r, 100)); // let block pages flush
     for (const s of servers) s.closeAllConnections?.();

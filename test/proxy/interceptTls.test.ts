@@ -75,4 +75,21 @@ describe('TLS terminated on the CONNECT socket', () => {
     expect(plain).toMatch(/x-patchgate-verdict: block/i);
     expect(plain.includes(flame.subarray(flame.length - 64).toString('latin1'))).toBe(false);
   });
+
+  it('a request trickled inside intercepted TLS is cut by the header timeout, as on a listening server', async () => {
+    const server = (g.gate as unknown as { intercepted: { headersTimeout: number } }).intercepted;
+    const saved = server.headersTimeout;
+    server.headersTimeout = 400;
+    try {
+      const { t } = await handshake('h-slow.intercept.test');
+      const t0 = Date.now();
+      t.write('GET /x HTTP/1.1\r\nHost: h-slow.intercept.test\r\n');
+      const drip = setInterval(() => { if (!t.destroyed) t.write('X-Drip: 1\r\n'); }, 100);
+      await new Promise<void>((resolve) => { t.on('close', () => resolve()); t.on('error', () => {}); });
+      clearInterval(drip);
+      expect(Date.now() - t0).toBeLessThan(4000);
+    } finally {
+      server.headersTimeout = saved;
+    }
+  });
 });
