@@ -1,17 +1,11 @@
 import type { IncomingMessage, IncomingHttpHeaders, ServerResponse } from 'node:http';
-import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
-import type { Readable } from 'node:stream';
 import { randomUUID } from 'node:crypto';
-import { IncrementalVerifier } from '../verify/incrementalVerifier.js';
-import { sniffFormat, SNIFF_BYTES } from '../verify/format/sniffFormat.js';
 import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
-import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
-import type { GateObserver } from '../metrics/gateObserver.js';
-import { Spool, type MemoryBudget } from './spool.js';
+import type { Spool } from './spool.js';
+import { PayloadInspection, type InspectionResult, type InspectionSettings } from './payloadInspection.js';
 import { interpretRange } from './byteRange.js';
 import { writeBlockPage } from './blockPage.js';
-import type { DigestJob, DigestPool } from './digestPool.js';
 
 /** One client waiting for (or reading) a held entity. */
 export interface Waiter {
@@ -27,31 +21,14 @@ export interface Waiter {
   shared: boolean;
 }
 
-export interface HoldSettings {
-  policy: ApprovedCaPolicy;
-  spoolDir: string;
-  memoryHoldBytes: number;
-  /** What all holds of the gate may keep in memory together (absent: only memoryHoldBytes each). */
-  memory?: MemoryBudget;
-  maxPayloadBytes: number;
+/** A hold's settings: the inspection's (policy, spool, limits, digest threads) and the upstream's. */
+export interface HoldSettings extends InspectionSettings {
   idleTimeoutMs: number;
   totalTimeoutMs: number;
-  nonPayload: 'pass' | 'block';
-  unsignedDeltas: 'pass' | 'block';
   rulesSha256: string;
   audit: (r: AuditRecord) => void;
   /** Is a redirect target one the rules accept (an inspected update host)? */
   redirectAllowed: (location: URL) => boolean;
-  /** Verification instant (tests); default now. */
-  now?: () => Date;
-  /** Metrics hooks (bytes verified, verifications, upstream failures). */
-  observer?: GateObserver;
-  /**
-   * Worker threads for the two SHA-256 passes. Without it (or for a body whose Content-Length is
-   * at most `inlineDigestBytes`, 1 MiB by default) the event loop hashes as before.
-   */
-  digests?: DigestPool;
-  inlineDigestBytes?: number;
 }
 
 const HOP_BY_HOP = new Set([
@@ -89,9 +66,9 @@ export class HeldDownload {
   private totalTimer: NodeJS.Timeout | undefined;
   private readers = 0;
   private expired = false;
-  private streams: Readable[] = [];
   private aborted = false;
-  private digestJob: DigestJob | undefined;
+  /** The body on its way through decoding, sniffing and holding, until there is an outcome. */
+  private inspection: PayloadInspection | undefined;
 
   constructor(key: string, private readonly settings: HoldSettings, private readonly onSettled: (d: HeldDownload, cacheable: boolean) => void) {
     this.key = key;
@@ -102,9 +79,13 @@ export class HeldDownload {
 
   get settled(): boolean { return this.outcome !== undefined; }
   /** Bytes this download holds in its spool (memory or disk) until the spool is released. */
-  get spoolBytes(): number { return this.spool?.heldBytes ?? 0; }
+  get spoolBytes(): number {
+    return this.outcome?.kind === 'verdict' ? this.outcome.spool?.heldBytes ?? 0 : this.inspection?.spoolBytes ?? 0;
+  }
   /** Of which in memory. */
-  get inMemoryBytes(): number { return this.spool?.inMemoryBytes ?? 0; }
+  get inMemoryBytes(): number {
+    return this.outcome?.kind === 'verdict' ? this.outcome.spool?.inMemoryBytes ?? 0 : this.inspection?.spoolInMemoryBytes ?? 0;
+  }
 
   private cancel: (() => void) | undefined;
   /** How to abandon the upstream request before its response arrived. */
@@ -154,12 +135,10 @@ export class HeldDownload {
   /** Stops everything without a verdict (no client is waiting any more). */
   abort(): void {
     this.aborted = true;
-    this.digestJob?.abort();
     this.clearTimers();
-    for (const s of this.streams) s.destroy();
+    this.inspection?.dispose();
     this.upstream?.destroy();
     if (!this.upstream) this.cancel?.();
-    this.spool?.release();
     this.outcome = { kind: 'block', reasons: [reason('UPSTREAM_ERROR', 'aborted')] };
     this.letGoOfUpstream();
     this.onSettled(this, false);
@@ -172,18 +151,15 @@ export class HeldDownload {
    */
   private letGoOfUpstream(): void {
     this.upstream = undefined;
-    this.streams = [];
+    this.inspection = undefined;
     this.cancel = undefined;
   }
-
-  private spool: Spool | undefined;
 
   /** An upstream error, a timeout or a limit: block everyone waiting, with the reason. */
   fail(why: VerdictReason): void {
     if (this.outcome) return;
     if (why.code === 'UPSTREAM_ERROR' || why.code === 'TIMEOUT') this.settings.observer?.upstreamError(why.code);
-    this.digestJob?.abort();
-    for (const s of this.streams) s.destroy();
+    this.inspection?.dispose();
     this.upstream?.destroy();
     if (!this.upstream) this.cancel?.();
     this.settle({ kind: 'block', reasons: [why] });
@@ -219,130 +195,66 @@ export class HeldDownload {
       return this.settleNow({ kind: 'relay', status, headers: res.headers, served: method === 'HEAD' ? 'head' : 'not-modified' });
     }
 
-    let body: Readable = res;
-    const encodings = String(res.headers['content-encoding'] ?? '').split(',').map((s) => s.trim().toLowerCase()).filter((s) => s && s !== 'identity');
-    for (const enc of encodings.reverse()) {
-      const dec = enc === 'gzip' || enc === 'x-gzip' ? createGunzip() : enc === 'deflate' ? createInflate() : enc === 'br' ? createBrotliDecompress() : undefined;
-      if (!dec) {
-        res.destroy();
-        return this.fail(reason('UNSUPPORTED_FORMAT', `unsupported Content-Encoding "${enc}"`));
-      }
-      this.streams.push(dec);
-      body.on('error', (e) => this.fail(reason('UPSTREAM_ERROR', `upstream body: ${e.message}`)));
-      body = body.pipe(dec);
-    }
-    // Big or unknown-length bodies are hashed by a digest thread; small ones here (a round trip costs more).
-    const declared = encodings.length ? NaN : Number(res.headers['content-length']);
-    const inlineMax = this.settings.inlineDigestBytes ?? 1 << 20;
-    const pool = this.settings.digests;
-    const offload = !!pool && !(Number.isFinite(declared) && declared <= inlineMax);
-    const verifier = new IncrementalVerifier(this.settings.policy, { now: this.settings.now?.(), digests: offload ? 'external' : 'inline' });
-    if (offload) this.digestJob = pool!.job(this.settings.policy);
-    const job = this.digestJob;
-    // The source waits while the spool or the digest thread has no room.
-    let waits = 0;
-    const resume = () => { if (--waits === 0 && !this.outcome) body.resume(); };
-    const head: Buffer[] = [];
-    let headBytes = 0;
-    let mode: 'sniff' | 'hold' | 'pass' = 'sniff';
-    let total = 0;
-
-    const startHold = () => {
-      mode = 'hold';
-      this.spool = new Spool(this.settings.spoolDir, this.settings.memoryHoldBytes, this.settings.memory);
-      for (const h of head) holdChunk(h);
-    };
-    const holdChunk = (chunk: Buffer) => {
-      verifier.update(chunk);
-      this.settings.observer?.inspected(chunk.byteLength);
-      if (verifier.earlyBlock) {
-        res.destroy();
-        return this.fail(verifier.earlyBlock);
-      }
-      if (job) {
-        if (job.failed) {
-          res.destroy();
-          return this.fail(reason('INTERNAL_ERROR', `digest thread: ${job.failed.message}`));
-        }
-        if (!job.update(chunk, resume)) waits++;
-      }
-      if (!this.spool!.write(chunk, resume)) waits++;
-      if (waits > 0) body.pause();
-    };
-
-    body.on('data', (chunk: Buffer) => {
+    // Decoding, sniffing, holding (verifier, digest thread, spool) and limits: one PayloadInspection,
+    // the same as the ICAP service's. Content that is not a payload streams to the waiting clients.
+    const cl = res.headers['content-length'];
+    const inspection = new PayloadInspection(this.settings, {
+      contentEncoding: res.headers['content-encoding'],
+      pathname: new URL(this.key).pathname,
+      declaredLength: cl !== undefined && /^\d{1,15}$/.test(cl) ? Number(cl) : undefined,
+      pass: {
+        start: (head) => this.startPass(head, status, res.headers),
+        data: (chunk, resume) => this.passChunk(chunk, resume),
+        end: () => this.endPass(),
+        error: (why) => this.fail(why),
+      },
+    });
+    this.inspection = inspection;
+    inspection.result.then((r) => this.inspected(r, status, res.headers), (e: Error) => this.fail(reason('INTERNAL_ERROR', e.message)));
+    res.on('data', (chunk: Buffer) => {
       if (this.outcome) return;
       this.armIdle();
-      total += chunk.byteLength;
-      const max = this.settings.maxPayloadBytes;
-      if (max > 0 && total > max) {
-        res.destroy();
-        return this.fail(reason('OVERSIZE', `decoded body exceeds the ${max}-byte limit`));
+      if (!inspection.push(chunk)) {
+        res.pause();
+        inspection.onDrain(() => { if (!this.outcome) res.resume(); });
       }
-      if (mode === 'hold') return holdChunk(chunk);
-      if (mode === 'pass') return this.passChunk(chunk, body);
-      head.push(chunk);
-      headBytes += chunk.byteLength;
-      if (headBytes >= SNIFF_BYTES) this.decide(Buffer.concat(head), status, res, () => startHold(), (m) => { mode = m; });
     });
-    body.on('error', (e) => this.fail(reason('UPSTREAM_ERROR', `upstream body: ${e.message}`)));
     res.on('error', (e) => this.fail(reason('UPSTREAM_ERROR', `upstream: ${e.message}`)));
     res.on('close', () => {
       if (!res.complete && !this.outcome) this.fail(reason('UPSTREAM_ERROR', 'upstream closed the connection before the whole body arrived'));
     });
     res.resume(); // http-mitm-proxy hands the response over paused
-    body.on('end', () => {
+    res.on('end', () => {
       clearTimeout(this.idleTimer); // the body is complete: only the verdict remains
       this.idleCleared = true;
       if (this.outcome) return;
       if (!res.complete) return this.fail(reason('UPSTREAM_ERROR', 'upstream closed the connection before the whole body arrived'));
       this.lastByte = Date.now();
-      if (mode === 'sniff') {
-        this.decide(Buffer.concat(head), status, res, () => startHold(), (m) => { mode = m; });
-        if (this.outcome) return;
-      }
-      if (mode === 'pass') return this.endPass();
-      // The spool's last buffer goes to the disk (thread pool) while the verdict is computed.
-      const spool = this.spool!;
-      const flushed = spool.end().catch((e: Error) => { throw new Error(`spool: ${e.message}`); });
-      const judge = (f: () => Verdict) => {
-        const t0 = process.hrtime.bigint();
-        const v = f();
-        this.verifyMs = Number(process.hrtime.bigint() - t0) / 1e6;
-        this.settings.observer?.verified(this.verifyMs, v.verdict);
-        return v;
-      };
-      const verdictReady: Promise<Verdict> = job
-        ? job.end().then((d) => judge(() => verifier.finishWith(d)), (e: Error) => { throw new Error(`digest thread: ${e.message}`); })
-        : Promise.resolve(judge(() => verifier.finish()));
-      Promise.all([verdictReady, flushed]).then(
-        ([verdict]) => {
-          if (this.outcome) return;
-          if (verdict.verdict === 'allow') this.settle({ kind: 'verdict', verdict, status, headers: res.headers, spool });
-          else this.settle({ kind: 'block', reasons: verdict.reasons, verdict });
-        },
-        (e: Error) => this.fail(reason('INTERNAL_ERROR', e.message)),
-      );
+      inspection.end();
     });
   }
 
-  /** First bytes known: a payload is held; other content passes or blocks as the rules say. */
-  private decide(head: Buffer, status: number, res: IncomingMessage, hold: () => void, setMode: (m: 'pass') => void): void {
-    const format = sniffFormat(head);
-    if (format !== 'unknown') return hold();
-    const isDelta = /\.psf$/i.test(new URL(this.key).pathname);
-    const rule = isDelta ? this.settings.unsignedDeltas : this.settings.nonPayload;
-    if (rule === 'block') {
-      res.destroy();
-      return this.fail(reason('UNSUPPORTED_FORMAT', isDelta ? 'an unsigned Express delta (.psf): the rules block them' : 'not a PE, CAB, MSI or CMS payload, and the rules block other content on update hosts'));
+  /** What the inspection found: a verified entity to serve, or a block (early or by the verdict). */
+  private inspected(r: InspectionResult, status: number, headers: IncomingHttpHeaders): void {
+    if (r.kind === 'pass') return; // the pass sink carries it
+    if (this.outcome) {
+      if (r.kind === 'verdict') r.spool?.release(); // decided meanwhile (a timeout, a stop): nobody reads it
+      return;
     }
-    // Non-payload content (metadata): streamed through to the clients already waiting, not cached.
-    setMode('pass');
+    if (r.kind === 'verdict') {
+      this.verifyMs = r.verifyMs;
+      return this.settle({ kind: 'verdict', verdict: r.verdict, status, headers, spool: r.spool });
+    }
+    this.upstream?.destroy();
+    this.settle({ kind: 'block', reasons: r.reasons, verdict: r.verdict });
+  }
+
+  /** Non-payload content (metadata): streamed through to the clients already waiting, not cached. */
+  private startPass(head: Buffer, status: number, headers: IncomingHttpHeaders): void {
     this.onSettled(this, false);
     this.passing = this.waiters.splice(0);
     for (const w of this.passing) {
-      const headers = { ...entityHeaders(res.headers), 'x-patchgate-verdict': 'pass', 'x-patchgate-audit-id': w.id };
-      w.res.writeHead(status, headers);
+      w.res.writeHead(status, { ...entityHeaders(headers), 'x-patchgate-verdict': 'pass', 'x-patchgate-audit-id': w.id });
       w.res.write(head);
     }
     this.passedBytes = head.byteLength;
@@ -353,18 +265,19 @@ export class HeldDownload {
   private passedBytes = 0;
   private passStatus = 0;
 
-  private passChunk(chunk: Buffer, body: Readable): void {
+  private passChunk(chunk: Buffer, resume: () => void): boolean {
     this.passedBytes += chunk.byteLength;
     let ok = true;
     for (const w of this.passing) ok = w.res.write(chunk) && ok;
     if (!ok) {
-      body.pause();
       let pending = this.passing.length;
-      for (const w of this.passing) w.res.once('drain', () => { if (--pending === 0) body.resume(); });
+      for (const w of this.passing) w.res.once('drain', () => { if (--pending === 0) resume(); });
     }
+    return ok;
   }
 
   private endPass(): void {
+    if (this.outcome) return;
     this.clearTimers();
     this.outcome = { kind: 'relay', status: this.passStatus, headers: {}, served: 'passed' };
     this.letGoOfUpstream();
@@ -384,8 +297,8 @@ export class HeldDownload {
     if (this.outcome) return;
     this.clearTimers();
     this.outcome = o;
+    this.inspection?.dispose(); // stops decoding and hashing; a verified spool is the outcome's now
     this.letGoOfUpstream();
-    if (o.kind !== 'verdict') this.spool?.release();
     if (!this.lastByte) this.lastByte = Date.now();
     const waiting = this.waiters.splice(0);
     for (const w of waiting) this.serve(w);

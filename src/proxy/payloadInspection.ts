@@ -128,8 +128,9 @@ export class PayloadInspection {
   get settled(): boolean { return this.done; }
   /** Decoded bytes seen so far. */
   get bytes(): number { return this.decodedBytes; }
-  /** Bytes this body holds in its spool until the spool is released. */
+  /** Bytes this body holds in its spool until the spool is released, and of which in memory. */
   get spoolBytes(): number { return this.spool?.heldBytes ?? 0; }
+  get spoolInMemoryBytes(): number { return this.spool?.inMemoryBytes ?? 0; }
 
   /** Raw body bytes; false: wait for `onDrain` before pushing more. */
   push(raw: Buffer): boolean {

@@ -374,7 +374,8 @@ describe('misbehaving upstreams', () => {
     await Promise.race([trace.closed, sleep(2000)]);
     expect(trace.closedEarly).toBe(true);
     expect(trace.written).toBeLessThan(pe.totalSize);
-    // What the gate held stayed bounded: its spool is empty again.
+    // What the gate held stayed bounded: its spool is empty again (the unlink is asynchronous).
+    await waitFor(() => filesBelow(g2.spoolDir()!).length === 0, 3000);
     expect(filesBelow(g2.spoolDir()!)).toEqual([]);
   });
 });
@@ -658,6 +659,9 @@ describe('graceful stop', () => {
   });
 
   it('after stop, the main gates leave their spool folders empty', async () => {
-    for (const g of [g1, g2]) expect(filesBelow(g.spoolDir()!)).toEqual([]);
+    for (const g of [g1, g2]) {
+      await waitFor(() => filesBelow(g.spoolDir()!).length === 0, 3000); // unlinks are asynchronous
+      expect(filesBelow(g.spoolDir()!)).toEqual([]);
+    }
   });
 });
