@@ -46,6 +46,11 @@ function checkDigestAlgorithmShape(el: asn1js.AsnType | undefined, what: string)
   expectShape(parts.length >= 1 && parts.length <= 2 && parts[0] instanceof asn1js.ObjectIdentifier && (parts.length === 1 || parts[1] instanceof asn1js.Null), what);
 }
 
+/** An INTEGER with the universal tag 2 exactly: asn1js reads ENUMERATED (tag 10) as an Integer subclass too. */
+function isExactInteger(el: asn1js.AsnType | undefined): el is asn1js.Integer {
+  return el instanceof asn1js.Integer && el.idBlock.tagClass === 1 && el.idBlock.tagNumber === 2 && !el.idBlock.isConstructed;
+}
+
 function isContext(el: asn1js.AsnType, tag: number): boolean {
   return el.idBlock.tagClass === 3 && el.idBlock.tagNumber === tag;
 }
@@ -164,12 +169,12 @@ function parseSignedDataUncached(der: Uint8Array, what: string): SignedDataParts
     if (isCtx(fRaw[i], 1)) i++; // CRLs: not used
     const signerInfosRaw = fRaw[i++];
     const version = versionRaw ? asn1Of(der, versionRaw, 'SignedData.version') : undefined;
-    if (!(version instanceof asn1js.Integer) || !digestAlgsRaw || !encapRaw) throw new MalformedError('SignedData fields missing');
+    if (!isExactInteger(version) || !digestAlgsRaw || !encapRaw) throw new MalformedError('SignedData fields missing');
     if (!signerInfosRaw || i !== fRaw.length) throw new MalformedError('SignedData has unexpected fields');
     const digestAlgs = asn1Of(der, digestAlgsRaw, 'SignedData.digestAlgorithms');
     const encap = asn1Of(der, encapRaw, 'EncapsulatedContentInfo');
     const signerInfosEl = asn1Of(der, signerInfosRaw, 'SignedData.signerInfos');
-    expectShape([1, 3, 4, 5].includes(version.valueBlock.valueDec) && version.valueBlock.valueHexView.length === 1, 'SignedData.version');
+    expectShape(version.valueBlock.valueHexView.length === 1, 'SignedData.version');
     expectShape(isUniversal(digestAlgs, 17), 'SignedData.digestAlgorithms');
     for (const a of children(digestAlgs, 'digestAlgorithms')) checkDigestAlgorithmShape(a, 'SignedData.digestAlgorithms');
     expectShape(isUniversal(encap, 16), 'EncapsulatedContentInfo');
@@ -206,11 +211,16 @@ function parseSignedDataUncached(der: Uint8Array, what: string): SignedDataParts
       }
     }
 
+    let anyV3 = false;
     const signers: SignerParts[] = children(signerInfosEl, 'signerInfos').map((siEl) => {
       expectShape(isUniversal(siEl, 16), 'SignerInfo');
       const siFields = children(siEl, 'SignerInfo');
       const siVersion = siFields[0];
-      expectShape(siVersion instanceof asn1js.Integer && [1, 3].includes(siVersion.valueBlock.valueDec) && siVersion.valueBlock.valueHexView.length === 1, 'SignerInfo.version');
+      // The version follows from the signer identifier: 1 with issuerAndSerialNumber, 3 with [0] subjectKeyIdentifier.
+      const sid = siFields[1];
+      const v = isExactInteger(siVersion) && siVersion.valueBlock.valueHexView.length === 1 ? siVersion.valueBlock.valueDec : -1;
+      expectShape((v === 1 && isUniversal(sid, 16)) || (v === 3 && !!sid && isContext(sid, 0) && !sid.idBlock.isConstructed), 'SignerInfo.version');
+      if (v === 3) anyV3 = true;
       checkDigestAlgorithmShape(siFields[2], 'SignerInfo.digestAlgorithm');
       const sigAlg = siFields.find((x, k) => k > 2 && isUniversal(x, 16));
       const sigAlgParts = sigAlg ? (sigAlg as asn1js.Sequence).valueBlock.value : [];
@@ -228,7 +238,14 @@ function parseSignedDataUncached(der: Uint8Array, what: string): SignedDataParts
       return { info, signedAttrsDer };
     });
 
-    return { eContentType: eTypeEl.valueBlock.toString(), eContentValue, eContentElement, certificates, digestAlgorithmOids, signers };
+    // The SignedData version is not free either. Authenticode (SpcIndirectDataContent) keeps
+    // PKCS#7's 1, with issuerAndSerialNumber signers; otherwise RFC 5652 5.1: 3 when a signer is
+    // identified by key identifier or the content is not id-data (timestamp tokens), else 1.
+    // Attribute and other certificate or CRL formats (4, 5) are not used here.
+    const eContentType = eTypeEl.valueBlock.toString();
+    const expected = eContentType === OID.spcIndirectData ? (anyV3 ? -1 : 1) : anyV3 || eContentType !== OID.data ? 3 : 1;
+    expectShape(version.valueBlock.valueDec === expected, 'SignedData.version');
+    return { eContentType, eContentValue, eContentElement, certificates, digestAlgorithmOids, signers };
   });
 }
 
