@@ -65,7 +65,6 @@ export class RespmodTransaction {
   private finished = false;
   /** Preview phase: the client sent a preview and we have not asked for the rest. */
   private inPreview: boolean;
-  private continued = false;
   private bodyComplete = false;
   private ieofInPreview = false;
   private readonly allow204: boolean;
@@ -179,7 +178,6 @@ export class RespmodTransaction {
       if (this.responded) return;
       if (this.mode === 'unchanged' || this.passEcho === 'await-204') return this.noContent();
       this.inPreview = false;
-      this.continued = true;
       this.io.sendContinue();
       return;
     }
