@@ -77,6 +77,7 @@ export class RespmodTransaction {
   private totalTimer: NodeJS.Timeout | undefined;
   private lastByte = 0;
   private readonly url: string;
+  private readonly pathname: string;
   private readonly host: string;
   private readonly method: string;
   private readonly client: string;
@@ -98,6 +99,7 @@ export class RespmodTransaction {
       url = req ? new URL(req.target.startsWith('/') ? `http://${r.reqHead!.get('host') ?? ''}${req.target}` : req.target) : undefined;
     } catch { /* unknown below */ }
     this.url = url?.href ?? req?.target ?? '(no request head)';
+    this.pathname = url?.pathname ?? '';
     this.host = url ? targetHost(url.hostname) ?? canonicalHost(url.hostname) : '';
     this.contentEncoding = r.resHead?.get('content-encoding');
     // Without a usable request head, or with a numeric spelling the rules could not match, inspect: fail closed.
@@ -134,11 +136,10 @@ export class RespmodTransaction {
       this.record({ served: this.method === 'HEAD' ? 'head' : 'not-modified', status, verdict: 'pass', reasons: [], inspected: false, icapStatus: this.unchangedStatus });
       return this.unchanged();
     }
-    const pathname = (() => { try { return new URL(this.url).pathname; } catch { return ''; } })();
     const cl = this.r.resHead!.get('content-length');
     this.inspection = new PayloadInspection(this.ctx.inspection, {
       contentEncoding: this.contentEncoding,
-      pathname,
+      pathname: this.pathname,
       declaredLength: cl !== undefined && /^\d{1,15}$/.test(cl.trim()) ? Number(cl) : undefined,
       pass: {
         start: (head) => this.passStart(head),
@@ -147,7 +148,6 @@ export class RespmodTransaction {
         error: () => this.end(true), // a response already under way cannot become a block: cut it
       },
     });
-    this.mode = 'inspect';
     this.inspection.result.then((res) => this.onResult(res), (e: Error) => this.block([reason('INTERNAL_ERROR', e.message)]));
     if (!this.r.hasBody) this.inspection.end();
   }

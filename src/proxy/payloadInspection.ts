@@ -92,13 +92,13 @@ export class PayloadInspection {
     private readonly o: { contentEncoding?: string | string[]; pathname: string; pass?: PassSink; declaredLength?: number },
   ) {
     this.result = new Promise((r) => (this.resolveResult = r));
-    // Big or unknown-length bodies are hashed by a digest thread; small ones here (a round trip costs more).
-    const encoded = String(o.contentEncoding ?? '').split(',').some((c) => c.trim() && c.trim().toLowerCase() !== 'identity');
-    const declared = encoded ? NaN : Number(o.declaredLength ?? NaN);
-    const offload = !!s.digests && !(Number.isFinite(declared) && declared <= (s.inlineDigestBytes ?? 1 << 20));
+    const chain = contentDecoders(o.contentEncoding);
+    // Big or unknown-length bodies are hashed by a digest thread; small ones here (a round trip costs
+    // more). A decoded body's length is unknown.
+    const declared = 'decoders' in chain && chain.decoders.length === 0 ? Number(o.declaredLength ?? NaN) : NaN;
+    const offload = 'decoders' in chain && !!s.digests && !(Number.isFinite(declared) && declared <= (s.inlineDigestBytes ?? 1 << 20));
     this.verifier = new IncrementalVerifier(s.policy, { now: s.now?.(), digests: offload ? 'external' : 'inline' });
     if (offload) this.job = s.digests!.job(s.policy);
-    const chain = contentDecoders(o.contentEncoding);
     if ('unsupported' in chain) {
       this.fail(reason('UNSUPPORTED_FORMAT', `unsupported Content-Encoding "${chain.unsupported}"`));
       return;
@@ -120,14 +120,6 @@ export class PayloadInspection {
     }
   }
 
-  /** Decided: `hold` once a payload format was sniffed, `pass` for passed content. */
-  get decision(): 'undecided' | 'hold' | 'pass' | 'ended' {
-    if (this.done && this.mode !== 'pass') return 'ended';
-    return this.mode === 'sniff' ? 'undecided' : this.mode;
-  }
-  get settled(): boolean { return this.done; }
-  /** Decoded bytes seen so far. */
-  get bytes(): number { return this.decodedBytes; }
   /** Bytes this body holds in its spool until the spool is released, and of which in memory. */
   get spoolBytes(): number { return this.spool?.heldBytes ?? 0; }
   get spoolInMemoryBytes(): number { return this.spool?.inMemoryBytes ?? 0; }
