@@ -1,6 +1,6 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import type { AuditRecord } from './auditRecord.js';
+import type { AuditLine, AuditRecord } from './auditRecord.js';
 
 /**
  * The audit chain. Every line of an audit log carries `prev`: the SHA-256 (lowercase hex) of the
@@ -37,7 +37,7 @@ const ORDERED = new Set<string>(RECORD_FIELD_ORDER);
  * One audit line (without "\n"): `level`, `time` (epoch ms), `prev`, the record's fields, `msg`
  * (= kind), which is pino's own layout with `prev` added. Fields whose value is undefined are left out.
  */
-export function serializeAuditLine(r: AuditRecord, prev: string, time: number): string {
+export function serializeAuditLine(r: AuditLine, prev: string, time: number): string {
   const rec = r as unknown as Record<string, unknown>;
   const out: Record<string, unknown> = { level: AUDIT_LEVEL, time, prev };
   for (const k of RECORD_FIELD_ORDER) if (rec[k] !== undefined) out[k] = rec[k];

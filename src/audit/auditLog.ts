@@ -1,5 +1,5 @@
 import pino, { type Logger } from 'pino';
-import type { AuditRecord } from './auditRecord.js';
+import type { AuditLine } from './auditRecord.js';
 import { GENESIS, lineHash, resumePoint, serializeAuditLine, type ChainTail } from './auditChain.js';
 
 type Destination = ReturnType<typeof pino.destination>;
@@ -38,7 +38,7 @@ export class AuditLog {
   private written = 0;
   private closed = false;
   private readonly resumed: ChainTail | undefined;
-  private readonly listeners = new Set<(r: AuditRecord) => void>();
+  private readonly listeners = new Set<(r: AuditLine) => void>();
 
   constructor(target: string | '-', opts: AuditLogOptions = {}) {
     this.toStdout = target === '-';
@@ -56,7 +56,7 @@ export class AuditLog {
   }
 
   /** Appends one record to the chain. Records after close() are dropped (nothing is written). */
-  record(r: AuditRecord): void {
+  record(r: AuditLine): void {
     if (this.closed) return;
     const line = serializeAuditLine(r, this.prev, Date.now());
     try {
@@ -78,7 +78,7 @@ export class AuditLog {
   }
 
   /** Calls `fn` with every record written (metrics). Returns the unsubscribe function. */
-  subscribe(fn: (r: AuditRecord) => void): () => void {
+  subscribe(fn: (r: AuditLine) => void): () => void {
     this.listeners.add(fn);
     return () => void this.listeners.delete(fn);
   }

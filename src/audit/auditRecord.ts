@@ -36,3 +36,37 @@ export interface AuditRecord {
   /** true when this client was served from a download another request started (or a verified cache entry). */
   shared?: boolean;
 }
+
+/** What `patchgate wpad-guard` found (README "wpad-guard"): stable strings. */
+export const WPAD_FINDINGS = ['random-name-answered', 'unexpected-wpad-responder', 'pac-diverts-updates'] as const;
+export type WpadFinding = (typeof WPAD_FINDINGS)[number];
+export const WPAD_PROTOCOLS = ['dns', 'llmnr', 'nbns', 'mdns', 'http'] as const;
+export type WpadProtocol = (typeof WPAD_PROTOCOLS)[number];
+
+/**
+ * One finding of the WPAD guard, in the same hash chain as the gate's records. Every string in it
+ * that came from the network is kept as received (JSON escapes it); the stderr line escapes it.
+ */
+export interface WpadAuditRecord {
+  id: string;
+  kind: 'wpad';
+  finding: WpadFinding;
+  /** How the answer came: a name protocol, or `http` for a PAC file's verdict. */
+  protocol: WpadProtocol;
+  /** The interface probed (`dns` probes go through the host's routing: empty). */
+  interface: string;
+  /** The name asked for (`wpad`, `wpad.corp.example`, or the random name). */
+  asked: string;
+  /** The address the answer (or the PAC file) came from. */
+  responder: string;
+  /** The addresses the answer gave for the name. */
+  addresses: string[];
+  /** pac-diverts-updates: the PAC's URL, the update URL evaluated, and FindProxyForURL's answer (or the evaluation error). */
+  pacUrl?: string;
+  updateUrl?: string;
+  pacResult?: string;
+  message: string;
+}
+
+/** Any line of the audit chain. */
+export type AuditLine = AuditRecord | WpadAuditRecord;

@@ -1,6 +1,7 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import { ALL_REASON_CODES } from '../verify/reasonCodes.js';
 import { AUDIT_LEVEL } from './auditChain.js';
+import { WPAD_FINDINGS, WPAD_PROTOCOLS } from './auditRecord.js';
 
 const hex64 = { type: 'string', pattern: '^[0-9a-f]{64}$' } as const;
 const str = { type: 'string' } as const;
@@ -58,8 +59,34 @@ export const AUDIT_LINE_SCHEMA = {
   },
 } as const;
 
+/** A line of kind `wpad` (a WPAD guard finding, WpadAuditRecord): pino's fields, `prev`, the finding. */
+export const WPAD_LINE_SCHEMA = {
+  type: 'object',
+  required: ['level', 'time', 'prev', 'msg', 'id', 'kind', 'finding', 'protocol', 'interface', 'asked', 'responder', 'addresses', 'message'],
+  additionalProperties: false,
+  properties: {
+    level: { const: AUDIT_LEVEL },
+    time: nonNegInt,
+    prev: hex64,
+    msg: { const: 'wpad' },
+    id: { type: 'string', minLength: 1 },
+    kind: { const: 'wpad' },
+    finding: { enum: WPAD_FINDINGS },
+    protocol: { enum: WPAD_PROTOCOLS },
+    interface: str,
+    asked: str,
+    responder: str,
+    addresses: { type: 'array', items: str },
+    pacUrl: str,
+    updateUrl: str,
+    pacResult: str,
+    message: str,
+  },
+} as const;
+
 const ajv = new Ajv({ allErrors: false, strict: true, strictRequired: false });
-const validate = ajv.compile(AUDIT_LINE_SCHEMA);
+const validateTransfer = ajv.compile(AUDIT_LINE_SCHEMA);
+const validateWpad = ajv.compile(WPAD_LINE_SCHEMA);
 
 const describe = (e: ErrorObject): string => {
   const at = e.instancePath ? e.instancePath.slice(1).replace(/\//g, '.') : '';
@@ -70,6 +97,7 @@ const describe = (e: ErrorObject): string => {
 
 /** Undefined when `v` is a valid audit line (parsed), else what is wrong with it. */
 export function auditLineProblem(v: unknown): string | undefined {
+  const validate = (v as { kind?: unknown } | null)?.kind === 'wpad' ? validateWpad : validateTransfer;
   if (!validate(v)) return describe(validate.errors![0]!);
   const o = v as { msg: string; kind: string };
   if (o.msg !== o.kind) return `msg "${o.msg}" differs from kind "${o.kind}"`;

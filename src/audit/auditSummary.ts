@@ -1,4 +1,4 @@
-import type { AuditRecord } from './auditRecord.js';
+import type { AuditRecord, WpadAuditRecord } from './auditRecord.js';
 import { verifyAuditFiles, type ChainBreak } from './verifyAudit.js';
 
 export interface VerdictCounts { allow: number; block: number; pass: number }
@@ -20,6 +20,8 @@ export interface AuditSummary {
   /** Allowed and blocked records by signer subject ("(none)" when the payload had no usable signer). */
   bySigner: Record<string, { allow: number; block: number }>;
   topBlockedUrls: { url: string; count: number; reasons: string[] }[];
+  /** WPAD guard findings (records of kind `wpad`) by finding; absent when there are none. */
+  wpadFindings?: Record<string, number>;
 }
 
 const zero = (): VerdictCounts => ({ allow: 0, block: 0, pass: 0 });
@@ -45,6 +47,12 @@ export async function summarizeAuditFiles(files: string[], top = 10): Promise<Au
     onRecord: (r) => {
       const rec = r as AuditRecord & { time: number };
       s.records++;
+      if ((r as { kind?: string }).kind === 'wpad') {
+        const finding = (r as unknown as WpadAuditRecord).finding;
+        const counts = (s.wpadFindings ??= {});
+        counts[finding] = (counts[finding] ?? 0) + 1;
+        return;
+      }
       first = first === undefined ? rec.time : Math.min(first, rec.time);
       last = last === undefined ? rec.time : Math.max(last, rec.time);
       s.verdicts[rec.verdict]++;
@@ -102,5 +110,9 @@ export function formatSummary(s: AuditSummary): string {
   out.push(...(signers.length ? table(['signer', 'allow', 'block'], signers.map(([n, c]) => [n, c.allow, c.block])) : ['  (none)']));
   out.push('', 'top blocked URLs');
   out.push(...(s.topBlockedUrls.length ? table(['url', 'records', 'reasons'], s.topBlockedUrls.map((u) => [u.url, u.count, u.reasons.join(',')])) : ['  (none)']));
+  if (s.wpadFindings) {
+    out.push('', 'WPAD guard findings');
+    out.push(...table(['finding', 'records'], byCount(s.wpadFindings, (n) => n).map(([f, n]) => [f, n])));
+  }
   return out.join('\n');
 }

@@ -5,6 +5,7 @@ import { runGate, DEFAULT_CA_DIR } from './runCommand.js';
 import { runLab } from './labCommand.js';
 import { runIcap } from './icapCommand.js';
 import { runAuditSummary, runAuditVerify } from './auditCommand.js';
+import { runWpadGuard } from './wpadGuardCommand.js';
 import { SCENARIO_NAMES, type ScenarioName } from '../lab/flameScenarios.js';
 import { UsageError } from './usageError.js';
 import { RulesError, loadRulesFile } from '../policy/rulesFile.js';
@@ -88,6 +89,32 @@ export async function main(argv: string[]): Promise<number> {
           anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust, allowSha1: a['allow-sha1'],
           ekuMode: a['eku-mode'], signatureMode: a['signature-mode'], audit: a.audit, spoolDir: a['spool-dir'],
           maxConnections: a['max-connections'], previewBytes: a['preview-bytes'], printSquidConfig: a['print-squid-config'],
+        });
+      },
+    )
+    .command(
+      'wpad-guard',
+      'watch the LAN for rogue WPAD, LLMNR, NBNS and mDNS responders and for PAC files that send update hosts around the gate',
+      (y) =>
+        y
+          .option('interface', { type: 'string', describe: 'probe on this interface (repeatable; default: every interface with IPv4)' })
+          .option('expect', { type: 'string', describe: 'a host allowed to answer wpad (repeatable): patchgate\'s own address or name' })
+          .option('gate', { type: 'string', describe: 'HOST:PORT of patchgate as a PAC must name it (repeatable; default: any port of an --expect host)' })
+          .option('every', { type: 'string', default: '60s', describe: 'time between probe rounds (60s, 5m)' })
+          .option('window', { type: 'string', default: '2s', describe: 'how long to listen for answers to each query' })
+          .option('once', { type: 'boolean', describe: 'one round, then exit: 1 if it found anything, 0 if not' })
+          .option('dns-server', { type: 'string', describe: 'DNS server to ask for wpad.DOMAIN (repeatable; default: /etc/resolv.conf)' })
+          .option('search-domain', { type: 'string', describe: 'DOMAIN for wpad.DOMAIN (repeatable; default: /etc/resolv.conf search)' })
+          .option('protocol', { type: 'string', describe: 'only these protocols: dns, llmnr, nbns, mdns (repeatable; default: all)' })
+          .option('rules', { type: 'string', default: DEFAULT_RULES, describe: 'rules file: its inspected hosts are the update hosts checked in PAC files', defaultDescription: 'rules/default.yaml' })
+          .option('update-host', { type: 'string', describe: 'add an update host pattern to check in PAC files (repeatable)' })
+          .option('audit', { type: 'string', default: '-', describe: 'audit log file (JSON lines, the gate\'s hash chain), or - for stdout' })
+          .option('admin', { type: 'string', default: 'off', describe: 'HOST:PORT for /healthz and /metrics ("off" to disable)' }),
+      async (a) => {
+        code = await runWpadGuard({
+          interface: asList(a.interface), expect: asList(a.expect), gate: asList(a.gate), every: a.every, window: a.window, once: a.once,
+          dnsServer: asList(a['dns-server']), searchDomain: asList(a['search-domain']), protocol: asList(a.protocol),
+          rules: a.rules, updateHost: asList(a['update-host']), audit: a.audit, admin: a.admin,
         });
       },
     )

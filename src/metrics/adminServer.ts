@@ -8,7 +8,7 @@ export interface AdminServerOptions {
   /** The body of GET /healthz. */
   health: () => Record<string, unknown>;
   /** Served on GET /metrics when given. */
-  metrics?: GateMetrics;
+  metrics?: Pick<GateMetrics, 'text' | 'contentType'>;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { AuditRecord } from '../audit/auditRecord.js';
+import type { AuditLine } from '../audit/auditRecord.js';
 import type { GateObserver } from './gateObserver.js';
 
 /** What the gate tells on demand (read at each scrape): UpdateGate has both getters. */
@@ -107,7 +107,8 @@ export class GateMetrics implements GateObserver {
   }
 
   /** Every audit record: subscribe with `audit.subscribe((r) => metrics.observeRecord(r))`. */
-  observeRecord(r: AuditRecord): void {
+  observeRecord(r: AuditLine): void {
+    if (r.kind === 'wpad') return; // counted by WpadMetrics (src/wpad/wpadMetrics.ts)
     if (r.kind === 'connect') {
       this.connects.inc({ verdict: r.verdict });
       return;
