@@ -61,9 +61,20 @@ export async function main(argv: string[]): Promise<number> {
           .option('audit', { type: 'string', default: '-', describe: 'audit log file (JSON lines), or - for stdout' })
           .option('ca-dir', { type: 'string', default: DEFAULT_CA_DIR, describe: 'folder of the interception CA (made on first run; key mode 0600)' })
           .option('spool-dir', { type: 'string', describe: 'folder for held payloads (default: the system temp folder)' })
-          .option('upstream-ca', { type: 'string', describe: 'PEM file of extra CAs trusted for upstream TLS (besides the system store)' }),
+          .option('upstream-ca', { type: 'string', describe: 'PEM file of extra CAs trusted for upstream TLS (besides the system store)' })
+          .option('wpad-guard', { type: 'boolean', describe: 'also watch the LAN for rogue WPAD/LLMNR/NBNS/mDNS responders (see wpad-guard)' })
+          .option('wpad-interface', { type: 'string', describe: 'wpad-guard --interface (repeatable)' })
+          .option('wpad-expect', { type: 'string', describe: 'wpad-guard --expect (repeatable; default: this host\'s probed addresses)' })
+          .option('wpad-every', { type: 'string', default: '60s', describe: 'wpad-guard --every' })
+          .option('wpad-window', { type: 'string', default: '2s', describe: 'wpad-guard --window' })
+          .option('wpad-dns-server', { type: 'string', describe: 'wpad-guard --dns-server (repeatable)' })
+          .option('wpad-search-domain', { type: 'string', describe: 'wpad-guard --search-domain (repeatable)' }),
       async (a) => {
         code = await runGate({
+          wpadGuard: a['wpad-guard'] ? {
+            interface: asList(a['wpad-interface']), expect: asList(a['wpad-expect']), every: a['wpad-every'], window: a['wpad-window'],
+            dnsServer: asList(a['wpad-dns-server']), searchDomain: asList(a['wpad-search-domain']),
+          } : undefined,
           rules: a.rules, listen: a.listen, admin: a.admin, upstreamProxy: a['upstream-proxy'], updateHost: asList(a['update-host']),
           anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust, allowSha1: a['allow-sha1'],
           ekuMode: a['eku-mode'], signatureMode: a['signature-mode'], audit: a.audit, caDir: a['ca-dir'], spoolDir: a['spool-dir'], upstreamCa: a['upstream-ca'],

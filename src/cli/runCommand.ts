@@ -4,6 +4,7 @@ import { format } from 'node:util';
 import { UpdateGate } from '../proxy/updateGate.js';
 import { UsageError } from './usageError.js';
 import { loadGateConfig, openAudit, parseHostPort, serveUntilSignal, type GateServiceArgs } from './gateService.js';
+import { buildWpadGuard, type WpadGuardArgs } from './wpadGuardCommand.js';
 
 export interface RunArgs extends GateServiceArgs {
   listen: string;
@@ -11,6 +12,8 @@ export interface RunArgs extends GateServiceArgs {
   caDir?: string;
   spoolDir?: string;
   upstreamCa?: string;
+  /** `--wpad-guard`: run the WPAD guard beside the gate, with these options (`--wpad-*`). */
+  wpadGuard?: WpadGuardArgs;
 }
 
 export const DEFAULT_CA_DIR = join(homedir(), '.patchgate', 'ca');
@@ -37,6 +40,8 @@ export async function runGate(args: RunArgs): Promise<number> {
     if (upstream.protocol !== 'http:') throw new UsageError('--upstream-proxy must be an http:// proxy URL');
   }
   const cfg = loadGateConfig(args);
+  // The guard's usage errors come before anything starts; it is built for real once the gate listens.
+  if (args.wpadGuard) buildWpadGuard(args.wpadGuard, { record: () => {}, updatePatterns: [] });
   quietLibraryConsole();
   const { audit, metrics } = openAudit(args, cfg.loaded.sha256);
   const gate = new UpdateGate({
@@ -53,5 +58,19 @@ export async function runGate(args: RunArgs): Promise<number> {
   say(`patchgate: clients must trust the interception CA ${gate.caCertificatePath}`);
   say(`patchgate: PAC file http://${shown}:${port}/wpad.dat`);
   say(`patchgate: ${cfg.policy.anchors.length} approved anchor(s), ${cfg.hostRules.patterns('inspect').length} inspected host pattern(s); audit to ${args.audit === '-' ? 'stdout' : args.audit}`);
-  return serveUntilSignal({ args, audit, metrics, gauges: gate, rulesSha256: cfg.loaded.sha256, stop: () => gate.stop() });
+  let stopGuard = async () => {};
+  if (args.wpadGuard) {
+    // Patchgate serves the PAC itself: by default this host answers wpad (its interfaces' addresses)
+    // and a PAC must name the gate as it listens (each interface's address when it listens on all).
+    const wildcard = host === '0.0.0.0' || host === '::';
+    const wg = buildWpadGuard(args.wpadGuard, {
+      record: (r) => audit.record(r), registry: metrics.registry, updatePatterns: cfg.hostRules.patterns('inspect'),
+      defaultExpect: (addresses) => addresses,
+      defaultGates: (addresses) => (wildcard ? addresses : [host]).map((h) => ({ host: h, port })),
+    });
+    say(`patchgate: wpad-guard: ${wg.describe}`);
+    wg.guard.start(wg.everyMs);
+    stopGuard = () => wg.guard.stop();
+  }
+  return serveUntilSignal({ args, audit, metrics, gauges: gate, rulesSha256: cfg.loaded.sha256, stop: async () => { await Promise.all([gate.stop(), stopGuard()]); } });
 }

@@ -35,7 +35,7 @@ export function parseDuration(text: string, flag: string): number {
 
 /** The guard as configured by the flags (usage errors before anything starts). */
 export function buildWpadGuard(args: WpadGuardArgs, o: {
-  record: (r: WpadAuditRecord) => void; registry?: Registry; updatePatterns: string[]; defaultGates?: { host: string; port: number }[]; defaultExpect?: (ifaceAddresses: string[]) => string[];
+  record: (r: WpadAuditRecord) => void; registry?: Registry; updatePatterns: string[]; defaultGates?: (ifaceAddresses: string[]) => { host: string; port: number }[]; defaultExpect?: (ifaceAddresses: string[]) => string[];
 }): { guard: WpadGuard; metrics: WpadMetrics; everyMs: number; describe: string } {
   const everyMs = parseDuration(args.every ?? '60s', '--every');
   const windowMs = parseDuration(args.window ?? '2s', '--window');
@@ -53,13 +53,15 @@ export function buildWpadGuard(args: WpadGuardArgs, o: {
   const expect = args.expect?.length ? args.expect : o.defaultExpect?.(interfaces.map((i) => i.address)) ?? [];
   const metrics = new WpadMetrics(o.registry);
   const updateUrls = updateUrlsFor(o.updatePatterns);
+  const guardGates = gates.length ? gates : o.defaultGates?.(interfaces.map((i) => i.address)) ?? [];
   const guard = new WpadGuard({
-    interfaces, dns, expect, gates: gates.length ? gates : o.defaultGates ?? [], updateUrls, record: o.record, metrics, windowMs, protocols,
+    interfaces, dns, expect, gates: guardGates, updateUrls, record: o.record, metrics, windowMs, protocols,
     pacPort: args.pacPort, warn: (l) => process.stderr.write(l + '\n'),
   });
   const describe = `interfaces ${interfaces.map((i) => `${i.name} (${i.address})`).join(', ')}; ${protocols.join('/')}; ` +
     `DNS ${dns.searchDomains.length && dns.servers.length ? `${dns.servers.join(',')} for ${dns.searchDomains.join(',')}` : 'skipped (no server or search domain)'}; ` +
-    `expected wpad host(s) ${expect.join(', ') || '(none: every wpad answer is a finding)'}; ${updateUrls.length} update URL(s) checked in PAC files`;
+    `expected wpad host(s) ${expect.join(', ') || '(none: every wpad answer is a finding)'}; ` +
+    `gate(s) a PAC must name: ${guardGates.length ? guardGates.map((g) => `${g.host}:${g.port}`).join(', ') : 'any port of an expected host'}; ${updateUrls.length} update URL(s) checked in PAC files`;
   return { guard, metrics, everyMs, describe };
 }
 

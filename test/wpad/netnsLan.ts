@@ -98,3 +98,22 @@ export function runGuardOnce(seg: LanSegment, args: string[]): Promise<{ code: n
   const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
   return new Promise((resolve) => child.once('exit', (code) => { clearTimeout(timer); resolve({ code, stderr, stdout }); }));
 }
+
+/** Runs a short node script inside `ns` (e.g. to read the admin address, which only the namespace reaches). */
+export function nodeIn(ns: string, script: string, ...args: string[]): Promise<string> {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  return new Promise((resolve) => child.once('exit', () => { clearTimeout(timer); resolve(out); }));
+}
+
+/** `patchgate run --wpad-guard` inside the guard namespace; resolves once the first guard round is over. */
+export function spawnGateWithGuard(seg: LanSegment, args: string[]): { child: ChildProcess; stderr: () => string; exited: Promise<number | null> } {
+  const child = spawn('ip', ['netns', 'exec', seg.guardNs, process.execPath, BIN, 'run', '--wpad-guard', '--wpad-interface', seg.guardIf, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout!.resume();
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, stderr: () => stderr, exited };
+}

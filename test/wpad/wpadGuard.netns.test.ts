@@ -15,7 +15,8 @@ import { pacFile } from '../../src/proxy/pacFile.js';
 import { loadRulesFile } from '../../src/policy/rulesFile.js';
 import { verifyAuditFiles } from '../../src/audit/verifyAudit.js';
 import type { WpadAuditRecord } from '../../src/audit/auditRecord.js';
-import { ATTACKER_IP, GUARD_IP, HONEST_IP, createSegment, isRoot, runGuardOnce, startResponders, type LanSegment, type Responders } from './netnsLan.js';
+import { ATTACKER_IP, GUARD_IP, HONEST_IP, createSegment, isRoot, nodeIn, runGuardOnce, spawnGateWithGuard, startResponders, type LanSegment, type Responders } from './netnsLan.js';
+import { waitFor } from '../support/gateHarness.js';
 import { REPO } from '../support/fixtures.js';
 
 if (!isRoot) {
@@ -155,5 +156,37 @@ describe.skipIf(!isRoot)('wpad-guard on a LAN of network namespaces', () => {
       { finding: 'unexpected-wpad-responder', protocol: 'nbns', responder: ATTACKER_IP },
     ]);
     expect(r.code).toBe(1);
+  });
+
+  it('patchgate run --wpad-guard: the gate serves, the guard reports the poisoner into the same audit chain and /metrics, SIGTERM stops both', async () => {
+    responders = await startResponders(seg.lanNs, { llmnr: { reply_from: ATTACKER_IP, all: ATTACKER_IP } });
+    const audit = join(dir, 'run-audit.jsonl');
+    const gate = spawnGateWithGuard(seg, [
+      '--listen', `${GUARD_IP}:8080`, '--admin', '127.0.0.1:0', '--audit', audit, '--ca-dir', join(dir, 'ca'), '--spool-dir', dir,
+      '--wpad-every', '2s', '--wpad-window', '500ms', '--wpad-search-domain', DOMAIN, '--wpad-dns-server', HONEST_IP,
+    ]);
+    try {
+      expect(await waitFor(() => (gate.stderr().match(/FINDING/g) ?? []).length >= 2, 20_000), gate.stderr()).toBe(true);
+      expect(gate.stderr()).toContain(`expected wpad host(s) ${GUARD_IP}`);
+      expect(gate.stderr()).toContain(`gate(s) a PAC must name: ${GUARD_IP}:8080`);
+      const adminPort = /metrics http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(gate.stderr())![1];
+      const metrics = await nodeIn(seg.guardNs, 'fetch(process.argv[1]).then((r) => r.text()).then((t) => process.stdout.write(t))', `http://127.0.0.1:${adminPort}/metrics`);
+      expect(metrics).toMatch(/patchgate_wpad_findings_total\{finding="random-name-answered",protocol="llmnr"\} [1-9]/);
+      expect(metrics).toMatch(/patchgate_wpad_findings_total\{finding="unexpected-wpad-responder",protocol="llmnr"\} [1-9]/);
+      expect(metrics).toContain('patchgate_transfers_total{verdict="allow",reason="none"} 0');
+      // The gate still serves its PAC beside the guard.
+      const pac = await nodeIn(seg.guardNs, 'fetch(process.argv[1]).then((r) => r.text()).then((t) => process.stdout.write(t))', `http://${GUARD_IP}:8080/wpad.dat`);
+      expect(pac).toContain(`PROXY ${GUARD_IP}:8080`);
+    } finally {
+      gate.child.kill('SIGTERM');
+    }
+    expect(await gate.exited).toBe(0);
+    await responders.stop();
+    responders = undefined;
+    const v = await verifyAuditFiles([audit]);
+    expect(v.intact).toBe(true);
+    const kinds = readFileSync(audit, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as WpadAuditRecord);
+    expect(kinds.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(kinds.map((k) => `${k.finding}/${k.protocol}`))).toEqual(new Set(['random-name-answered/llmnr', 'unexpected-wpad-responder/llmnr']));
   });
 });
