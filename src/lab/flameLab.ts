@@ -6,7 +6,8 @@ import { emptyPolicy } from '../verify/approvedCaPolicy.js';
 import { CertificateInfo } from '../verify/chain/certificateInfo.js';
 import { HostRules } from '../policy/hostRules.js';
 import { AuditLog } from '../audit/auditLog.js';
-import type { AuditRecord } from '../audit/auditRecord.js';
+import type { AuditRecord, WpadAuditRecord } from '../audit/auditRecord.js';
+import { WpadGuard } from '../wpad/wpadGuard.js';
 import { UpdateGate } from '../proxy/updateGate.js';
 import { makeLabPki, type LabPki } from './labPki.js';
 import { GENUINE_SEED_OTHER, GENUINE_SEED_TARGET, labPayload, SCENARIOS, type ScenarioName } from './flameScenarios.js';
@@ -39,7 +40,11 @@ export interface LabResult {
   gate: { status: number; reasons: string[]; auditId?: string };
   genuine: { status: number; identical: boolean; naive: NaiveCheckResult };
   expectedCodes: string[];
+  /** Transfer and connect records of the lab's audit log. */
   audit: AuditRecord[];
+  /** wpad-guard scenario: the guard's findings (also in the audit log), and the findings expected. */
+  wpadFindings?: WpadAuditRecord[];
+  expectedWpadFindings?: string[];
   pki: LabPki;
   ports: number[];
   outDir?: string;
@@ -134,6 +139,22 @@ export async function runFlameLab(opts: LabOptions = {}): Promise<LabResult> {
     });
     await gate.start();
     services.push({ name: 'patchgate', port: gate.address.port, close: async () => {} });
+    const wpadFindings: WpadAuditRecord[] = [];
+    if (scenario.wpadFindings) {
+      // The guard asks the segment's DNS (the rogue responder) for wpad.lab.test and a random name,
+      // as it would on a LAN; loopback has no multicast or broadcast, so DNS is the protocol here.
+      // No host is expected to answer wpad in the lab (the victim is given patchgate's PAC directly),
+      // and a PAC must send the update host to this gate.
+      const guard = new WpadGuard({
+        interfaces: [], protocols: ['dns'], dns: { servers: ['127.0.0.1'], port: responder.port, searchDomains: ['lab.test'] },
+        expect: [], gates: [{ host: '127.0.0.1', port: gate.address.port }], updateUrls: [targetUrl], pacPort: pacServer.port,
+        record: (r) => { audit!.record(r); wpadFindings.push(r); }, windowMs: 300, warn: () => {},
+      });
+      await guard.round();
+      for (const f of wpadFindings) {
+        step({ phase: 'defended', actor: 'patchgate wpad-guard', answeredBy: `${f.protocol === 'http' ? 'PAC server' : f.protocol.toUpperCase()} ${f.responder}`, served: f.message, verdict: `FINDING ${f.finding}`, reasons: '' });
+      }
+    }
     const gatePac = await fetchText('127.0.0.1', gate.address.port, '/wpad.dat', `127.0.0.1:${gate.address.port}`);
     const gateAnswer = await evaluatePac(gatePac, targetUrl);
     const gateProxy = parsePacProxy(gateAnswer);
@@ -156,12 +177,13 @@ export async function runFlameLab(opts: LabOptions = {}): Promise<LabResult> {
     gate = undefined;
     await audit.close();
     audit = undefined;
-    const records = readFileSync(auditPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as AuditRecord);
+    const lines = readFileSync(auditPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as AuditRecord | WpadAuditRecord);
+    const records = lines.filter((l): l is AuditRecord => l.kind !== 'wpad');
     const result: LabResult = {
       scenario: scenario.name, title: scenario.title, attack: scenario.attack, steps, naive,
       gate: { status: defended.status, reasons: defended.reasons ?? [], auditId: defended.auditId },
       genuine: { status: genuine.status, identical, naive: genuineNaive }, expectedCodes: scenario.expectedCodes,
-      audit: records, pki, ports: services.map((s) => s.port), outDir, tempDir, kept: !!opts.keep,
+      audit: records, ...(scenario.wpadFindings ? { wpadFindings, expectedWpadFindings: scenario.wpadFindings } : {}), pki, ports: services.map((s) => s.port), outDir, tempDir, kept: !!opts.keep,
     };
     if (outDir) {
       writeFileSync(join(outDir, 'report.html'), renderLabReport(result));

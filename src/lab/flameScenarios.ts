@@ -1,10 +1,11 @@
 import type { ReasonCode } from '../verify/reasonCodes.js';
+import type { WpadFinding } from '../audit/auditRecord.js';
 import type { LabPki } from './labPki.js';
 import type { IssuedCertificate } from '../pki/certificateFactory.js';
 import type { AuthenticodeDigest } from './authenticodeSigner.js';
 import { createSyntheticSignedPe } from './syntheticPe.js';
 
-export const SCENARIO_NAMES = ['forged-md5', 'rogue-root', 'tampered', 'no-eku', 'sha1-downgrade', 'expired', 'range-splice'] as const;
+export const SCENARIO_NAMES = ['forged-md5', 'rogue-root', 'tampered', 'no-eku', 'sha1-downgrade', 'expired', 'range-splice', 'wpad-guard'] as const;
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
 
 export interface FlameScenario {
@@ -18,6 +19,8 @@ export interface FlameScenario {
   rangeSplice: boolean;
   /** The payload the attacker serves for the targeted URL. */
   forgedPayload(pki: LabPki, genuineTarget: Buffer): Buffer;
+  /** Also run a round of `patchgate wpad-guard` against the lab's rogue responder: the findings it must report (exactly these). */
+  wpadFindings?: WpadFinding[];
 }
 
 /** A small signed PE (PE32+, 256 KiB) built in memory; the seed picks its "code". */
@@ -94,5 +97,14 @@ export const SCENARIOS: Record<ScenarioName, FlameScenario> = {
       Buffer.alloc(0x4000, 0xcc).copy(spliced, 0x1000); // int3 sled where the genuine code was
       return spliced;
     },
+  },
+  'wpad-guard': {
+    name: 'wpad-guard',
+    title: "Flame's forged certificate, and the rogue WPAD responder caught",
+    attack: "Flame's forged-certificate payload, served after the rogue name responder made the attacker everyone's proxy; patchgate wpad-guard asks for wpad itself and reports the responder and its PAC",
+    expectedCodes: ['NO_CODESIGN_EKU', 'UNTRUSTED_ROOT', 'WEAK_ALGORITHM'],
+    rangeSplice: false,
+    forgedPayload: (pki) => labPayload(pki.forgedLeaf, [pki.licensingCa], FLAME_SEED),
+    wpadFindings: ['unexpected-wpad-responder', 'pac-diverts-updates'],
   },
 };

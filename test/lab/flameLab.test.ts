@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runFlameLab } from '../../src/lab/flameLab.js';
 import { SCENARIO_NAMES } from '../../src/lab/flameScenarios.js';
+import { verifyAuditFiles } from '../../src/audit/verifyAudit.js';
 
 function refused(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -52,6 +53,25 @@ describe('patchgate lab flame', () => {
       expect(html).toMatch(/class="fail">✗ signed with md5WithRSA/);
       expect(html).toMatch(/Licensing Intermediate PCA[\s\S]*?class="fail">✗ EKU: none/);
       expect(html).toMatch(/expected: the approved anchor/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('wpad-guard: the guard reports the rogue responder and its PAC, in the lab\'s audit chain', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'pg-labout-'));
+    try {
+      const r = await runFlameLab({ scenario: 'wpad-guard', outDir: out });
+      expect(r.wpadFindings!.map((f) => f.finding).sort()).toEqual(['pac-diverts-updates', 'unexpected-wpad-responder']);
+      const rogue = r.wpadFindings!.find((f) => f.finding === 'unexpected-wpad-responder')!;
+      expect(rogue).toMatchObject({ protocol: 'dns', asked: 'wpad.lab.test', addresses: ['127.0.0.1'] });
+      const pac = r.wpadFindings!.find((f) => f.finding === 'pac-diverts-updates')!;
+      expect(pac.pacResult).toMatch(/^PROXY 127\.0\.0\.1:\d+$/);
+      expect(pac.pacResult).not.toContain(`:${r.ports[r.ports.length - 1]}`); // not the gate
+      const lines = readFileSync(join(out, 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { kind: string });
+      expect(lines.filter((l) => l.kind === 'wpad')).toHaveLength(2);
+      expect((await verifyAuditFiles([join(out, 'audit.jsonl')])).intact).toBe(true);
+      expect(r.steps.filter((s) => s.actor === 'patchgate wpad-guard').map((s) => s.verdict).sort()).toEqual(['FINDING pac-diverts-updates', 'FINDING unexpected-wpad-responder']);
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
