@@ -41,15 +41,15 @@ export function buildWpadGuard(args: WpadGuardArgs, o: {
   const windowMs = parseDuration(args.window ?? '2s', '--window');
   if (windowMs > 30_000) throw new UsageError('--window: at most 30s');
   if (everyMs < windowMs) throw new UsageError('--every must be at least --window');
-  let interfaces;
-  try { interfaces = probeInterfaces(args.interface); } catch (e) { throw new UsageError(`--interface: ${(e as Error).message}`); }
-  if (!interfaces.length) throw new UsageError('no interface with an IPv4 address to probe (name one with --interface)');
   const protocols = (args.protocol?.length ? args.protocol : NAME_PROTOCOLS) as NameProtocol[];
   for (const p of protocols) if (!NAME_PROTOCOLS.includes(p)) throw new UsageError(`--protocol: "${p}" is not one of ${NAME_PROTOCOLS.join(', ')}`);
   const resolv = readResolvConf();
   for (const s of args.dnsServer ?? []) if (!isIP(s)) throw new UsageError(`--dns-server: "${s}" is not an IP address`);
   const dns = { servers: args.dnsServer?.length ? args.dnsServer : resolv.servers, searchDomains: args.searchDomain?.length ? args.searchDomain : resolv.searchDomains };
   const gates = (args.gate ?? []).map((g) => parseHostPort(g, '--gate'));
+  let interfaces;
+  try { interfaces = probeInterfaces(args.interface); } catch (e) { throw new UsageError(`--interface: ${(e as Error).message}`); }
+  if (!interfaces.length) throw new UsageError('no interface with an IPv4 address to probe (name one with --interface)');
   const expect = args.expect?.length ? args.expect : o.defaultExpect?.(interfaces.map((i) => i.address)) ?? [];
   const metrics = new WpadMetrics(o.registry);
   const updateUrls = updateUrlsFor(o.updatePatterns);

@@ -63,7 +63,7 @@ export function probeInterfaces(names?: string[]): ProbeInterface[] {
   if (names && names.length) {
     return names.map((n) => {
       const p = pick(n);
-      if (!p) throw new Error(`interface ${n} does not exist or has no IPv4 address`);
+      if (!p) throw new Error(`interface ${n} does not exist, is loopback, or has no IPv4 address`);
       return p;
     });
   }
