@@ -16,14 +16,17 @@ export interface NameAnswer {
   addresses: string[];
 }
 
-/** An interface to probe: its name and IPv4 address, and the subnet's broadcast address. */
+/** An interface to probe: its name and IPv4 address, the subnet's broadcast address, and an IPv6 address when it has one. */
 export interface ProbeInterface {
   name: string;
   address: string;
   broadcast: string;
+  /** Link-local (with its `%IF` scope) when there is one, else another IPv6 address: LLMNR over IPv6 goes from it. */
+  address6?: string;
 }
 
 export const LLMNR_GROUP = '224.0.0.252';
+export const LLMNR_GROUP6 = 'ff02::1:3';
 export const LLMNR_PORT = 5355;
 export const MDNS_GROUP = '224.0.0.251';
 export const MDNS_PORT = 5353;
@@ -125,6 +128,20 @@ export function probeLlmnr(o: { name: string; iface: ProbeInterface; windowMs: n
     read: (msg, from) => {
       const addresses = dnsFormatAnswer(msg, id, o.name);
       return addresses && { protocol: 'llmnr', interface: o.iface.name, asked: o.name, responder: from.address, addresses };
+    },
+  });
+}
+
+/** LLMNR over IPv6: A? `name` to ff02::1:3 port 5355, hop limit 1, from the interface's IPv6 address. */
+export function probeLlmnr6(o: { name: string; iface: ProbeInterface & { address6: string }; windowMs: number }): Promise<NameAnswer[]> {
+  const id = randomInt(0x10000);
+  return exchange({
+    bindAddress: o.iface.address6, port: LLMNR_PORT, host: `${LLMNR_GROUP6}%${o.iface.name}`, windowMs: o.windowMs,
+    packet: dnsPacket.encode({ type: 'query', id, flags: 0, questions: [{ type: 'A', name: o.name }] }),
+    setup: (s) => { s.setMulticastInterface(`::%${o.iface.name}`); s.setMulticastTTL(1); s.setMulticastLoopback(false); },
+    read: (msg, from) => {
+      const addresses = dnsFormatAnswer(msg, id, o.name);
+      return addresses && { protocol: 'llmnr', interface: o.iface.name, asked: o.name, responder: from.address.replace(/%.*$/, ''), addresses };
     },
   });
 }

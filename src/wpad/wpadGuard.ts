@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { isIP, isIPv4 } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { WpadAuditRecord, WpadFinding } from '../audit/auditRecord.js';
-import { probeDns, probeLlmnr, probeMdns, probeNbns, randomProbeName, type NameAnswer, type NameProtocol, type ProbeInterface } from './nameProbes.js';
+import { probeDns, probeLlmnr, probeLlmnr6, probeMdns, probeNbns, randomProbeName, type NameAnswer, type NameProtocol, type ProbeInterface } from './nameProbes.js';
 import { evaluatePacFor, fetchPac, sendsOnlyToGate } from './pacCheck.js';
 import type { WpadMetrics } from './wpadMetrics.js';
 
@@ -58,7 +58,10 @@ export function probeInterfaces(names?: string[]): ProbeInterface[] {
     if (!a) return undefined;
     const addr = a.address.split('.').map(Number);
     const mask = a.netmask.split('.').map(Number);
-    return { name, address: a.address, broadcast: addr.map((o, i) => (o | (~mask[i]! & 0xff)) & 0xff).join('.') };
+    const v6 = (all[name] ?? []).filter((x) => x.family === 'IPv6' && !x.internal);
+    const linkLocal = v6.find((x) => /^fe80:/i.test(x.address));
+    const address6 = linkLocal ? `${linkLocal.address}%${name}` : v6[0]?.address;
+    return { name, address: a.address, broadcast: addr.map((o, i) => (o | (~mask[i]! & 0xff)) & 0xff).join('.'), ...(address6 ? { address6 } : {}) };
   };
   if (names && names.length) {
     return names.map((n) => {
@@ -140,6 +143,7 @@ export class WpadGuard {
     for (const iface of o.interfaces) {
       for (const name of ['wpad', random]) {
         if (protocols.has('llmnr')) probes.push(probeLlmnr({ name, iface, windowMs: w }));
+        if (protocols.has('llmnr') && iface.address6) probes.push(probeLlmnr6({ name, iface: { ...iface, address6: iface.address6 }, windowMs: w }));
         if (protocols.has('nbns')) probes.push(probeNbns({ name, iface, windowMs: w }));
         if (protocols.has('mdns')) probes.push(probeMdns({ name: `${name}.local`, iface, windowMs: w }));
       }

@@ -8,6 +8,7 @@
 // CONFIG: {
 //   dns?:   { bind: IP, records: { [name]: IP } },                  // NXDOMAIN for everything else
 //   llmnr?: { reply_from: IP, names?: { [name]: IP }, all?: IP },   // all: answer every name with IP
+//   llmnr6?: { iface: IF, reply_from: IPv6 link-local, names?, all? }  // LLMNR on ff02::1:3
 //   nbns?:  { reply_from: IP, names?: { [name]: IP }, all?: IP },
 //   mdns?:  { reply_from: IP, names?: { [name]: IP }, all?: IP },   // names without ".local"
 //   http?:  [{ bind: IP, port: number, pac: string }]
@@ -26,7 +27,7 @@ const closers = [];
 const log = (s) => process.stderr.write(s + '\n');
 
 function udp(bind, port) {
-  const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+  const s = dgram.createSocket({ type: bind.includes(':') ? 'udp6' : 'udp4', reuseAddr: true });
   closers.push(() => new Promise((r) => s.close(() => r())));
   return new Promise((resolve, reject) => { s.once('error', reject); s.bind(port, bind, () => resolve(s)); });
 }
@@ -34,9 +35,10 @@ function udp(bind, port) {
 const lookupIn = (c, name) => c.all ?? c.names?.[name.toLowerCase()];
 
 async function dnsFormatResponder(kind, c, port, group) {
-  const listen = await udp('0.0.0.0', port);
-  if (group) listen.addMembership(group, c.reply_from);
-  const reply = await udp(c.reply_from, 0);
+  const v6 = group.includes(':');
+  const listen = await udp(v6 ? '::' : '0.0.0.0', port);
+  listen.addMembership(group, v6 ? `::%${c.iface}` : c.reply_from);
+  const reply = await udp(v6 ? `${c.reply_from}%${c.iface}` : c.reply_from, 0);
   listen.on('message', (msg, from) => {
     let q;
     try { q = dnsPacket.decode(msg); } catch { return; }
@@ -97,6 +99,7 @@ function pacServer(h) {
 
 if (config.dns) await dnsServer(config.dns);
 if (config.llmnr) await dnsFormatResponder('llmnr', config.llmnr, 5355, '224.0.0.252');
+if (config.llmnr6) await dnsFormatResponder('llmnr6', config.llmnr6, 5355, 'ff02::1:3');
 if (config.mdns) await dnsFormatResponder('mdns', config.mdns, 5353, '224.0.0.251');
 if (config.nbns) await nbnsResponder(config.nbns);
 for (const h of config.http ?? []) await pacServer(h);

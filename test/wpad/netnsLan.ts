@@ -25,20 +25,35 @@ export interface LanSegment {
   guardNs: string;
   lanNs: string;
   guardIf: string;
+  lanIf: string;
+  /** The veth ends' IPv6 link-local addresses (no scope), once duplicate address detection is done. */
+  guardLinkLocal: string;
+  lanLinkLocal: string;
   destroy(): void;
 }
 
-export function createSegment(): LanSegment {
+/** The link-local address of `dev` in `ns` once it is no longer tentative (DAD takes about a second). */
+async function linkLocal(ns: string, dev: string): Promise<string> {
+  for (let i = 0; i < 100; i++) {
+    const out = ip('-n', ns, '-6', 'addr', 'show', 'dev', dev, 'scope', 'link');
+    const m = /inet6 (fe80::[0-9a-f:]+)\/64/.exec(out);
+    if (m && !/tentative/.test(out)) return m[1]!;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`no usable link-local address on ${dev} in ${ns}`);
+}
+
+export async function createSegment(): Promise<LanSegment> {
   const sfx = randomBytes(3).toString('hex');
   const seg: LanSegment = {
-    guardNs: `pgwpad-g-${sfx}`, lanNs: `pgwpad-l-${sfx}`, guardIf: `pgwg${sfx}`,
+    guardNs: `pgwpad-g-${sfx}`, lanNs: `pgwpad-l-${sfx}`, guardIf: `pgwg${sfx}`, lanIf: `pgwl${sfx}`, guardLinkLocal: '', lanLinkLocal: '',
     destroy: () => {
       for (const ns of [seg.guardNs, seg.lanNs]) {
         try { ip('netns', 'del', ns); } catch { /* not created */ }
       }
     },
   };
-  const lanIf = `pgwl${sfx}`;
+  const lanIf = seg.lanIf;
   try {
     ip('netns', 'add', seg.guardNs);
     ip('netns', 'add', seg.lanNs);
@@ -47,6 +62,8 @@ export function createSegment(): LanSegment {
     ip('-n', seg.lanNs, 'addr', 'add', `${HONEST_IP}/24`, 'dev', lanIf);
     ip('-n', seg.lanNs, 'addr', 'add', `${ATTACKER_IP}/24`, 'dev', lanIf);
     for (const [ns, dev] of [[seg.guardNs, seg.guardIf], [seg.lanNs, lanIf], [seg.guardNs, 'lo'], [seg.lanNs, 'lo']] as const) ip('-n', ns, 'link', 'set', dev, 'up');
+    seg.guardLinkLocal = await linkLocal(seg.guardNs, seg.guardIf);
+    seg.lanLinkLocal = await linkLocal(seg.lanNs, lanIf);
   } catch (e) {
     seg.destroy();
     const err = e as { stderr?: Buffer; message: string };

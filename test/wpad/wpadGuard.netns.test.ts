@@ -44,8 +44,8 @@ describe.skipIf(!isRoot)('wpad-guard on a LAN of network namespaces', () => {
   let responders: Responders | undefined;
   let run = 0;
 
-  beforeAll(() => {
-    seg = createSegment(); // throws (fails the suite) when root cannot build namespaces
+  beforeAll(async () => {
+    seg = await createSegment(); // throws (fails the suite) when root cannot build namespaces
     dir = mkdtempSync(join(tmpdir(), 'pg-wpad-'));
   });
 
@@ -79,7 +79,7 @@ describe.skipIf(!isRoot)('wpad-guard on a LAN of network namespaces', () => {
       .sort((a, b) => `${a.finding}${a.protocol}`.localeCompare(`${b.finding}${b.protocol}`));
 
   it('an honest segment: every protocol asked, patchgate\'s PAC checked, no finding', async () => {
-    const r = await round(HONEST_LAN);
+    const r = await round({ ...HONEST_LAN, llmnr6: { iface: seg.lanIf, reply_from: seg.lanLinkLocal, names: { patchgate: HONEST_IP } } });
     expect(r.findings, r.stderr).toEqual([]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).not.toContain('FINDING');
@@ -87,9 +87,9 @@ describe.skipIf(!isRoot)('wpad-guard on a LAN of network namespaces', () => {
     expect(r.lanLog).toMatch(new RegExp(`dns: ${GUARD_IP} asked wpad\\.${DOMAIN}, answered ${HONEST_IP}`));
     expect(r.lanLog).toMatch(/dns: 10\.66\.0\.1 asked [a-z]{12}\.lab\.test, NXDOMAIN/);
     expect(r.lanLog).toMatch(/http 10\.66\.0\.2:80: GET \/wpad\.dat Host: wpad\.lab\.test/);
-    for (const [kind, wpad] of [['llmnr', 'wpad'], ['nbns', 'WPAD'], ['mdns', 'wpad.local']]) {
-      expect(r.lanLog).toContain(`${kind}: ${GUARD_IP} asked ${wpad}, no answer`);
-      expect(r.lanLog).toMatch(new RegExp(`${kind}: 10\\.66\\.0\\.1 asked [a-zA-Z]{12}(\\.local)?, no answer`));
+    for (const [kind, wpad, from] of [['llmnr', 'wpad', GUARD_IP], ['llmnr6', 'wpad', seg.guardLinkLocal], ['nbns', 'WPAD', GUARD_IP], ['mdns', 'wpad.local', GUARD_IP]]) {
+      expect(r.lanLog).toContain(`${kind}: ${from} asked ${wpad}, no answer`);
+      expect(r.lanLog).toMatch(new RegExp(`${kind}: ${from!.replace(/\./g, '\\.')} asked [a-zA-Z]{12}(\\.local)?, no answer`));
     }
   });
 
@@ -112,6 +112,15 @@ describe.skipIf(!isRoot)('wpad-guard on a LAN of network namespaces', () => {
     expect(r.stderr.match(/FINDING/g)).toHaveLength(4);
     // No PAC at the poisoner's address: a note, not a finding.
     expect(r.stderr).toContain(`no PAC file at http://${ATTACKER_IP}/wpad.dat`);
+  });
+
+  it('a poisoner answering LLMNR over IPv6 only (ff02::1:3): found from the interface\'s link-local address', async () => {
+    const r = await round({ ...HONEST_LAN, llmnr6: { iface: seg.lanIf, reply_from: seg.lanLinkLocal, all: ATTACKER_IP } });
+    expect(summary(r.findings), r.stderr).toEqual([
+      { finding: 'random-name-answered', protocol: 'llmnr', responder: seg.lanLinkLocal },
+      { finding: 'unexpected-wpad-responder', protocol: 'llmnr', responder: seg.lanLinkLocal },
+    ]);
+    expect(r.lanLog).toContain(`llmnr6: ${seg.guardLinkLocal}`);
   });
 
   it('a poisoner answering mDNS for every .local name: found by the legacy-unicast mDNS probe', async () => {
