@@ -46,7 +46,7 @@ async function dnsFormatResponder(kind, c, port, group) {
     if (q.type !== 'query' || !question || question.type !== 'A') return;
     const bare = kind === 'mdns' ? question.name.replace(/\.local$/i, '') : question.name;
     const ip = lookupIn(c, bare);
-    log(`${kind}: ${from.address} asked ${question.name}, ${ip ? `answered ${ip}` : 'no answer'}`);
+    log(`${kind}: ${from.address.replace(/%.*$/, "")} asked ${question.name}, ${ip ? `answered ${ip}` : 'no answer'}`);
     if (!ip) return;
     const answer = dnsPacket.encode({
       type: 'response', id: q.id, flags: kind === 'mdns' ? dnsPacket.AUTHORITATIVE_ANSWER : 0, questions: [question],
