@@ -2,7 +2,7 @@ import dgram from 'node:dgram';
 import { randomInt } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import dnsPacket from 'dns-packet';
-import { NbnsFormatError, encodeNameQuery, parseNbnsPacket } from './nbnsPacket.js';
+import { encodeNameQuery, parseNbnsPacket } from './nbnsPacket.js';
 
 export type NameProtocol = 'dns' | 'llmnr' | 'nbns' | 'mdns';
 
@@ -74,7 +74,9 @@ function exchange(o: {
     });
     sock.on('message', (msg, from) => {
       if (++seen > MAX_DATAGRAMS_PER_PROBE || msg.length > MAX_DATAGRAM) return;
-      const a = o.read(msg, from);
+      let a: NameAnswer | undefined;
+      // Whatever a datagram holds, it is an answer or it is dropped: nothing on the wire ends the process.
+      try { a = o.read(msg, from); } catch { return; }
       if (a) answers.push({ ...a, addresses: a.addresses.slice(0, MAX_ADDRESSES_PER_ANSWER) });
     });
     sock.bind(0, o.bindAddress, () => {
@@ -91,8 +93,8 @@ function exchange(o: {
 
 const sameName = (a: string | undefined, b: string) => typeof a === 'string' && a.replace(/\.$/, '').toLowerCase() === b.toLowerCase();
 
-/** A/AAAA records for `name` in a DNS-format reply (DNS, LLMNR, mDNS) with our id, else nothing. */
-function dnsFormatAnswer(msg: Buffer, id: number | undefined, name: string): string[] | undefined {
+/** A/AAAA records for `name` in a DNS-format reply (DNS, LLMNR, mDNS) with our id, else nothing (also for any malformed packet). */
+export function dnsFormatAnswer(msg: Buffer, id: number | undefined, name: string): string[] | undefined {
   let p: dnsPacket.DecodedPacket;
   try { p = dnsPacket.decode(msg); } catch { return undefined; }
   if (p.type !== 'response' || (id !== undefined && p.id !== id)) return undefined;
@@ -174,7 +176,7 @@ export function probeNbns(o: { name: string; iface: ProbeInterface; windowMs: nu
     setup: (s) => s.setBroadcast(true),
     read: (msg, from) => {
       let p;
-      try { p = parseNbnsPacket(msg); } catch (e) { if (e instanceof NbnsFormatError) return undefined; throw e; }
+      try { p = parseNbnsPacket(msg); } catch { return undefined; }
       if (!p.response || p.id !== id || p.rcode !== 0) return undefined;
       const addresses = p.answers.filter((a) => a.name === wanted).flatMap((a) => a.addresses.map((x) => x.address));
       return addresses.length ? { protocol: 'nbns', interface: o.iface.name, asked: o.name, responder: from.address, addresses } : undefined;

@@ -9,14 +9,21 @@
  * Properties: the parser returns or throws NbnsFormatError, nothing else; each case is fast; what it
  * returns respects the bounds (8 records a section, 32 addresses a record, names of at most 15
  * characters and scopes of at most 255 bytes).
+ *
+ * The same mutations run through the guard's DNS/LLMNR/mDNS answer reader (dns-packet underneath):
+ * it returns addresses or nothing and never throws.
  */
 import { describe, expect, it } from 'vitest';
+import dnsPacket from 'dns-packet';
 import { NbnsFormatError, encodeNameQuery, encodeNameQueryResponse, parseNbnsPacket } from '../../src/wpad/nbnsPacket.js';
+import { dnsFormatAnswer } from '../../src/wpad/nameProbes.js';
 // Plain-JS PRNG shared with the core's fuzzer.
 import { caseSeed, rng } from './lib/mutate.mjs';
 
 const SEED = 0x4e42_4e53;
 const CASES = 30_000;
+// dns-packet refuses by throwing (a stack trace each): fewer cases keep the test quick.
+const DNS_CASES = 10_000;
 const CASE_BOUND_MS = 50;
 const WALL_CAP_MS = 20_000;
 const INTERESTING = [0x00, 0x01, 0x0f, 0x20, 0x21, 0x3f, 0x40, 0x41, 0x50, 0x7f, 0x80, 0xc0, 0xc1, 0xff];
@@ -87,5 +94,36 @@ describe('NBNS parser mutation fuzzing (seeded)', () => {
     // The fuzzer must reach both outcomes, or it tests nothing.
     expect(outcomes.parsed).toBeGreaterThan(CASES / 20);
     expect(outcomes.refused).toBeGreaterThan(CASES / 20);
+  });
+
+  it(`${DNS_CASES} mutations of DNS/LLMNR/mDNS answers through the guard's reader (dns-packet): addresses or nothing, never a throw`, () => {
+    const base = [
+      dnsPacket.encode({ type: 'response', id: 9, flags: 0, questions: [{ type: 'A', name: 'wpad' }], answers: [{ type: 'A', name: 'wpad', ttl: 30, data: '10.66.0.66' }] }),
+      dnsPacket.encode({ type: 'response', id: 9, flags: 0, questions: [{ type: 'A', name: 'wpad.lab.test' }], answers: [
+        { type: 'A', name: 'wpad.lab.test', ttl: 30, data: '10.66.0.66' }, { type: 'AAAA', name: 'wpad.lab.test', ttl: 30, data: 'fd66::66' },
+        { type: 'CNAME', name: 'wpad.lab.test', ttl: 30, data: 'x.lab.test' }] }),
+    ];
+    const names = ['wpad', 'wpad.lab.test'];
+    const crashes: string[] = [];
+    let found = 0;
+    const started = Date.now();
+    let i = 0;
+    for (; i < DNS_CASES && Date.now() - started < WALL_CAP_MS; i++) {
+      const r = rng(caseSeed(SEED ^ 0xd45, i));
+      const input = mutate(r.pick(base), r);
+      try {
+        const a = dnsFormatAnswer(input, r.chance(0.5) ? 9 : undefined, r.pick(names));
+        if (a) {
+          found++;
+          if (!a.every((x) => typeof x === 'string')) crashes.push(`case ${i}: non-string address`);
+        }
+      } catch (e) {
+        crashes.push(`case ${i}: ${(e as Error)?.stack ?? String(e)}`);
+      }
+    }
+    console.log(`[dns-format] ${i} cases in ${Date.now() - started} ms, ${found} with addresses`);
+    expect(i).toBe(DNS_CASES);
+    expect(crashes).toEqual([]);
+    expect(found).toBeGreaterThan(DNS_CASES / 20);
   });
 });
