@@ -64,7 +64,7 @@ export async function runGate(args: RunArgs): Promise<number> {
     // and a PAC must name the gate as it listens (each interface's address when it listens on all).
     const wildcard = host === '0.0.0.0' || host === '::';
     const wg = buildWpadGuard(args.wpadGuard, {
-      record: (r) => audit.record(r), registry: metrics.registry, updatePatterns: cfg.hostRules.patterns('inspect'),
+      record: (r) => audit.record(r), onAnswer: (a) => audit.debug({ wpadAnswer: a }, 'wpad-guard answer'), registry: metrics.registry, updatePatterns: cfg.hostRules.patterns('inspect'),
       defaultExpect: (addresses) => addresses,
       defaultGates: (addresses) => (wildcard ? addresses : [host]).map((h) => ({ host: h, port })),
     });

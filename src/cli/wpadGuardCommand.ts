@@ -4,9 +4,9 @@ import { AuditLog } from '../audit/auditLog.js';
 import { loadRulesFile, type HostRule } from '../policy/rulesFile.js';
 import { HostRules } from '../policy/hostRules.js';
 import { startAdminServer } from '../metrics/adminServer.js';
-import { WpadGuard, NAME_PROTOCOLS, probeInterfaces, readResolvConf, updateUrlsFor } from '../wpad/wpadGuard.js';
+import { WpadGuard, NAME_PROTOCOLS, escapeForTerminal, probeInterfaces, readResolvConf, updateUrlsFor } from '../wpad/wpadGuard.js';
 import { WpadMetrics } from '../wpad/wpadMetrics.js';
-import type { NameProtocol } from '../wpad/nameProbes.js';
+import type { NameAnswer, NameProtocol } from '../wpad/nameProbes.js';
 import type { WpadAuditRecord } from '../audit/auditRecord.js';
 import { UsageError } from './usageError.js';
 import { parseHostPort } from './gateService.js';
@@ -24,6 +24,10 @@ export interface WpadGuardArgs {
   pacPort?: number;
 }
 
+/** One answer heard, for a stderr line (the addresses come from our own parsers: dotted or colon-hex). */
+export const describeAnswer = (a: NameAnswer) =>
+  `${a.protocol}${a.interface ? ` on ${a.interface}` : ''}: ${a.responder} answered ${escapeForTerminal(a.asked)} with ${a.addresses.map(escapeForTerminal).join(', ')}`;
+
 /** "60s", "5m", "1h", "500ms", or a number of seconds. */
 export function parseDuration(text: string, flag: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
@@ -35,7 +39,7 @@ export function parseDuration(text: string, flag: string): number {
 
 /** The guard as configured by the flags (usage errors before anything starts). */
 export function buildWpadGuard(args: WpadGuardArgs, o: {
-  record: (r: WpadAuditRecord) => void; registry?: Registry; updatePatterns: string[]; defaultGates?: (ifaceAddresses: string[]) => { host: string; port: number }[]; defaultExpect?: (ifaceAddresses: string[]) => string[];
+  record: (r: WpadAuditRecord) => void; onAnswer?: (a: NameAnswer) => void; registry?: Registry; updatePatterns: string[]; defaultGates?: (ifaceAddresses: string[]) => { host: string; port: number }[]; defaultExpect?: (ifaceAddresses: string[]) => string[];
 }): { guard: WpadGuard; metrics: WpadMetrics; everyMs: number; describe: string } {
   const everyMs = parseDuration(args.every ?? '60s', '--every');
   const windowMs = parseDuration(args.window ?? '2s', '--window');
@@ -56,7 +60,7 @@ export function buildWpadGuard(args: WpadGuardArgs, o: {
   const guardGates = gates.length ? gates : o.defaultGates?.(interfaces.map((i) => i.address)) ?? [];
   const guard = new WpadGuard({
     interfaces, dns, expect, gates: guardGates, updateUrls, record: o.record, metrics, windowMs, protocols,
-    pacPort: args.pacPort, warn: (l) => process.stderr.write(l + '\n'),
+    pacPort: args.pacPort, warn: (l) => process.stderr.write(l + '\n'), onAnswer: o.onAnswer,
   });
   const describe = `interfaces ${interfaces.map((i) => `${i.name} (${i.address})`).join(', ')}; ${protocols.join('/')}; ` +
     `DNS ${dns.searchDomains.length && dns.servers.length ? `${dns.servers.join(',')} for ${dns.searchDomains.join(',')}` : 'skipped (no server or search domain)'}; ` +
@@ -76,7 +80,12 @@ export async function runWpadGuard(args: WpadGuardArgs & { rules: string; update
   const admin = args.admin === 'off' ? undefined : parseHostPort(args.admin, '--admin');
   let audit: AuditLog | undefined;
   // Usage errors first; records are written only by rounds, which start after the log is open.
-  const { guard, metrics, everyMs, describe } = buildWpadGuard(args, { record: (r) => audit!.record(r), updatePatterns: hostRules.patterns('inspect') });
+  // Every answer: on stderr with --once (the operator asked for one look), else a debug line (PATCHGATE_DEBUG).
+  const onAnswer = (a: NameAnswer) => {
+    if (args.once) process.stderr.write(`patchgate: wpad-guard: answer: ${describeAnswer(a)}\n`);
+    else audit?.debug({ wpadAnswer: a }, 'wpad-guard answer');
+  };
+  const { guard, metrics, everyMs, describe } = buildWpadGuard(args, { record: (r) => audit!.record(r), onAnswer, updatePatterns: hostRules.patterns('inspect') });
   audit = new AuditLog(args.audit);
   const say = (s: string) => process.stderr.write(s + '\n');
   say(`patchgate: wpad-guard: ${describe}; audit to ${args.audit === '-' ? 'stdout' : args.audit}`);

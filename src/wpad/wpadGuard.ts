@@ -30,6 +30,8 @@ export interface WpadGuardOptions {
   protocols?: readonly NameProtocol[];
   /** One line per finding and per problem (stderr). */
   warn: (line: string) => void;
+  /** Every answer heard, finding or not (the CLI logs them at debug level, or on stderr with --once). */
+  onAnswer?: (a: NameAnswer) => void;
 }
 
 /** Bounds of one round. */
@@ -163,6 +165,7 @@ export class WpadGuard {
     const pacHosts = new Map<string, NameAnswer>();
     for (const a of answers) {
       o.metrics?.answer(a.protocol, isRandom(a) ? 'random' : 'wpad');
+      o.onAnswer?.(a);
       const where = `${a.protocol}${a.interface ? ` on ${a.interface}` : ''}`;
       if (isRandom(a)) {
         if (once(`random|${a.protocol}|${a.interface}|${a.responder}`)) {

@@ -83,6 +83,8 @@ describe.skipIf(!isRoot)('wpad-guard on a LAN of network namespaces', () => {
     expect(r.findings, r.stderr).toEqual([]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).not.toContain('FINDING');
+    // --once lists every answer heard, findings or not.
+    expect(r.stderr).toContain(`patchgate: wpad-guard: answer: dns: ${HONEST_IP} answered wpad.${DOMAIN} with ${HONEST_IP}`);
     // The questions did reach the LAN, by every protocol, and the PAC was fetched.
     expect(r.lanLog).toMatch(new RegExp(`dns: ${GUARD_IP} asked wpad\\.${DOMAIN}, answered ${HONEST_IP}`));
     expect(r.lanLog).toMatch(/dns: 10\.66\.0\.1 asked [a-z]{12}\.lab\.test, NXDOMAIN/);
