@@ -183,7 +183,7 @@ export class WpadGuard {
       }
     }
     await Promise.all([...pacHosts].map(async ([host, a]) => {
-      const f = await this.checkPac(host, a);
+      const f = await this.checkPac(host, a, expected);
       if (f) findings.push(f);
     }));
     const records: WpadAuditRecord[] = [];
@@ -205,7 +205,7 @@ export class WpadGuard {
   }
 
   /** Fetches the PAC file `host` serves and evaluates the update URLs: a finding when one goes anywhere but to patchgate. */
-  private async checkPac(host: string, a: NameAnswer): Promise<Finding | undefined> {
+  private async checkPac(host: string, a: NameAnswer, expected: Set<string>): Promise<Finding | undefined> {
     const o = this.o;
     const port = o.pacPort ?? 80;
     const shownHost = isIPv4(host) || !host.includes(':') ? host : `[${host}]`;
@@ -217,7 +217,6 @@ export class WpadGuard {
     }
     const iface = o.interfaces.find((i) => i.name === a.interface) ?? o.interfaces[0];
     const results = await evaluatePacFor(pac.text, o.updateUrls, iface?.address ?? '127.0.0.1');
-    const expected = await this.expectedAddresses();
     const isGate = (h: string, p: number | undefined) => (o.gates.length
       ? o.gates.some((g) => g.host.toLowerCase() === h && g.port === p)
       : expected.has(h) || o.expect.some((e) => e.toLowerCase() === h));
