@@ -40,12 +40,12 @@ const MAX_FINDINGS_PER_ROUND = 64;
 const MAX_TEXT = 200;
 
 /**
- * Control characters (C0, DEL, C1) and the Unicode line/paragraph separators written as \xNN or
- * \uNNNN, and the text cut to MAX_TEXT characters: strings from the network go into stderr lines
- * and they must not be able to forge or hide one.
+ * Control characters (C0, DEL, C1), bidi controls and the Unicode line/paragraph separators written
+ * as \xNN or \uNNNN, and the text cut to `max` characters: strings from the network go into stderr
+ * lines and they must not be able to forge or hide one.
  */
-export function escapeForTerminal(s: string): string {
-  const cut = s.length > MAX_TEXT ? s.slice(0, MAX_TEXT) + '…' : s;
+export function escapeForTerminal(s: string, max = MAX_TEXT): string {
+  const cut = s.length > max ? s.slice(0, max) + '…' : s;
   return cut.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => {
     const n = c.charCodeAt(0);
     return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
@@ -196,7 +196,8 @@ export class WpadGuard {
       };
       o.record(r);
       o.metrics?.finding(r.finding, r.protocol);
-      o.warn(`patchgate: wpad-guard: FINDING ${r.finding}: ${escapeForTerminal(f.message)} (audit id ${r.id})`);
+      // The message's only network text (a PAC's answer) is already cut to MAX_TEXT: escape it all.
+      o.warn(`patchgate: wpad-guard: FINDING ${r.finding}: ${escapeForTerminal(f.message, 4 * MAX_TEXT)} (audit id ${r.id})`);
       records.push(r);
     }
     if (findings.length > MAX_FINDINGS_PER_ROUND) o.warn(`patchgate: wpad-guard: ${findings.length - MAX_FINDINGS_PER_ROUND} more findings this round not recorded (bound ${MAX_FINDINGS_PER_ROUND})`);
@@ -227,7 +228,7 @@ export class WpadGuard {
       finding: 'pac-diverts-updates',
       answer: { protocol: 'http', interface: a.interface, asked: a.asked, responder: host, addresses: a.addresses },
       pacUrl, updateUrl: first.url, pacResult: first.result,
-      message: `${pacUrl} (${a.protocol} answer for ${a.asked}) sends ${diverted.length} of ${o.updateUrls.length} update URL(s) elsewhere than patchgate: FindProxyForURL("${first.url}") = "${first.result}"`,
+      message: `${pacUrl} (${a.protocol} answer for ${a.asked}) sends ${diverted.length} of ${o.updateUrls.length} update URL(s) elsewhere than patchgate: FindProxyForURL("${first.url}") = "${first.result.length > MAX_TEXT ? first.result.slice(0, MAX_TEXT) + '…' : first.result}"`,
     };
   }
 

@@ -89,6 +89,7 @@ describe('guard helpers', () => {
   it('escapes control characters, bidi overrides and line separators from the network, and cuts long text', () => {
     expect(escapeForTerminal('PROXY a:1\x1b[2J\r\nFINDING\u2028\u202e\x7f\x9b')).toBe('PROXY a:1\\x1b[2J\\x0d\\x0aFINDING\\u2028\\u202e\\x7f\\x9b');
     expect(escapeForTerminal('x'.repeat(500))).toHaveLength(201);
+    expect(escapeForTerminal('x'.repeat(500), 800)).toHaveLength(500);
   });
 
   it('reads name servers and the search list from resolv.conf', () => {
