@@ -26,7 +26,7 @@ export interface WpadGuardArgs {
 
 /** One answer heard, for a stderr line (the addresses come from our own parsers: dotted or colon-hex). */
 export const describeAnswer = (a: NameAnswer) =>
-  `${a.protocol}${a.interface ? ` on ${a.interface}` : ''}: ${a.responder} answered ${escapeForTerminal(a.asked)} with ${a.addresses.map(escapeForTerminal).join(', ')}`;
+  `${a.protocol}${a.interface ? ` on ${a.interface}` : ''}: ${a.responder} answered ${escapeForTerminal(a.asked)} with ${a.addresses.map((x) => escapeForTerminal(x)).join(', ')}`;
 
 /** "60s", "5m", "1h", "500ms", or a number of seconds. */
 export function parseDuration(text: string, flag: string): number {
