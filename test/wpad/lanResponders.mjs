@@ -7,7 +7,7 @@
 //
 // CONFIG: {
 //   dns?:   { bind: IP, records: { [name]: IP } },                  // NXDOMAIN for everything else
-//   llmnr?: { reply_from: IP, names?: { [name]: IP }, all?: IP },   // all: answer every name with IP
+//   llmnr?: { reply_from: IP, names?: { [name]: IP }, all?: IP, repeat?: N },   // all: answer every name with IP; repeat: send each answer N times
 //   llmnr6?: { iface: IF, reply_from: IPv6 link-local, names?, all? }  // LLMNR on ff02::1:3
 //   nbns?:  { reply_from: IP, names?: { [name]: IP }, all?: IP },
 //   mdns?:  { reply_from: IP, names?: { [name]: IP }, all?: IP },   // names without ".local"
@@ -52,7 +52,7 @@ async function dnsFormatResponder(kind, c, port, group) {
       type: 'response', id: q.id, flags: kind === 'mdns' ? dnsPacket.AUTHORITATIVE_ANSWER : 0, questions: [question],
       answers: [{ type: 'A', class: 'IN', name: question.name, ttl: 30, data: ip }],
     });
-    reply.send(answer, from.port, from.address);
+    for (let i = 0; i < (c.repeat ?? 1); i++) reply.send(answer, from.port, from.address);
   });
 }
 

@@ -116,6 +116,18 @@ describe.skipIf(!isRoot)('wpad-guard on a LAN of network namespaces', () => {
     expect(r.stderr).toContain(`no PAC file at http://${ATTACKER_IP}/wpad.dat`);
   });
 
+  it('a poisoner flooding each answer 500 times: the guard reads at most 64 datagrams a query and reports each responder once', async () => {
+    const r = await round({ ...HONEST_LAN, llmnr: { reply_from: ATTACKER_IP, all: ATTACKER_IP, repeat: 500 } });
+    expect(summary(r.findings), r.stderr).toEqual([
+      { finding: 'random-name-answered', protocol: 'llmnr', responder: ATTACKER_IP },
+      { finding: 'unexpected-wpad-responder', protocol: 'llmnr', responder: ATTACKER_IP },
+    ]);
+    const heard = (r.stderr.match(/answer: llmnr on /g) ?? []).length;
+    console.log(`[flood] llmnr answers read: ${heard}`);
+    expect(heard).toBeGreaterThan(2);
+    expect(heard).toBeLessThanOrEqual(2 * 64);
+  });
+
   it('a poisoner answering LLMNR over IPv6 only (ff02::1:3): found from the interface\'s link-local address', async () => {
     const r = await round({ ...HONEST_LAN, llmnr6: { iface: seg.lanIf, reply_from: seg.lanLinkLocal, all: ATTACKER_IP } });
     expect(summary(r.findings), r.stderr).toEqual([
