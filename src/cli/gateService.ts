@@ -1,5 +1,5 @@
 import type http from 'node:http';
-import { loadRulesFile, type HostRule, type LoadedRules } from '../policy/rulesFile.js';
+import { loadRulesFile, type HostRule, type LoadedRules, type UnverifiableRule } from '../policy/rulesFile.js';
 import { buildPolicy } from '../policy/buildPolicy.js';
 import { HostRules } from '../policy/hostRules.js';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
@@ -8,6 +8,7 @@ import { GateMetrics } from '../metrics/gateMetrics.js';
 import { startAdminServer } from '../metrics/adminServer.js';
 import type { GateGauges } from '../metrics/gateMetrics.js';
 import { UsageError } from './usageError.js';
+import { DEFAULT_CLIENTS, DEFAULT_CONNECT_PORTS, DEFAULT_HTTP_PORTS, cidrList, type AccessRules } from '../policy/accessPolicy.js';
 
 /** The trust and host options `run` and `icap` share. */
 export interface GateServiceArgs {
@@ -21,6 +22,8 @@ export interface GateServiceArgs {
   ekuMode?: 'strict' | 'nested';
   signatureMode?: 'primary' | 'best' | 'all';
   audit: string;
+  /** Client address ranges added to the rules' `clients` (run only). */
+  allowClient?: string[];
 }
 
 export interface GateServiceConfig {
@@ -30,6 +33,8 @@ export interface GateServiceConfig {
   limits: { maxPayloadBytes: number; idleTimeoutMs: number; totalTimeoutMs: number; memoryHoldBytes: number; cacheTtlMs: number };
   nonPayload: 'pass' | 'block';
   unsignedDeltas: 'pass' | 'block';
+  unverifiable: UnverifiableRule[];
+  access: AccessRules;
 }
 
 export function parseHostPort(text: string, flag: string): { host: string; port: number } {
@@ -43,7 +48,17 @@ export function parseHostPort(text: string, flag: string): { host: string; port:
 export function loadGateConfig(args: GateServiceArgs): GateServiceConfig {
   const loaded = loadRulesFile(args.rules);
   const policy = buildPolicy(loaded, { anchorFiles: args.anchor, tsaAnchorFiles: args.tsaAnchor, distrustFile: args.distrust, allowSha1: args.allowSha1, ekuMode: args.ekuMode, signatureMode: args.signatureMode });
-  const extra: HostRule[] = (args.updateHost ?? []).map((pattern) => ({ pattern, mode: 'inspect', source: '--update-host' }));
+  // A host named on the command line is the operator's explicit destination: any port (the lab, tests, a WSUS server).
+  const extra: HostRule[] = (args.updateHost ?? []).map((pattern) => ({ pattern, mode: 'inspect', ports: 'any', source: '--update-host' }));
+  const r = loaded.rules;
+  const access: AccessRules = {
+    clients: [...(r.clients ?? DEFAULT_CLIENTS), ...(args.allowClient ?? [])],
+    passThrough: r.passThrough ?? 'forward',
+    connectPorts: r.ports?.connect ?? DEFAULT_CONNECT_PORTS,
+    httpPorts: r.ports?.http ?? DEFAULT_HTTP_PORTS,
+    inspectAddresses: r.inspectAddresses ?? false,
+  };
+  try { cidrList(access.clients); } catch (e) { throw new UsageError(`--allow-client: ${(e as Error).message}`); }
   const hostRules = new HostRules([...extra, ...(loaded.rules.hosts ?? [])]);
   const l = loaded.rules.limits ?? {};
   return {
@@ -57,6 +72,8 @@ export function loadGateConfig(args: GateServiceArgs): GateServiceConfig {
     },
     nonPayload: loaded.rules.nonPayload ?? 'pass',
     unsignedDeltas: loaded.rules.unsignedDeltas ?? 'block',
+    unverifiable: loaded.rules.unverifiable ?? [],
+    access,
   };
 }
 

@@ -41,8 +41,9 @@ export async function runGate(args: RunArgs): Promise<number> {
   const { audit, metrics } = openAudit(args, cfg.loaded.sha256);
   const gate = new UpdateGate({
     listen, policy: cfg.policy, hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, caDir: args.caDir ?? DEFAULT_CA_DIR, upstreamProxy: upstream,
-    limits: cfg.limits, nonPayload: cfg.nonPayload, unsignedDeltas: cfg.unsignedDeltas, spoolBase: args.spoolDir ?? tmpdir(),
-    upstreamCaFile: args.upstreamCa, observer: metrics,
+    limits: cfg.limits, nonPayload: cfg.nonPayload, unsignedDeltas: cfg.unsignedDeltas, unverifiable: cfg.unverifiable, spoolBase: args.spoolDir ?? tmpdir(),
+    upstreamCaFile: args.upstreamCa, observer: metrics, access: cfg.access,
+    ownEndpoints: args.admin !== 'off' ? [parseHostPort(args.admin, '--admin')] : [],
   });
   metrics.watch(gate);
   await gate.start();

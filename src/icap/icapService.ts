@@ -1,4 +1,5 @@
 import net, { type Socket } from 'node:net';
+import type { UnverifiableRule } from '../policy/rulesFile.js';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { reason } from '../verify/verdict.js';
@@ -33,6 +34,7 @@ export interface IcapServiceOptions {
   limits: IcapLimits;
   nonPayload: 'pass' | 'block';
   unsignedDeltas: 'pass' | 'block';
+  unverifiable?: UnverifiableRule[];
   spoolBase?: string;
   /** Connections served at once; more are answered 503 (advertised as Max-Connections). */
   maxConnections?: number;
@@ -54,12 +56,12 @@ export const ICAP_SERVICE_PATH = '/respmod';
  * ISTag: changes whenever anything that decides a verdict changes (rules file, anchors, distrust
  * list, policy switches, inspected hosts), so that a proxy caching adapted responses drops them.
  */
-export function istagFor(o: Pick<IcapServiceOptions, 'policy' | 'hostRules' | 'rulesSha256' | 'nonPayload' | 'unsignedDeltas' | 'version'>): string {
+export function istagFor(o: Pick<IcapServiceOptions, 'policy' | 'hostRules' | 'rulesSha256' | 'nonPayload' | 'unsignedDeltas' | 'unverifiable' | 'version'>): string {
   const p = o.policy;
   const material = JSON.stringify({
     v: o.version ?? '', rules: o.rulesSha256, anchors: p.anchors.map((a) => a.sha256).sort(), tsa: p.tsaAnchors.map((a) => a.sha256).sort(),
     distrust: [...p.distrust].sort(), sha1: p.allowSha1, eku: p.ekuMode, sig: p.signatureMode, rsa: p.minRsaBits, digests: p.fileDigests,
-    limits: p.limits, inspect: o.hostRules.patterns('inspect'), pinned: o.hostRules.patterns('pinned'), np: o.nonPayload, d: o.unsignedDeltas,
+    limits: p.limits, inspect: o.hostRules.patterns('inspect'), pinned: o.hostRules.patterns('pinned'), np: o.nonPayload, d: o.unsignedDeltas, u: o.unverifiable,
   });
   return `"pg-${createHash('sha256').update(material).digest('hex').slice(0, 24)}"`;
 }
@@ -121,7 +123,7 @@ export class IcapService {
       inspection: {
         policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
         memory: this.memory, digests: this.digests,
-        nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, now: this.o.now, observer: this.o.observer,
+        nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, unverifiable: this.o.unverifiable, now: this.o.now, observer: this.o.observer,
       },
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs,
       audit: (r) => this.o.audit.record(r),

@@ -142,7 +142,7 @@ export class RespmodTransaction {
       pathname: this.pathname,
       declaredLength: cl !== undefined && /^\d{1,15}$/.test(cl.trim()) ? Number(cl) : undefined,
       pass: {
-        start: (head) => this.passStart(head),
+        start: (head, rule) => { this.rule = rule; this.passStart(head); },
         data: (c, resume) => this.passData(c, resume),
         end: () => this.passEnd(),
         error: () => this.end(true), // a response already under way cannot become a block: cut it
@@ -268,7 +268,10 @@ export class RespmodTransaction {
       return;
     }
     if (r.kind === 'pass') return; // the pass sink carries it
-    if (r.kind === 'block') return this.block(r.reasons, r.verdict);
+    if (r.kind === 'block') {
+      this.rule = r.rule;
+      return this.block(r.reasons, r.verdict);
+    }
     // allow
     this.verifyMs = r.verifyMs;
     const verdict = r.verdict;
@@ -384,6 +387,9 @@ export class RespmodTransaction {
   get inFlight(): boolean { return !this.finished && this.mode === 'inspect' && !this.responded; }
   get spoolBytes(): number { return this.inspection?.spoolBytes ?? this.spool?.heldBytes ?? 0; }
 
+  /** The rule that decided content the verifier does not check (audit `rule`). */
+  private rule: string | undefined;
+
   private record(x: {
     served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: VerdictReason[];
     verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; toClientMs?: number; icapStatus?: number;
@@ -396,7 +402,7 @@ export class RespmodTransaction {
       verdict: x.verdict, reasons: x.reasons, signer: v?.signer, chain: v?.chain?.map((c) => c.sha256), timestamp: v?.timestamp,
       rulesSha256: this.ctx.rulesSha256,
       durations: { upstreamMs: (this.lastByte || Date.now()) - this.started, verifyMs: this.verifyMs, toClientMs: x.toClientMs },
-      icapClient: this.io.peer, icapStatus: x.icapStatus,
+      icapClient: this.io.peer, icapStatus: x.icapStatus, rule: this.rule,
     });
   }
 }

@@ -45,7 +45,7 @@ function entityHeaders(h: IncomingHttpHeaders): Record<string, string | string[]
 type Outcome =
   | { kind: 'verdict'; verdict: Verdict; status: number; headers: IncomingHttpHeaders; spool: Spool | undefined }
   | { kind: 'relay'; status: number; headers: IncomingHttpHeaders; served: AuditRecord['served'] }
-  | { kind: 'block'; reasons: VerdictReason[]; verdict?: Verdict };
+  | { kind: 'block'; reasons: VerdictReason[]; verdict?: Verdict; rule?: string; status?: number };
 
 /**
  * One upstream fetch of an inspected resource, shared by every client that asks for the same URL
@@ -177,6 +177,14 @@ export class HeldDownload {
     const method = this.waiters[0]?.method ?? 'GET';
     this.armIdle();
 
+    // Only chunked framing is undone by the HTTP parser: any other transfer-coding (gzip, chunked)
+    // would reach the verifier still coded. Squid answers 502 for them; so does the gate.
+    const te = String(res.headers['transfer-encoding'] ?? '').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c && c !== 'chunked');
+    if (te.length) {
+      res.destroy();
+      this.settings.observer?.upstreamError('UPSTREAM_ERROR');
+      return this.settleNow({ kind: 'block', status: 502, reasons: [reason('UPSTREAM_ERROR', `unsupported transfer-coding "${te.join(', ')}" (only chunked is accepted)`)] });
+    }
     if (status === 206) {
       res.destroy();
       return this.fail(reason('UPSTREAM_ERROR', 'upstream answered 206 Partial Content to a request without Range: a partial body is never forwarded unverified'));
@@ -203,7 +211,7 @@ export class HeldDownload {
       pathname: new URL(this.key).pathname,
       declaredLength: cl !== undefined && /^\d{1,15}$/.test(cl) ? Number(cl) : undefined,
       pass: {
-        start: (head) => this.startPass(head, status, res.headers),
+        start: (head, rule) => this.startPass(head, status, res.headers, rule),
         data: (chunk, resume) => this.passChunk(chunk, resume),
         end: () => this.endPass(),
         error: (why) => this.fail(why),
@@ -246,11 +254,12 @@ export class HeldDownload {
       return this.settle({ kind: 'verdict', verdict: r.verdict, status, headers, spool: r.spool });
     }
     this.upstream?.destroy();
-    this.settle({ kind: 'block', reasons: r.reasons, verdict: r.verdict });
+    this.settle({ kind: 'block', reasons: r.reasons, verdict: r.verdict, rule: r.rule });
   }
 
   /** Non-payload content (metadata): streamed through to the clients already waiting, not cached. */
-  private startPass(head: Buffer, status: number, headers: IncomingHttpHeaders): void {
+  private startPass(head: Buffer, status: number, headers: IncomingHttpHeaders, rule: string): void {
+    this.passRule = rule;
     this.onSettled(this, false);
     this.passing = this.waiters.splice(0);
     for (const w of this.passing) {
@@ -262,6 +271,7 @@ export class HeldDownload {
   }
 
   private passing: Waiter[] = [];
+  private passRule: string | undefined;
   private passedBytes = 0;
   private passStatus = 0;
 
@@ -283,7 +293,7 @@ export class HeldDownload {
     this.letGoOfUpstream();
     for (const w of this.passing) {
       w.res.end();
-      this.record(w, { served: 'passed', status: this.passStatus, verdict: 'pass', reasons: [], inspected: false, bytesToClient: this.passedBytes });
+      this.record(w, { served: 'passed', status: this.passStatus, verdict: 'pass', reasons: [], inspected: false, bytesToClient: this.passedBytes, rule: this.passRule });
     }
     this.passing = [];
   }
@@ -305,7 +315,7 @@ export class HeldDownload {
     // Pass-through waiters of a failed pass cannot get a block page any more: cut them.
     for (const w of this.passing.splice(0)) {
       w.res.destroy();
-      this.record(w, { served: 'client-aborted', status: this.passStatus, verdict: 'block', reasons: o.kind === 'block' ? o.reasons : [], inspected: false });
+      this.record(w, { served: 'client-aborted', status: this.passStatus, verdict: 'block', reasons: o.kind === 'block' ? o.reasons : [], inspected: false, rule: this.passRule });
     }
     this.onSettled(this, o.kind === 'verdict');
   }
@@ -320,9 +330,9 @@ export class HeldDownload {
     const o = this.outcome!;
     const base = { verifyMs: this.verifyMs, upstreamMs: this.lastByte - this.started };
     if (o.kind === 'block') {
-      const bytes = writeBlockPage(w.res, o.reasons, w.id, w.url);
+      const bytes = writeBlockPage(w.res, o.reasons, w.id, w.url, o.status);
       const v = o.verdict;
-      this.record(w, { served: 'blocked', status: 403, verdict: 'block', reasons: o.reasons, verdictData: v, bytesToClient: bytes, durations: base });
+      this.record(w, { served: 'blocked', status: o.status ?? 403, verdict: 'block', reasons: o.reasons, verdictData: v, bytesToClient: bytes, durations: base, rule: o.rule });
       return;
     }
     if (o.kind === 'relay') {
@@ -378,7 +388,7 @@ export class HeldDownload {
 
   private record(w: Waiter, r: {
     served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: VerdictReason[];
-    verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; durations?: AuditRecord['durations'];
+    verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; durations?: AuditRecord['durations']; rule?: string;
   }): void {
     const v = r.verdictData ?? (this.outcome?.kind === 'verdict' ? this.outcome.verdict : this.outcome?.kind === 'block' ? this.outcome.verdict : undefined);
     this.settings.audit({
@@ -387,7 +397,7 @@ export class HeldDownload {
       range: w.range, bytes: v?.size, bytesToClient: r.bytesToClient, sha256: v?.sha256, format: v?.format,
       verdict: r.verdict, reasons: r.reasons, signer: v?.signer, chain: v?.chain?.map((c) => c.sha256), timestamp: v?.timestamp,
       rulesSha256: this.settings.rulesSha256, durations: r.durations ?? { upstreamMs: this.lastByte ? this.lastByte - this.started : undefined },
-      shared: w.shared || undefined,
+      shared: w.shared || undefined, rule: r.rule,
     });
   }
 }

@@ -10,6 +10,7 @@ import { HttpsProxyAgent } from 'https-proxy-agent';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import { reason } from '../verify/verdict.js';
 import type { HostRules } from '../policy/hostRules.js';
+import type { UnverifiableRule } from '../policy/rulesFile.js';
 import { canonicalHost, targetHost } from '../policy/hostRules.js';
 import type { AuditLog } from '../audit/auditLog.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
@@ -22,6 +23,8 @@ export { MEMORY_TOTAL_FACTOR };
 import { pacFile } from './pacFile.js';
 import { isSafeHostName, loadOrCreateInterceptionCa, type InterceptionCa } from './interceptionCa.js';
 import { makeLibraryCaDecoy } from './libraryCaDecoy.js';
+import { AccessPolicy, defaultAccessRules, type AccessDenial, type AccessRules } from '../policy/accessPolicy.js';
+import { InspectedAddresses, destinationAddresses, ownEndpointCheck, pinnedLookup } from './destinations.js';
 
 export interface GateLimits {
   maxPayloadBytes: number;
@@ -50,6 +53,8 @@ export interface GateOptions {
   limits: GateLimits;
   nonPayload: 'pass' | 'block';
   unsignedDeltas: 'pass' | 'block';
+  /** Known kinds the verifier cannot check, by path pattern (rules: unverifiable). */
+  unverifiable?: UnverifiableRule[];
   spoolBase?: string;
   /** PEM file of extra CAs the gate trusts for upstream TLS (besides the system store). */
   upstreamCaFile?: string;
@@ -59,6 +64,10 @@ export interface GateOptions {
   observer?: GateObserver;
   /** Digest threads (0: hash on the event loop). Default: one per spare core, at least one. */
   digestThreads?: number;
+  /** Who may use the gate and where it may take them (default: defaultAccessRules()). */
+  access?: AccessRules;
+  /** The gate's other endpoints (the admin address): never a destination, like its own port. */
+  ownEndpoints?: { host: string; port: number }[];
 }
 
 const CONNECT_FIRST_BYTE_MS = 10_000;
@@ -72,12 +81,22 @@ function refuseConnect(socket: Duplex, response: string): void {
   setTimeout(() => socket.destroy(), 1000).unref();
 }
 
-/** Hosts in absolute-form and Host header must agree: a disagreement is how smuggling starts. */
-function hostOfHeader(h: string | undefined): string | undefined {
-  if (!h) return undefined;
-  const m = /^(\[[^\]]+\]|[^:]+)(?::\d+)?$/.exec(h.trim());
-  return m ? targetHost(m[1]!) ?? '(non-canonical)' : undefined;
+/**
+ * Hosts in absolute-form and Host header must agree: a disagreement is how smuggling starts.
+ * null: a Host header that does not parse (refused, never ignored); undefined: none.
+ */
+function hostOfHeader(h: string | undefined): { host: string; port?: number } | null | undefined {
+  if (h === undefined) return undefined;
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\[\]\s/\\@?#]+)(?::(\d{1,5}))?$/.exec(h.trim());
+  if (!m) return null;
+  return { host: targetHost(m[1]!) ?? '(non-canonical)', ...(m[2] !== undefined ? { port: Number(m[2]) } : {}) };
 }
+
+/** http-mitm-proxy's options for the upstream request (ours: `lookup`, pinned to the addresses checked). */
+interface UpstreamOptions { host: string; port: number; path: string; headers: Record<string, string | string[] | undefined>; agent?: unknown; lookup?: unknown }
+
+/** What a CONNECT left on its socket (and on the TLS socket over it): the target requests inside must name. */
+interface ConnectMark { patchgateConnectHost?: string; patchgateConnectPort?: number }
 
 /**
  * The gate: http-mitm-proxy does the proxying; this addon decides, per request, whether the
@@ -109,11 +128,16 @@ export class UpdateGate {
   private readonly intercepted = http.createServer({ connectionsCheckingInterval: 1000 });
   /** Secure contexts of the interception leaves, by host, while the leaf stays the same. */
   private readonly contexts = new Map<string, { certPem: string; ctx: tls.SecureContext }>();
+  private readonly access: AccessPolicy;
+  private readonly own = ownEndpointCheck(() => [{ host: this.o.listen.host, port: this.port }, ...(this.o.ownEndpoints ?? [])]);
+  private readonly inspectedAddresses: InspectedAddresses | undefined;
 
   constructor(private readonly o: GateOptions) {
     const ca = o.upstreamCaFile ? [...tls.rootCertificates, readFileSync(o.upstreamCaFile, 'utf8')] : undefined;
     const l = o.limits;
     this.memory = new MemoryBudget(l.memoryTotalBytes ?? MEMORY_TOTAL_FACTOR * l.memoryHoldBytes, (bytes) => this.reclaim(bytes));
+    this.access = new AccessPolicy(o.access ?? defaultAccessRules(), o.hostRules);
+    this.inspectedAddresses = this.access.rules.inspectAddresses ? new InspectedAddresses(o.hostRules.exactNames('inspect')) : undefined;
     this.httpsAgent = o.upstreamProxy ? new HttpsProxyAgent(o.upstreamProxy.href, { keepAlive: true, ...(ca ? { ca } : {}) }) : undefined;
   }
 
@@ -163,16 +187,12 @@ export class UpdateGate {
     proxy.onRequest((ctx, callback) => this.onRequest(ctx, callback));
     // WebSocket upgrades bypass onRequest entirely: none to an inspected host (no byte unverified).
     proxy.onWebSocketConnection((ctx: any, callback: (err?: Error) => void) => {
-      let target: URL | undefined;
-      try { target = new URL(ctx.proxyToServerWebSocketOptions.url); } catch { /* refused below */ }
-      const host = target ? canonicalHost(target.hostname) : '';
-      if (!target || this.stopping || this.o.hostRules.decide(host, target.pathname).mode !== 'pass') {
+      const refuse = () => {
         // http-mitm-proxy's close handler reads proxyToServerWebSocket: give it a closed stand-in.
         ctx.proxyToServerWebSocket = { readyState: 3, close() {}, send() {}, ping() {}, pong() {} };
         try { ctx.clientToProxyWebSocket.terminate(); } catch { /* gone */ }
-        return; // never connects upstream
-      }
-      callback();
+      };
+      this.admitWebSocket(ctx).then((ok) => (ok ? callback() : refuse()), refuse);
     });
     proxy.onError((ctx, err) => {
       const held = ctx && (ctx as unknown as { patchgateHold?: HeldDownload }).patchgateHold;
@@ -220,6 +240,10 @@ export class UpdateGate {
 
   private onConnect(req: IncomingMessage, socket: Duplex, head: Buffer, callback: (err?: Error) => void): void {
     const target = req.url ?? '';
+    const client = (req.socket as Socket).remoteAddress ?? '?';
+    if (!this.access.clientAllowed(client)) {
+      return this.denyConnect(socket, client, target || '(none)', '', { status: 403, why: `client ${client} is not in the rules' clients (or --allow-client)` });
+    }
     const m = /^(\[[^\]]+\]|[^:/\\\s]+):(\d{1,5})$/.exec(target);
     const host = m ? targetHost(m[1]!) ?? '' : '';
     const port = m ? Number(m[2]) : 0;
@@ -227,8 +251,20 @@ export class UpdateGate {
       refuseConnect(socket, 'HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n');
       return;
     }
-    const decision = this.o.hostRules.decideConnect(host);
-    const client = (req.socket as Socket).remoteAddress ?? '?';
+    this.admitConnect(client, target, host, port, socket, head).catch((e: Error) => {
+      this.denyConnect(socket, client, target, host, { status: 403, why: `internal error: ${e.message}` });
+    });
+  }
+
+  /** Destination checks (name, port, then the addresses it resolves to), then interception or a tunnel. */
+  private async admitConnect(client: string, target: string, host: string, port: number, socket: Duplex, head: Buffer): Promise<void> {
+    const admitted = await this.admit(host, port, 'connect');
+    if (socket.destroyed) return;
+    if ('status' in admitted) return this.denyConnect(socket, client, target, host, admitted);
+    let decision = this.o.hostRules.decideConnect(host);
+    // An alias of an inspected origin (inspectAddresses) is inspected too; a pinned host stays pinned.
+    if (decision.mode === 'pass' && this.inspectedAddresses && await this.inspectedAddresses.isAlias(admitted.addresses)) decision = { mode: 'inspect' };
+    if (socket.destroyed) return;
     if (decision.mode === 'inspect') {
       if (!this.ca.covers(host)) {
         this.auditConnect(client, target, host, 'blocked', 403, [reason('INTERNAL_ERROR', 'the interception CA cannot issue for this host: refused rather than tunnelled blind')]);
@@ -239,12 +275,37 @@ export class UpdateGate {
       // no TLS byte arrives in time (else each abandoned CONNECT would keep a descriptor).
       socket.once('end', () => socket.destroy());
       (socket as Socket).setTimeout?.(CONNECT_FIRST_BYTE_MS, () => socket.destroy());
-      this.intercept(socket as Socket, head, host);
+      this.intercept(socket as Socket, head, host, port);
       return;
     }
     if (decision.mode === 'pinned') this.auditConnect(client, target, host, 'tunnel', 200, []);
     else this.o.audit.debug({ client, connect: target }, 'tunnel');
-    this.tunnel(socket, head, host, port);
+    if (admitted.unresolved) return void refuseConnect(socket, 'HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n');
+    this.tunnel(socket, head, host, port, admitted.addresses);
+  }
+
+  /**
+   * May the gate take a client to host:port? By name and port first (rules: passThrough, ports),
+   * then by the addresses the name resolves to (never the gate itself; loopback and link-local
+   * only for a host a rule names exactly). The addresses returned are the ones to connect to.
+   */
+  private async admit(host: string, port: number, kind: 'connect' | 'http' | 'tunnelled'): Promise<AccessDenial | { addresses: string[]; unresolved?: string }> {
+    const byName = kind === 'tunnelled' ? undefined : this.access.destination(host, port, kind);
+    if (byName) return byName;
+    let addresses: string[];
+    try {
+      addresses = await destinationAddresses(host, !!this.o.upstreamProxy);
+    } catch (e) {
+      // Nothing to connect to: the caller answers as for an unreachable upstream (an interception goes on: each request resolves again).
+      return { addresses: [], unresolved: `${host} does not resolve (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` };
+    }
+    return this.access.addresses(host, port, addresses, this.own) ?? { addresses };
+  }
+
+  private denyConnect(socket: Duplex, client: string, target: string, host: string, d: AccessDenial): void {
+    this.auditConnect(client, target, host, 'blocked', d.status, [reason('ACCESS_DENIED', d.why)]);
+    const text = `${d.why}\n`;
+    refuseConnect(socket, `HTTP/1.1 ${d.status} ${d.status === 400 ? 'Bad Request' : 'Forbidden'}\r\ncontent-type: text/plain; charset=utf-8\r\nx-patchgate-verdict: block\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
   }
 
   /**
@@ -253,12 +314,13 @@ export class UpdateGate {
    * A tunnel whose first byte is not a TLS handshake carries plain HTTP: it goes to the proxy's
    * HTTP server (as http-mitm-proxy did), where the usual rules apply to each request.
    */
-  private intercept(socket: Socket, head: Buffer, host: string): void {
+  private intercept(socket: Socket, head: Buffer, host: string, port: number): void {
+    const mark = (s: object) => Object.assign(s as ConnectMark, { patchgateConnectHost: host, patchgateConnectPort: port });
     const start = (first: Buffer) => {
       socket.setTimeout(0);
       socket.pause();
       socket.unshift(first);
-      (socket as unknown as { patchgateConnectHost?: string }).patchgateConnectHost = host;
+      mark(socket);
       if (first[0] !== 0x16) {
         // The socket's parser from the CONNECT was detached: a new one reads what is buffered, then the rest.
         (this.proxy as unknown as { httpServer: http.Server }).httpServer.emit('connection', socket);
@@ -275,6 +337,7 @@ export class UpdateGate {
       // The socket's buffered bytes (the ClientHello) are fed to TLS first (TLSSocket's initRead).
       const t = new tls.TLSSocket(socket, { isServer: true, secureContext: ctx, ALPNProtocols: ['http/1.1'] });
       t.on('error', () => t.destroy());
+      mark(t);
       this.intercepted.emit('connection', t);
     };
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
@@ -301,7 +364,7 @@ export class UpdateGate {
   }
 
   /** A blind TCP tunnel, direct or through the upstream proxy's CONNECT. */
-  private tunnel(client: Duplex, head: Buffer, host: string, port: number): void {
+  private tunnel(client: Duplex, head: Buffer, host: string, port: number, addresses: string[]): void {
     const up = this.o.upstreamProxy;
     const wire = (server: Duplex) => {
       this.tunnels.add(client);
@@ -316,7 +379,7 @@ export class UpdateGate {
     };
     const refuse = () => { if (!client.destroyed) client.end('HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n'); };
     if (!up) {
-      const s = net.connect({ host, port });
+      const s = net.connect({ host, port, ...(addresses.length ? { lookup: pinnedLookup(addresses) } : {}) });
       s.once('connect', () => wire(s));
       s.once('error', refuse);
       return;
@@ -332,27 +395,98 @@ export class UpdateGate {
   private onRequest(ctx: any, callback: (err?: Error) => void): void {
     const req: IncomingMessage = ctx.clientToProxyRequest;
     const res: ServerResponse = ctx.proxyToClientResponse;
-    const opts = ctx.proxyToServerRequestOptions as { host: string; port: number; path: string; headers: Record<string, string | string[] | undefined>; agent?: unknown };
+    const opts = ctx.proxyToServerRequestOptions as UpstreamOptions;
     // A request for the proxy itself (origin-form, not through a CONNECT): PAC file or 404.
     const originForm = (req as unknown as { patchgateOriginForm?: boolean }).patchgateOriginForm === true;
     // Plain HTTP inside a CONNECT tunnel names its target in Host, like a request to the origin itself.
-    const viaConnect = (req.socket as unknown as { patchgateConnectHost?: string }).patchgateConnectHost !== undefined;
+    const mark = req.socket as unknown as ConnectMark;
+    const viaConnect = mark.patchgateConnectHost !== undefined;
+    const client = req.socket.remoteAddress ?? '?';
+    // Inside a CONNECT the client was admitted with the CONNECT.
+    if (!viaConnect && !this.access.clientAllowed(client)) {
+      return this.denyRequest(req, res, client, req.url || '(none)', '', { status: 403, why: `client ${client} is not in the rules' clients (or --allow-client)` });
+    }
     if (!ctx.isSSL && !ctx.connectRequest && !viaConnect && (originForm || this.isDirect(req, opts))) return this.serveDirect(req, res);
     const host = targetHost(opts.host ?? '') ?? '';
     if (!host || !isSafeHostName(host)) return this.refuse(res, 400, 'bad host name (or a non-canonical IP address spelling)');
-    const hdrHost = hostOfHeader(req.headers.host);
-    if (hdrHost !== undefined && hdrHost !== host) return this.refuse(res, 400, 'Host header and request target disagree');
+    const hdr = hostOfHeader(req.headers.host);
+    if (hdr === null) return this.refuse(res, 400, 'the Host header does not parse');
+    if (hdr !== undefined && hdr.host !== host) return this.refuse(res, 400, 'Host header and request target disagree');
     const scheme = ctx.isSSL ? 'https' : 'http';
-    const port = opts.port || (ctx.isSSL ? 443 : 80);
+    if (viaConnect) {
+      // The CONNECT named the destination and was admitted for it: a request inside may not name another.
+      const port = mark.patchgateConnectPort!;
+      if (host !== mark.patchgateConnectHost || (hdr?.port !== undefined && hdr.port !== port)) {
+        return this.denyRequest(req, res, client, `${scheme}://${req.headers.host ?? host}${req.url ?? '/'}`, host, { status: 400, why: `the request inside the CONNECT to ${mark.patchgateConnectHost}:${port} names ${hdr ? req.headers.host : host}` });
+      }
+      opts.port = port;
+    }
+    const port = Number(opts.port) || (ctx.isSSL ? 443 : 80);
     const path = req.url ?? '/';
     const defaultPort = (scheme === 'https' && port === 443) || (scheme === 'http' && port === 80);
     const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}${defaultPort ? '' : `:${port}`}${path}`;
-    const decision = this.o.hostRules.decide(host, path);
+    this.admitRequest(ctx, callback, { req, res, opts, client, host, port, path, url, viaConnect }).catch((e: Error) => {
+      this.denyRequest(req, res, client, url, host, { status: 403, why: `internal error: ${e.message}` });
+    });
+  }
+
+  /** Destination checks for a request, then a pass-through or a hold. */
+  private async admitRequest(ctx: any, callback: (err?: Error) => void, r: {
+    req: IncomingMessage; res: ServerResponse; opts: UpstreamOptions; client: string; host: string; port: number; path: string; url: string; viaConnect: boolean;
+  }): Promise<void> {
+    const { req, res, opts, client, host, port, path, url } = r;
+    // Inside a CONNECT the port was checked with the CONNECT; the addresses are checked again (they may have changed).
+    const admitted = await this.admit(host, port, r.viaConnect ? 'tunnelled' : 'http');
+    if (res.destroyed || res.headersSent) return;
+    if ('status' in admitted) return this.denyRequest(req, res, client, url, host, admitted);
+    if (admitted.unresolved) return this.denyRequest(req, res, client, url, host, { status: 502, why: admitted.unresolved }, 'UPSTREAM_ERROR');
+    if (!this.o.upstreamProxy && admitted.addresses.length) opts.lookup = pinnedLookup(admitted.addresses);
+    let decision = this.o.hostRules.decide(host, path);
+    // inspectAddresses: a host no inspect rule names, whose address is an inspected host's, is inspected too.
+    if (decision.mode === 'pass' && this.inspectedAddresses && this.o.hostRules.decideConnect(host).mode !== 'inspect' && this.o.hostRules.decideConnect(host).mode !== 'pinned'
+      && await this.inspectedAddresses.isAlias(admitted.addresses)) decision = { mode: 'inspect' };
+    if (res.destroyed) return;
     this.routeUpstream(ctx, opts, url);
     if (decision.mode !== 'inspect') {
-      this.o.audit.debug({ client: req.socket.remoteAddress, method: req.method, url }, 'pass');
+      this.o.audit.debug({ client, method: req.method, url }, 'pass');
       return callback();
     }
+    this.hold(ctx, callback, req, res, opts, url, host);
+  }
+
+  /**
+   * WebSocket upgrades bypass onRequest entirely: none to an inspected host (no byte unverified),
+   * and the same client and destination checks as any request. False: refuse (never connects upstream).
+   */
+  private async admitWebSocket(ctx: any): Promise<boolean> {
+    let target: URL | undefined;
+    try { target = new URL(ctx.proxyToServerWebSocketOptions.url); } catch { return false; }
+    const socket = ctx.clientToProxyWebSocket?._socket as (Socket & ConnectMark) | undefined;
+    const viaConnect = socket?.patchgateConnectHost !== undefined;
+    const host = targetHost(target.hostname) ?? '';
+    if (!viaConnect && !this.access.clientAllowed(socket?.remoteAddress)) return false;
+    if (!host || this.stopping || this.o.hostRules.decide(host, target.pathname).mode !== 'pass') return false;
+    if (viaConnect && host !== socket!.patchgateConnectHost) return false;
+    const port = Number(target.port) || (target.protocol === 'wss:' ? 443 : 80);
+    const admitted = await this.admit(host, port, viaConnect ? 'tunnelled' : 'http');
+    if ('status' in admitted || admitted.unresolved) return false;
+    if (this.inspectedAddresses && await this.inspectedAddresses.isAlias(admitted.addresses)) return false;
+    if (!this.o.upstreamProxy && admitted.addresses.length) ctx.proxyToServerWebSocketOptions.lookup = pinnedLookup(admitted.addresses);
+    return true;
+  }
+
+  private denyRequest(req: IncomingMessage, res: ServerResponse, client: string, url: string, host: string, d: { status: number; why: string }, code: 'ACCESS_DENIED' | 'UPSTREAM_ERROR' = 'ACCESS_DENIED'): void {
+    req.resume();
+    const id = newAuditId();
+    this.o.audit.record({
+      id, kind: 'transfer', client, method: (req.method ?? 'GET').toUpperCase(), url, host, inspected: false, served: 'blocked', status: d.status,
+      verdict: 'block', reasons: [reason(code, d.why)], rulesSha256: this.o.rulesSha256, durations: {},
+    });
+    if (!res.headersSent) res.setHeader('x-patchgate-audit-id', id);
+    this.refuse(res, d.status, d.why);
+  }
+
+  private hold(ctx: any, callback: (err?: Error) => void, req: IncomingMessage, res: ServerResponse, opts: UpstreamOptions, url: string, host: string): void {
     if (this.stopping) return this.refuse(res, 503, 'shutting down');
 
     const method = (req.method ?? 'GET').toUpperCase();
@@ -426,7 +560,7 @@ export class UpdateGate {
     const l = this.o.limits;
     return {
       policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
-      idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas,
+      idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, unverifiable: this.o.unverifiable,
       rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), now: this.o.now, observer: this.o.observer, digests: this.digests,
       redirectAllowed: (u) => (u.protocol === 'http:' || u.protocol === 'https:') && this.o.hostRules.decide(canonicalHost(u.hostname), u.pathname).mode === 'inspect',
     };
