@@ -334,6 +334,8 @@ export interface StartGateOptions {
   upstreamCaPem?: string;
   /** Metrics hooks for the gate (a GateMetrics). */
   observer?: GateObserver;
+  /** Known-unverifiable kinds by path (rules: unverifiable). */
+  unverifiable?: GateOptions['unverifiable'];
   /** Access rules over defaultAccessRules(). */
   access?: Partial<AccessRules>;
   /** The gate's other endpoints (as the admin address is for `patchgate run`). */
@@ -365,6 +367,7 @@ export async function startGate(o: StartGateOptions): Promise<GateHandle> {
     limits: { ...DEFAULT_LIMITS, ...o.limits },
     nonPayload: o.nonPayload ?? 'pass',
     unsignedDeltas: o.unsignedDeltas ?? 'block',
+    unverifiable: o.unverifiable,
     spoolBase,
     upstreamProxy: o.upstreamProxy,
     observer: o.observer,
