@@ -35,6 +35,7 @@ export interface GateServiceConfig {
   unsignedDeltas: 'pass' | 'block';
   unverifiable: UnverifiableRule[];
   access: AccessRules;
+  auditOnError: 'block' | 'serve';
 }
 
 export function parseHostPort(text: string, flag: string): { host: string; port: number } {
@@ -74,6 +75,7 @@ export function loadGateConfig(args: GateServiceArgs): GateServiceConfig {
     unsignedDeltas: loaded.rules.unsignedDeltas ?? 'block',
     unverifiable: loaded.rules.unverifiable ?? [],
     access,
+    auditOnError: r.audit?.onError ?? 'block',
   };
 }
 
@@ -82,7 +84,17 @@ export function openAudit(args: GateServiceArgs, rulesSha256: string): { audit: 
   const audit = new AuditLog(args.audit);
   const metrics = new GateMetrics({ rulesSha256, defaultMetrics: true });
   audit.subscribe((r) => metrics.observeRecord(r));
+  metrics.watchAudit(audit);
   return { audit, metrics };
+}
+
+/**
+ * The body of /healthz. The audit's state is part of it: a gate whose records do not reach the file
+ * is not healthy (`audit-failing`, answered 503), whatever audit.onError says.
+ */
+export function gateHealth(audit: AuditLog, gauges: GateGauges, rulesSha256: string): Record<string, unknown> {
+  const state = audit.state;
+  return { status: state.writable ? 'ok' : 'audit-failing', inFlight: gauges.inFlight, rulesSha256, audit: { ...audit.head, ...state } };
 }
 
 const say = (s: string) => process.stderr.write(s + '\n');
@@ -100,7 +112,7 @@ export async function serveUntilSignal(o: {
   if (admin) {
     adminServer = await startAdminServer({
       host: admin.host, port: admin.port, metrics: o.metrics,
-      health: () => ({ status: 'ok', inFlight: o.gauges.inFlight, rulesSha256: o.rulesSha256, audit: o.audit.head }),
+      health: () => gateHealth(o.audit, o.gauges, o.rulesSha256),
     });
     say(`patchgate: health http://${shown(admin.host)}:${adminServer.port}/healthz, metrics http://${shown(admin.host)}:${adminServer.port}/metrics`);
   }

@@ -42,7 +42,7 @@ export async function runGate(args: RunArgs): Promise<number> {
   const gate = new UpdateGate({
     listen, policy: cfg.policy, hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, caDir: args.caDir ?? DEFAULT_CA_DIR, upstreamProxy: upstream,
     limits: cfg.limits, nonPayload: cfg.nonPayload, unsignedDeltas: cfg.unsignedDeltas, unverifiable: cfg.unverifiable, spoolBase: args.spoolDir ?? tmpdir(),
-    upstreamCaFile: args.upstreamCa, observer: metrics, access: cfg.access,
+    upstreamCaFile: args.upstreamCa, observer: metrics, access: cfg.access, auditOnError: cfg.auditOnError,
     ownEndpoints: args.admin !== 'off' ? [parseHostPort(args.admin, '--admin')] : [],
   });
   metrics.watch(gate);

@@ -26,7 +26,10 @@ export interface HoldSettings extends InspectionSettings {
   idleTimeoutMs: number;
   totalTimeoutMs: number;
   rulesSha256: string;
-  audit: (r: AuditRecord) => void;
+  /** Writes a record; false when it could not be written. */
+  audit: (r: AuditRecord) => boolean;
+  /** A payload's record cannot be written: refuse the payload (`block`, default) or serve it anyway. */
+  auditOnError?: 'block' | 'serve';
   /** Is a redirect target one the rules accept (an inspected update host)? */
   redirectAllowed: (location: URL) => boolean;
 }
@@ -367,21 +370,28 @@ export class HeldDownload {
     const start = r.kind === 'range' ? r.range.start : 0;
     const end = r.kind === 'range' ? r.range.end : size - 1;
     const status = r.kind === 'range' ? 206 : o.status;
+    // The record is written (in the file, not a buffer) before the payload's first byte leaves: a
+    // payload whose record cannot be written is refused (audit.onError: block) or served anyway.
+    const recorded = this.record(w, {
+      served: r.kind === 'range' ? 'range' : 'full', status, verdict: 'allow', reasons: [], verdictData: o.verdict,
+      bytesToClient: end - start + 1, durations: base,
+    });
+    if (!recorded && this.settings.auditOnError !== 'serve') {
+      const why = reason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
+      writeBlockPage(w.res, [why], w.id, w.url);
+      this.record(w, { served: 'blocked', status: 403, verdict: 'block', reasons: [why], durations: base });
+      return;
+    }
     if (r.kind === 'range') headers['content-range'] = `bytes ${start}-${end}/${size}`;
     headers['content-length'] = end - start + 1;
     w.res.writeHead(status, headers);
-    const t0 = Date.now();
     this.readers++;
     let done = false;
-    const finish = (ok: boolean) => {
+    const finish = () => {
       if (done) return;
       done = true;
       this.readers--;
       if (this.expired && this.readers === 0) o.spool?.release();
-      this.record(w, {
-        served: ok ? (r.kind === 'range' ? 'range' : 'full') : 'client-aborted', status, verdict: 'allow', reasons: [], verdictData: o.verdict,
-        bytesToClient: ok ? end - start + 1 : undefined, durations: { ...base, toClientMs: Date.now() - t0 },
-      });
     };
     o.spool!.pipeTo(w.res, start, end, finish);
   }
@@ -389,9 +399,9 @@ export class HeldDownload {
   private record(w: Waiter, r: {
     served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: VerdictReason[];
     verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; durations?: AuditRecord['durations']; rule?: string;
-  }): void {
+  }): boolean {
     const v = r.verdictData ?? (this.outcome?.kind === 'verdict' ? this.outcome.verdict : this.outcome?.kind === 'block' ? this.outcome.verdict : undefined);
-    this.settings.audit({
+    return this.settings.audit({
       id: w.id, kind: 'transfer', client: w.client, method: w.method, url: w.url, host: w.host,
       inspected: r.inspected ?? v !== undefined, served: r.served, status: r.status, upstreamStatus: this.upstreamStatus,
       range: w.range, bytes: v?.size, bytesToClient: r.bytesToClient, sha256: v?.sha256, format: v?.format,

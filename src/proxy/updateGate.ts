@@ -64,6 +64,8 @@ export interface GateOptions {
   observer?: GateObserver;
   /** Digest threads (0: hash on the event loop). Default: one per spare core, at least one. */
   digestThreads?: number;
+  /** A payload's audit record cannot be written: refuse it (`block`, default) or serve it. */
+  auditOnError?: 'block' | 'serve';
   /** Who may use the gate and where it may take them (default: defaultAccessRules()). */
   access?: AccessRules;
   /** The gate's other endpoints (the admin address): never a destination, like its own port. */
@@ -561,7 +563,7 @@ export class UpdateGate {
     return {
       policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, unverifiable: this.o.unverifiable,
-      rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), now: this.o.now, observer: this.o.observer, digests: this.digests,
+      rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), auditOnError: this.o.auditOnError, now: this.o.now, observer: this.o.observer, digests: this.digests,
       redirectAllowed: (u) => (u.protocol === 'http:' || u.protocol === 'https:') && this.o.hostRules.decide(canonicalHost(u.hostname), u.pathname).mode === 'inspect',
     };
   }

@@ -334,6 +334,8 @@ export interface StartGateOptions {
   upstreamCaPem?: string;
   /** Metrics hooks for the gate (a GateMetrics). */
   observer?: GateObserver;
+  /** audit.onError (default block). */
+  auditOnError?: 'block' | 'serve';
   /** Known-unverifiable kinds by path (rules: unverifiable). */
   unverifiable?: GateOptions['unverifiable'];
   /** Access rules over defaultAccessRules(). */
@@ -368,6 +370,7 @@ export async function startGate(o: StartGateOptions): Promise<GateHandle> {
     nonPayload: o.nonPayload ?? 'pass',
     unsignedDeltas: o.unsignedDeltas ?? 'block',
     unverifiable: o.unverifiable,
+    auditOnError: o.auditOnError,
     spoolBase,
     upstreamProxy: o.upstreamProxy,
     observer: o.observer,
