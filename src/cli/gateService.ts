@@ -30,7 +30,7 @@ export interface GateServiceConfig {
   loaded: LoadedRules;
   policy: ApprovedCaPolicy;
   hostRules: HostRules;
-  limits: { maxPayloadBytes: number; idleTimeoutMs: number; totalTimeoutMs: number; memoryHoldBytes: number; cacheTtlMs: number };
+  limits: { maxPayloadBytes: number; idleTimeoutMs: number; totalTimeoutMs: number; memoryHoldBytes: number; cacheTtlMs: number; maxSpoolBytes?: number; maxSpoolBytesPerClient?: number };
   nonPayload: 'pass' | 'block';
   unsignedDeltas: 'pass' | 'block';
   unverifiable: UnverifiableRule[];
@@ -70,6 +70,8 @@ export function loadGateConfig(args: GateServiceArgs): GateServiceConfig {
       totalTimeoutMs: l.totalTimeoutMs ?? 30 * 60_000,
       memoryHoldBytes: l.memoryHoldBytes ?? 2 * 1024 * 1024,
       cacheTtlMs: l.cacheTtlMs ?? 60_000,
+      maxSpoolBytes: l.maxSpoolBytes,
+      maxSpoolBytesPerClient: l.maxSpoolBytesPerClient,
     },
     nonPayload: loaded.rules.nonPayload ?? 'pass',
     unsignedDeltas: loaded.rules.unsignedDeltas ?? 'block',

@@ -47,6 +47,7 @@ export const RULES_SCHEMA = {
         memoryHoldBytes: { type: 'integer', minimum: 0 },
         cacheTtlMs: { type: 'integer', minimum: 0 },
         maxSpoolBytes: { type: 'integer', minimum: 0 },
+        maxSpoolBytesPerClient: { type: 'integer', minimum: 0 },
       },
     },
     hosts: {

@@ -6,6 +6,7 @@ import type { Spool } from './spool.js';
 import { PayloadInspection, type InspectionResult, type InspectionSettings } from './payloadInspection.js';
 import { interpretRange } from './byteRange.js';
 import { writeBlockPage } from './blockPage.js';
+import { responseSharing, type Sharing } from './sharedCache.js';
 
 /** One client waiting for (or reading) a held entity. */
 export interface Waiter {
@@ -19,6 +20,8 @@ export interface Waiter {
   host: string;
   since: number;
   shared: boolean;
+  /** A client that joined another's download: how it fetches its own if the response may not be shared. */
+  refetch?: () => void;
 }
 
 /** A hold's settings: the inspection's (policy, spool, limits, digest threads) and the upstream's. */
@@ -30,6 +33,13 @@ export interface HoldSettings extends InspectionSettings {
   audit: (r: AuditRecord) => boolean;
   /** A payload's record cannot be written: refuse the payload (`block`, default) or serve it anyway. */
   auditOnError?: 'block' | 'serve';
+  /** How long a verified copy is kept for later requests at most (the response may say less). */
+  cacheTtlMs: number;
+  /**
+   * A verified copy kept of the same upstream entity (same URL but for the query, same strong ETag,
+   * same credentials): its clients are served from it instead of keeping a second copy.
+   */
+  sameEntity?: (entityKey: string) => HeldDownload | undefined;
   /** Is a redirect target one the rules accept (an inspected update host)? */
   redirectAllowed: (location: URL) => boolean;
 }
@@ -72,6 +82,21 @@ export class HeldDownload {
   private aborted = false;
   /** The body on its way through decoding, sniffing and holding, until there is an outcome. */
   private inspection: PayloadInspection | undefined;
+
+  /** The fetching request carried credentials (Authorization). */
+  credentials = false;
+  /** The client whose request started the download: its spool is counted against it. */
+  owner = '?';
+  /** URL without its query (plus the credentials' identity), for ETag matching; undefined: no matching. */
+  entityBase: string | undefined;
+  /** entityBase plus the response's strong ETag, once known. */
+  entityKey: string | undefined;
+  /** What the response allows (RFC 9111): known once its headers arrived. */
+  private sharing: Sharing | undefined;
+  /** May another request join this download (or its verified copy)? */
+  get joinable(): boolean { return this.sharing?.share ?? true; }
+  /** How long the verified copy is kept after the verdict. */
+  get keepMs(): number { return this.sharing?.keepMs ?? this.settings.cacheTtlMs; }
 
   constructor(key: string, private readonly settings: HoldSettings, private readonly onSettled: (d: HeldDownload, cacheable: boolean) => void) {
     this.key = key;
@@ -147,6 +172,24 @@ export class HeldDownload {
     this.onSettled(this, false);
   }
 
+  /** Gives every waiter to `other` (a verified copy of the same entity) and ends this download unread. */
+  private handOver(other: HeldDownload, res: IncomingMessage): void {
+    res.destroy();
+    this.clearTimers();
+    this.upstream = undefined;
+    this.outcome = { kind: 'block', reasons: [reason('UPSTREAM_ERROR', 'handed over to a verified copy of the same entity')] };
+    this.letGoOfUpstream();
+    const waiting = this.waiters.splice(0);
+    this.onSettled(this, false);
+    for (const w of waiting) {
+      w.shared = true;
+      other.attach(w);
+    }
+  }
+
+  /** Bytes of this download's spool on disk (a verified copy can free them). */
+  get onDiskBytes(): number { return this.spoolBytes - this.inMemoryBytes; }
+
   /**
    * Once there is an outcome, nothing here needs the upstream response, the decoders or the way to
    * cancel the request any more; a cached entity must not keep them (and what their listeners and
@@ -179,6 +222,21 @@ export class HeldDownload {
     const status = this.upstreamStatus;
     const method = this.waiters[0]?.method ?? 'GET';
     this.armIdle();
+    this.sharing = responseSharing(res.headers, this.credentials, this.settings.cacheTtlMs);
+    if (!this.sharing.share) {
+      // Clients that joined this download get their own fetch: this response is for its requester only.
+      for (const w of this.waiters.filter((x) => x.refetch)) {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        w.refetch!();
+      }
+    }
+    const etag = typeof res.headers.etag === 'string' ? res.headers.etag.trim() : '';
+    if (status === 200 && this.sharing.share && this.entityBase && /^"[^"]*"$/.test(etag)) {
+      // The origin says this is the same entity as a verified copy kept under another query string: serve that one.
+      this.entityKey = `${this.entityBase}#etag:${etag}`;
+      const same = this.settings.sameEntity?.(this.entityKey);
+      if (same && same !== this) return this.handOver(same, res);
+    }
 
     // Only chunked framing is undone by the HTTP parser: any other transfer-coding (gzip, chunked)
     // would reach the verifier still coded. Squid answers 502 for them; so does the gate.
@@ -212,6 +270,7 @@ export class HeldDownload {
     const inspection = new PayloadInspection(this.settings, {
       contentEncoding: res.headers['content-encoding'],
       pathname: new URL(this.key).pathname,
+      owner: this.owner,
       declaredLength: cl !== undefined && /^\d{1,15}$/.test(cl) ? Number(cl) : undefined,
       pass: {
         start: (head, rule) => this.startPass(head, status, res.headers, rule),
@@ -320,7 +379,7 @@ export class HeldDownload {
       w.res.destroy();
       this.record(w, { served: 'client-aborted', status: this.passStatus, verdict: 'block', reasons: o.kind === 'block' ? o.reasons : [], inspected: false, rule: this.passRule });
     }
-    this.onSettled(this, o.kind === 'verdict');
+    this.onSettled(this, o.kind === 'verdict' && this.keepMs > 0);
   }
 
   /** Ends the linger of a cached verified entity; the spool goes when its last reader is done. */

@@ -8,7 +8,7 @@ import type { UnverifiableRule } from '../policy/rulesFile.js';
 import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
-import { Spool, type MemoryBudget } from './spool.js';
+import { Spool, type DiskBudget, type MemoryBudget } from './spool.js';
 import type { DigestJob, DigestPool } from './digestPool.js';
 
 export interface InspectionSettings {
@@ -17,6 +17,8 @@ export interface InspectionSettings {
   memoryHoldBytes: number;
   /** What all bodies in flight may keep in memory together; past it a spool goes to disk. */
   memory?: MemoryBudget;
+  /** What all spools may keep on disk together, and each requester's share (limits.maxSpoolBytes). */
+  disk?: DiskBudget;
   /** Largest decoded body accepted (0 = no limit). */
   maxPayloadBytes: number;
   nonPayload: 'pass' | 'block';
@@ -94,7 +96,7 @@ export class PayloadInspection {
 
   constructor(
     private readonly s: InspectionSettings,
-    private readonly o: { contentEncoding?: string | string[]; pathname: string; pass?: PassSink; declaredLength?: number },
+    private readonly o: { contentEncoding?: string | string[]; pathname: string; pass?: PassSink; declaredLength?: number; owner?: string },
   ) {
     this.result = new Promise((r) => (this.resolveResult = r));
     const chain = contentDecoders(o.contentEncoding);
@@ -198,7 +200,7 @@ export class PayloadInspection {
     this.head = [];
     if (sniffFormat(head) !== 'unknown') {
       this.mode = 'hold';
-      this.spool = new Spool(this.s.spoolDir, this.s.memoryHoldBytes, this.s.memory);
+      this.spool = new Spool(this.s.spoolDir, this.s.memoryHoldBytes, this.s.memory, this.s.disk ? { budget: this.s.disk, owner: this.o.owner ?? '?' } : undefined);
       this.hold(head);
       return;
     }
@@ -233,6 +235,7 @@ export class PayloadInspection {
       if (!job.update(chunk, this.uncongest)) this.congest();
     }
     if (!this.spool!.write(chunk, this.uncongest)) this.congest();
+    if (this.spool!.refused) return this.fail(reason('OVERSIZE', `spool: ${this.spool!.refused}; try again later`));
   }
 
   private passOn(chunk: Buffer): void {

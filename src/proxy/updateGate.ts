@@ -1,10 +1,11 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import tls from 'node:tls';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statfsSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { tmpdir } from 'node:os';
+import { createHash } from 'node:crypto';
 import { Proxy as MitmProxy } from 'http-mitm-proxy';
 import { HttpsProxyAgent } from 'https-proxy-agent';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
@@ -16,7 +17,7 @@ import type { AuditLog } from '../audit/auditLog.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
 import { HeldDownload, newAuditId, type HoldSettings, type Waiter } from './heldDownload.js';
-import { MEMORY_TOTAL_FACTOR, MemoryBudget, makeSpoolDir, removeSpoolDir } from './spool.js';
+import { DiskBudget, MEMORY_TOTAL_FACTOR, MemoryBudget, SPOOL_CLIENT_FRACTION, SPOOL_FREE_FRACTION, makeSpoolDir, removeSpoolDir } from './spool.js';
 import { DigestPool } from './digestPool.js';
 
 export { MEMORY_TOTAL_FACTOR };
@@ -39,6 +40,14 @@ export interface GateLimits {
    * fetches and verifies again), and holds that still do not fit go to the disk spool.
    */
   memoryTotalBytes?: number;
+  /**
+   * What the spool may keep on disk (holds in flight and verified copies together); default
+   * SPOOL_FREE_FRACTION of the spool folder's free space at start. One client's share:
+   * SPOOL_CLIENT_FRACTION of it. Past it, least recently used verified copies go, then holds are refused (OVERSIZE).
+   */
+  maxSpoolBytes?: number;
+  /** One client's share of maxSpoolBytes (default SPOOL_CLIENT_FRACTION of it). */
+  maxSpoolBytesPerClient?: number;
 }
 
 
@@ -115,6 +124,10 @@ export class UpdateGate {
   private readonly cached = new Map<HeldDownload, NodeJS.Timeout>();
   /** Memory of all spools together; full, it drops cached entities (reclaim) before holds go to disk. */
   private readonly memory: MemoryBudget;
+  /** Disk of all spools together, and each client's share (limits.maxSpoolBytes); made at start. */
+  private disk!: DiskBudget;
+  /** Verified copies kept, by URL-without-query and strong ETag: one copy per upstream entity. */
+  private readonly entities = new Map<string, HeldDownload>();
   /** Every hold not yet settled (GET, HEAD and other methods alike), for stop() and inFlight. */
   private readonly active = new Set<HeldDownload>();
   private readonly tunnels = new Set<Duplex>();
@@ -152,6 +165,10 @@ export class UpdateGate {
     for (const d of new Set([...this.active, ...this.downloads.values()])) n += d.spoolBytes;
     return n;
   }
+  /** The spool's disk budget and what is in use (for /healthz and metrics). */
+  get spoolDisk(): { limit: number; perClient: number; used: number } {
+    return { limit: this.disk.limit, perClient: this.disk.perOwnerLimit, used: this.disk.usedBytes };
+  }
   /** Bytes all spools keep in memory (held, cached, or dropped from the cache but still being read). */
   get spoolMemoryBytes(): number { return this.memory.usedBytes; }
   /** The most that spools may keep in memory together. */
@@ -159,6 +176,8 @@ export class UpdateGate {
 
   async start(): Promise<void> {
     this.spoolDir = makeSpoolDir(this.o.spoolBase ?? tmpdir());
+    const maxSpool = this.maxSpoolBytes();
+    this.disk = new DiskBudget(maxSpool, this.o.limits.maxSpoolBytesPerClient ?? Math.floor(maxSpool * SPOOL_CLIENT_FRACTION), (bytes, owner) => this.reclaimDisk(bytes, owner));
     if (this.o.digestThreads !== 0) {
       this.digests = new DigestPool(this.o.digestThreads);
       await this.digests.ready();
@@ -497,24 +516,45 @@ export class UpdateGate {
       client: req.socket.remoteAddress ?? '?', url, host, since: Date.now(), shared: false,
     };
     // Only GET (and HEAD for an entity already verified) shares; other methods get their own fetch.
-    const key = method === 'GET' || method === 'HEAD' ? url : `${url}#${waiter.id}`;
+    // A request with credentials shares only with requests carrying the same ones (RFC 9111 §3.5:
+    // and only if the response allows it, decided when it arrives).
+    const auth = req.headers.authorization;
+    const credentials = auth !== undefined;
+    const identity = credentials ? `#auth:${createHash('sha256').update(String(auth)).digest('hex').slice(0, 32)}` : '';
+    const key = method === 'GET' || method === 'HEAD' ? `${url}${identity}` : `${url}#${waiter.id}`;
     const existing = this.downloads.get(key);
-    if (existing && (method === 'GET' || existing.settled)) {
+    if (existing && existing.joinable && (method === 'GET' || existing.settled)) {
       const ttl = this.cached.get(existing);
       if (ttl && this.cached.delete(existing)) this.cached.set(existing, ttl); // most recently used
       waiter.shared = true;
+      // If the response turns out not to be shareable (private, no-store, Vary, credentials), this client fetches its own.
+      waiter.refetch = () => this.fetchFor(ctx, callback, opts, waiter, `${url}#${waiter.id}`, method, credentials, false);
       req.resume();
       existing.attach(waiter);
       return; // served from the shared download; nothing goes upstream for this client
     }
+    this.fetchFor(ctx, callback, opts, waiter, key, method, credentials, method === 'GET');
+  }
+
+  /** Starts the upstream fetch for `waiter` (the whole entity, held), as a shared download when `shared`. */
+  private fetchFor(ctx: any, callback: (err?: Error) => void, opts: UpstreamOptions, waiter: Waiter, key: string, method: string, credentials: boolean, shared: boolean): void {
+    waiter.shared = false;
+    waiter.refetch = undefined;
     // The whole entity is fetched without Range or conditionals, and decoded here whatever the encoding.
     for (const h of ['range', 'if-range', 'if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since']) delete opts.headers[h];
     opts.headers['accept-encoding'] = method === 'HEAD' ? 'identity' : 'gzip, deflate, br';
     const held = new HeldDownload(key, this.holdSettings(), this.holdSettled);
+    held.credentials = credentials;
+    held.owner = waiter.client;
+    // One copy per upstream entity whatever the query string, where the origin's ETag says it is the same.
+    if (shared) {
+      const u = new URL(waiter.url);
+      held.entityBase = `${u.origin}${u.pathname}${key.slice(waiter.url.length)}`;
+    }
     ctx.patchgateHold = held;
     this.active.add(held);
     held.onCancel(() => (ctx.proxyToServerRequest as { destroy?: () => void } | undefined)?.destroy?.());
-    if (method === 'GET') this.downloads.set(key, held);
+    if (shared) this.downloads.set(key, held);
     held.attach(waiter);
     ctx.onResponse((c: any, _cb: () => void) => held.takeUpstream(c.serverToProxyResponse));
     callback();
@@ -533,9 +573,10 @@ export class UpdateGate {
       if (this.downloads.get(d.key) === d) this.downloads.delete(d.key);
       return;
     }
-    const t = setTimeout(() => this.uncache(d), this.o.limits.cacheTtlMs);
+    const t = setTimeout(() => this.uncache(d), d.keepMs);
     t.unref();
     this.cached.set(d, t);
+    if (d.entityKey) this.entities.set(d.entityKey, d);
   }
 
   /** Ends a cached entity's linger: no new client gets it; its spool goes when its readers are done. */
@@ -543,8 +584,39 @@ export class UpdateGate {
     clearTimeout(this.cached.get(d));
     this.cached.delete(d);
     if (this.downloads.get(d.key) === d) this.downloads.delete(d.key);
+    if (d.entityKey && this.entities.get(d.entityKey) === d) this.entities.delete(d.entityKey);
     d.expire();
   }
+
+  /** limits.maxSpoolBytes, or the default: a fraction of the spool folder's free space now. */
+  private maxSpoolBytes(): number {
+    if (this.o.limits.maxSpoolBytes !== undefined) return this.o.limits.maxSpoolBytes;
+    const st = statfsSync(this.spoolDir);
+    return Math.floor(st.bavail * st.bsize * SPOOL_FREE_FRACTION);
+  }
+
+  /** The spool's disk is short by `bytes` (one client's share, if `owner`): drop verified copies on disk, least recently used first. */
+  private reclaimDisk(bytes: number, owner?: string): void {
+    let freed = 0;
+    for (const d of [...this.cached.keys()]) {
+      if (freed >= bytes) break;
+      if (owner !== undefined && d.owner !== owner) continue;
+      const n = d.onDiskBytes;
+      if (n === 0) continue;
+      this.uncache(d);
+      freed += n;
+    }
+  }
+
+  /** A verified copy of the entity `key` names (URL without query, strong ETag), still kept. */
+  private readonly sameEntity = (key: string): HeldDownload | undefined => {
+    const d = this.entities.get(key);
+    if (!d || !this.cached.has(d)) return undefined;
+    const ttl = this.cached.get(d)!;
+    this.cached.delete(d);
+    this.cached.set(d, ttl); // most recently used
+    return d;
+  };
 
   /** The memory budget is short by `bytes`: drop cached entities held in memory, least recently used first. */
   private reclaim(bytes: number): void {
@@ -561,7 +633,7 @@ export class UpdateGate {
   private holdSettings(): HoldSettings {
     const l = this.o.limits;
     return {
-      policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
+      cacheTtlMs: l.cacheTtlMs, disk: this.disk, sameEntity: this.sameEntity, policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, unverifiable: this.o.unverifiable,
       rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), auditOnError: this.o.auditOnError, now: this.o.now, observer: this.o.observer, digests: this.digests,
       redirectAllowed: (u) => (u.protocol === 'http:' || u.protocol === 'https:') && this.o.hostRules.decide(canonicalHost(u.hostname), u.pathname).mode === 'inspect',
