@@ -9,6 +9,7 @@ import { SCENARIO_NAMES, type ScenarioName } from '../lab/flameScenarios.js';
 import { UsageError } from './usageError.js';
 import { RulesError, loadRulesFile } from '../policy/rulesFile.js';
 import { buildPolicy } from '../policy/buildPolicy.js';
+import { DEFAULT_CLIENTS, DEFAULT_CONNECT_PORTS, DEFAULT_HTTP_PORTS } from '../policy/accessPolicy.js';
 
 const trustOptions = (y: Argv) =>
   y
@@ -147,6 +148,9 @@ export async function main(argv: string[]): Promise<number> {
         out(`${a.file}: ok (sha256 ${loaded.sha256})`);
         out(`  anchors ${policy.anchors.length}, timestamp anchors ${policy.tsaAnchors.length}, distrusted ${policy.distrust.size}, hosts ${loaded.rules.hosts?.length ?? 0}`);
         out(`  policy: eku ${policy.ekuMode}, signatures ${policy.signatureMode}, sha1 ${policy.allowSha1 ? 'allowed' : 'refused'}, min RSA ${policy.minRsaBits} bits`);
+        const r = loaded.rules;
+        out(`  access: clients ${(r.clients ?? DEFAULT_CLIENTS).join(' ')}; passThrough ${r.passThrough ?? 'forward'}; CONNECT ports ${(r.ports?.connect ?? DEFAULT_CONNECT_PORTS).join(',')}; HTTP ports ${(r.ports?.http ?? DEFAULT_HTTP_PORTS).join(',')}; inspectAddresses ${r.inspectAddresses ?? false}`);
+        out(`  content: nonPayload ${r.nonPayload ?? 'pass'} (metadata only), unsignedDeltas ${r.unsignedDeltas ?? 'block'}, unverifiable ${(r.unverifiable ?? []).map((u) => `${u.name}=${u.action}`).join(' ') || 'none'}; audit.onError ${r.audit?.onError ?? 'block'}`);
       },
     )
     .demandCommand(1, 'name a command (patchgate --help lists them)')
