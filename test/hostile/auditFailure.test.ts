@@ -13,6 +13,7 @@ import { type GateHandle, type Origin, proxyRequest, quietLibraryConsole, send, 
 import { startAdminServer } from '../../src/metrics/adminServer.js';
 import { gateHealth } from '../../src/cli/gateService.js';
 import { fixture, sha256 } from './hostileSupport.js';
+import { httpRequestHead, httpResponseHead, respmodOnce, startIcap } from '../support/icapHarness.js';
 
 let restore: () => void;
 let origin: Origin;
@@ -27,7 +28,7 @@ beforeAll(async () => {
 afterAll(async () => { await origin?.close(); restore?.(); });
 
 /** Points the gate's audit path at /dev/full (or back at the real file) and reopens it, as SIGHUP does. */
-function auditTo(g: GateHandle, full: boolean): void {
+function auditTo(g: Pick<GateHandle, 'auditFile' | 'audit'>, full: boolean): void {
   const real = `${g.auditFile}.real`;
   if (full) {
     renameSync(g.auditFile, real);
@@ -121,6 +122,25 @@ describe('item 11: audit.onError', () => {
       expect(seenAtFirstByte).toBe(true);
     } finally {
       await g.dispose();
+    }
+  });
+
+  it('patchgate icap too: an allowed payload whose record cannot be written gets the block page, not a 204', async () => {
+    const svc = await startIcap({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }] });
+    try {
+      const ok = httpResponseHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': good.length });
+      const a = await respmodOnce(svc.port, { reqHead: httpRequestHead('http://127.0.0.1:8/a.exe'), resHead: ok, body: good, preview: 4096, allow204: true });
+      expect(a.status).toBe(204);
+      auditTo(svc, true);
+      const b = await respmodOnce(svc.port, { reqHead: httpRequestHead('http://127.0.0.1:8/b.exe'), resHead: ok, body: good, preview: 4096, allow204: true });
+      expect(b.status).toBe(200);
+      expect(b.http?.status).toBe(403);
+      expect(b.http?.headers['x-patchgate-reason']).toBe('INTERNAL_ERROR');
+      expect(b.body!.toString()).toMatch(/audit: the record of this transfer cannot be written/);
+      auditTo(svc, false);
+    } finally {
+      if (existsSync(`${svc.auditFile}.real`)) auditTo(svc, false);
+      await svc.dispose();
     }
   });
 });
