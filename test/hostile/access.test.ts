@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type GateHandle, type Origin,
-  connectThrough, proxyRequest, quietLibraryConsole, send, startGate, startOrigin,
+  acceptWebSocketAndSend, connectThrough, proxyRequest, quietLibraryConsole, send, startGate, startOrigin, webSocketThroughProxy,
 } from '../support/gateHarness.js';
 import { fixture } from './hostileSupport.js';
 
@@ -139,5 +139,18 @@ describe('item 5: destinations', () => {
     // A host a `pass` rule names is still proxied, and inspected hosts still work.
     expect((await proxyRequest(deny.port, origin.url('/hello', 'localhost'))).status).toBe(200);
     expect((await proxyRequest(deny.port, origin.url('/good.exe'))).headers['x-patchgate-verdict']).toBe('allow');
+  });
+
+  it('WebSocket upgrades go through the same destination checks', async () => {
+    const payload = Buffer.from('websocket payload from a loopback service');
+    origin.onUpgrade('/ws', acceptWebSocketAndSend(payload));
+    const closed = await gate({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], access: { httpPorts: [origin.port] } });
+    const refused = await webSocketThroughProxy(closed.port, origin.url('/ws', 'localhost').replace('http:', 'ws:'));
+    expect(refused.data.includes(payload)).toBe(false);
+    expect(origin.upgrades('/ws')).toBe(0);
+    // Named (a pass rule): the upgrade is proxied.
+    const open = await gate({ hosts: [{ pattern: 'localhost', mode: 'pass' }] });
+    const ok = await webSocketThroughProxy(open.port, origin.url('/ws', 'localhost').replace('http:', 'ws:'));
+    expect(ok.data.includes(payload)).toBe(true);
   });
 });
