@@ -108,6 +108,8 @@ const shown = (host: string) => (host.includes(':') ? `[${host}]` : host);
  */
 export async function serveUntilSignal(o: {
   args: GateServiceArgs; audit: AuditLog; metrics: GateMetrics; gauges: GateGauges; rulesSha256: string; stop: () => Promise<void>;
+  /** Told the admin server's address once it listens. */
+  onAdmin?: (address: { host: string; port: number }) => void;
 }): Promise<number> {
   const admin = o.args.admin === 'off' ? undefined : parseHostPort(o.args.admin, '--admin');
   let adminServer: (http.Server & { port: number }) | undefined;
@@ -116,6 +118,7 @@ export async function serveUntilSignal(o: {
       host: admin.host, port: admin.port, metrics: o.metrics,
       health: () => gateHealth(o.audit, o.gauges, o.rulesSha256),
     });
+    o.onAdmin?.({ host: admin.host, port: adminServer.port });
     say(`patchgate: health http://${shown(admin.host)}:${adminServer.port}/healthz, metrics http://${shown(admin.host)}:${adminServer.port}/metrics`);
   }
   // The chain's head goes to stderr (the journal under systemd): a copy outside the log that `audit verify --head` can check.

@@ -39,11 +39,12 @@ export async function runGate(args: RunArgs): Promise<number> {
   const cfg = loadGateConfig(args);
   quietLibraryConsole();
   const { audit, metrics } = openAudit(args, cfg.loaded.sha256);
+  const ownEndpoints: { host: string; port: number }[] = [];
   const gate = new UpdateGate({
     listen, policy: cfg.policy, hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, caDir: args.caDir ?? DEFAULT_CA_DIR, upstreamProxy: upstream,
     limits: cfg.limits, nonPayload: cfg.nonPayload, unsignedDeltas: cfg.unsignedDeltas, unverifiable: cfg.unverifiable, spoolBase: args.spoolDir ?? tmpdir(),
     upstreamCaFile: args.upstreamCa, observer: metrics, access: cfg.access, auditOnError: cfg.auditOnError,
-    ownEndpoints: args.admin !== 'off' ? [parseHostPort(args.admin, '--admin')] : [],
+    ownEndpoints, // the admin address, once it listens (its port may be chosen by the OS)
   });
   metrics.watch(gate);
   await gate.start();
@@ -54,5 +55,5 @@ export async function runGate(args: RunArgs): Promise<number> {
   say(`patchgate: clients must trust the interception CA ${gate.caCertificatePath}`);
   say(`patchgate: PAC file http://${shown}:${port}/wpad.dat`);
   say(`patchgate: ${cfg.policy.anchors.length} approved anchor(s), ${cfg.hostRules.patterns('inspect').length} inspected host pattern(s); audit to ${args.audit === '-' ? 'stdout' : args.audit}`);
-  return serveUntilSignal({ args, audit, metrics, gauges: gate, rulesSha256: cfg.loaded.sha256, stop: () => gate.stop() });
+  return serveUntilSignal({ args, audit, metrics, gauges: gate, rulesSha256: cfg.loaded.sha256, stop: () => gate.stop(), onAdmin: (a) => ownEndpoints.push(a) });
 }
