@@ -10,6 +10,7 @@ import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GateHandle, type Origin, type ProxyResponse, proxyRequest, quietLibraryConsole, send, sleep, startGate, startOrigin, syntheticBytes, syntheticPe } from '../support/gateHarness.js';
 import { sha256 } from '../hostile/hostileSupport.js';
+import { httpRequestHead, httpResponseHead, respmodOnce, startIcap } from '../support/icapHarness.js';
 
 const MiB = 1024 * 1024;
 let restore: () => void;
@@ -123,6 +124,19 @@ describe('item 12: limits.maxSpoolBytes', () => {
       expect(g.gate.spoolDisk.used).toBeGreaterThanOrEqual(2 * MiB);
     } finally {
       await g.dispose();
+    }
+  });
+
+  it('patchgate icap keeps to the same budget: a hold past it is refused OVERSIZE', async () => {
+    const svc = await startIcap({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], limits: { memoryHoldBytes: 64 * 1024, maxSpoolBytes: 4 * MiB, maxSpoolBytesPerClient: 512 * 1024 } });
+    try {
+      const head = httpResponseHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': pe1.length });
+      const a = await respmodOnce(svc.port, { reqHead: httpRequestHead('http://127.0.0.1:8/one.exe'), resHead: head, body: pe1, preview: 4096 });
+      expect(a.http?.status).toBe(403);
+      expect(a.http?.headers['x-patchgate-reason']).toBe('OVERSIZE');
+      expect(a.body!.toString()).toMatch(/spool: the spool's share of client 127\.0\.0\.1/);
+    } finally {
+      await svc.dispose();
     }
   });
 });
