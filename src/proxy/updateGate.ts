@@ -464,7 +464,8 @@ export class UpdateGate {
     if (!this.o.upstreamProxy && admitted.addresses.length) opts.lookup = pinnedLookup(admitted.addresses);
     let decision = this.o.hostRules.decide(host, path);
     // inspectAddresses: a host no inspect rule names, whose address is an inspected host's, is inspected too.
-    if (decision.mode === 'pass' && this.inspectedAddresses && this.o.hostRules.decideConnect(host).mode !== 'inspect' && this.o.hostRules.decideConnect(host).mode !== 'pinned'
+    // (An inspect rule whose paths did not match keeps its host passed; a pinned host stays pinned.)
+    if (decision.mode === 'pass' && this.inspectedAddresses && this.o.hostRules.decideConnect(host).mode === 'pass'
       && await this.inspectedAddresses.isAlias(admitted.addresses)) decision = { mode: 'inspect' };
     if (res.destroyed) return;
     this.routeUpstream(ctx, opts, url);
