@@ -12,9 +12,24 @@ import { addressIdentity, plainAddress } from '../policy/accessPolicy.js';
  */
 export async function destinationAddresses(host: string, viaUpstreamProxy: boolean): Promise<string[]> {
   if (isIP(host)) return [host];
-  if (host === 'localhost' || host.endsWith('.localhost')) return viaUpstreamProxy ? ['127.0.0.1'] : (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
+  if (host === 'localhost' || host.endsWith('.localhost')) return viaUpstreamProxy ? ['127.0.0.1'] : resolve(host);
   if (viaUpstreamProxy) return [];
-  return (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
+  return resolve(host);
+}
+
+/** How long a name's addresses are reused (one lookup per host and period, not one per request); failures are not kept. */
+const RESOLVED_TTL_MS = 10_000;
+const RESOLVED_MAX = 1000;
+const resolved = new Map<string, { addresses: string[]; at: number }>();
+
+async function resolve(host: string): Promise<string[]> {
+  const hit = resolved.get(host);
+  if (hit && Date.now() - hit.at < RESOLVED_TTL_MS) return hit.addresses;
+  const addresses = (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
+  resolved.delete(host);
+  resolved.set(host, { addresses, at: Date.now() });
+  if (resolved.size > RESOLVED_MAX) resolved.delete(resolved.keys().next().value!);
+  return addresses;
 }
 
 /** A `lookup` for http.request / net.connect that answers with the addresses already checked. */
