@@ -1,3 +1,5 @@
+import { closeSync, fdatasyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { AuditLine } from './auditRecord.js';
 import { GENESIS, lineHash, resumePoint, serializeAuditLine, type ChainTail } from './auditChain.js';
@@ -12,6 +14,62 @@ export interface AuditHead {
   written: number;
   /** The file the chain was resumed from at open (the log itself, or `FILE.1` right after a rotation). */
   resumedFrom?: string;
+}
+
+/** Whether records are reaching the file (for /healthz and metrics). */
+export interface AuditState {
+  /** false from a failed write until a write succeeds again. */
+  writable: boolean;
+  /** Records that could not be written since this AuditLog opened. */
+  writeFailures: number;
+  /** The last write error (errno code and message), while not writable. */
+  lastError?: string;
+  /** When the current failure started (epoch ms). */
+  failingSince?: number;
+}
+
+/**
+ * Appends lines to a file with write(2) on a descriptor of our own: a line is in the kernel
+ * (survives a crash of the gate) when write() returns, and a failed write is known at once, for
+ * that very record (a buffering writer keeps failed lines in memory and reports later).
+ */
+class AppendFile {
+  private fd: number;
+  /** A write stopped part-way (disk full): the next line starts on a line of its own. */
+  private torn = false;
+
+  constructor(private readonly path: string) {
+    mkdirSync(dirname(path), { recursive: true });
+    this.fd = openSync(path, 'a', 0o640);
+  }
+
+  /** Writes all of `text` or throws (what was written of it stays; the next line starts afresh). */
+  write(text: string): void {
+    const buf = Buffer.from(this.torn ? '\n' + text : text);
+    let off = 0;
+    while (off < buf.byteLength) {
+      try {
+        off += writeSync(this.fd, buf, off);
+      } catch (e) {
+        if (off > 0) this.torn = true;
+        throw e;
+      }
+    }
+    this.torn = false;
+  }
+
+  sync(): void { fdatasyncSync(this.fd); }
+
+  /** Opens the path again (logrotate moved the file); on failure the old descriptor stays in use. */
+  reopen(): void {
+    mkdirSync(dirname(this.path), { recursive: true });
+    const fd = openSync(this.path, 'a', 0o640);
+    const old = this.fd;
+    this.fd = fd;
+    try { closeSync(old); } catch { /* already closed */ }
+  }
+
+  close(): void { try { closeSync(this.fd); } catch { /* already closed */ } }
 }
 
 export interface AuditLogOptions {
@@ -31,7 +89,10 @@ export interface AuditLogOptions {
  * Pass-through traffic goes to a plain pino logger on stderr at debug level, never into the chain.
  */
 export class AuditLog {
-  private readonly destination: Destination;
+  /** stdout (`-`): pino's destination; a file: AppendFile. */
+  private readonly destination: Destination | undefined;
+  private readonly file: AppendFile | undefined;
+  private readonly status: AuditState = { writable: true, writeFailures: 0 };
   private readonly debugLogger: Logger;
   private readonly toStdout: boolean;
   private prev: string;
@@ -46,35 +107,62 @@ export class AuditLog {
     this.prev = this.resumed?.hash ?? GENESIS;
     // Synchronous writes: a record is in the file (the OS's cache) when record() returns, lines can
     // never be reordered by a flush racing an asynchronous write, and a crash loses no buffered line.
-    this.destination = pino.destination({ dest: this.toStdout ? 1 : target, sync: true, mkdir: true, append: true });
-    this.destination.on('error', (e: Error) => this.writeError(e));
-    // A last line cut short (a crash mid-write): the next record starts on a line of its own and
-    // links to the torn line's bytes; `audit verify` reports the torn line.
-    if (this.resumed?.torn && this.resumed.file === target) this.destination.write('\n');
+    if (this.toStdout) {
+      this.destination = pino.destination({ dest: 1, sync: true });
+      this.destination.on('error', (e: Error) => this.writeError(e));
+    } else {
+      this.file = new AppendFile(target);
+      // A last line cut short (a crash mid-write): the next record starts on a line of its own and
+      // links to the torn line's bytes; `audit verify` reports the torn line.
+      if (this.resumed?.torn && this.resumed.file === target) this.file.write('\n');
+    }
     const level = opts.level ?? (process.env.PATCHGATE_DEBUG ? 'debug' : 'info');
     this.debugLogger = pino({ level, base: undefined, timestamp: pino.stdTimeFunctions.epochTime, messageKey: 'msg' }, pino.destination({ dest: 2, sync: true }));
   }
 
-  /** Appends one record to the chain. Records after close() are dropped (nothing is written). */
-  record(r: AuditLine): void {
-    if (this.closed) return;
+  /**
+   * Appends one record to the chain. True when the line was written (in the file, not in a
+   * buffer); false when it could not be (the caller decides: `audit.onError`). Records after
+   * close() are dropped (nothing is written, false).
+   */
+  record(r: AuditLine): boolean {
+    if (this.closed) return false;
     const line = serializeAuditLine(r, this.prev, Date.now());
+    let ok = true;
     try {
-      this.destination.write(line + '\n');
+      if (this.file) this.file.write(line + '\n');
+      else this.destination!.write(line + '\n');
     } catch (e) {
       // The line is lost (disk full, I/O error): the chain carries on from it all the same, so the
       // next line that is written does not link, and `audit verify` shows the gap.
       this.writeError(e as Error);
+      ok = false;
+    }
+    if (ok && !this.status.writable) {
+      process.stderr.write(`patchgate: audit log: writing again after ${Date.now() - (this.status.failingSince ?? Date.now())} ms of failures\n`);
+      this.status.writable = true;
+      delete this.status.lastError;
+      delete this.status.failingSince;
     }
     this.prev = lineHash(line);
     this.written++;
     for (const l of this.listeners) {
       try { l(r); } catch { /* a listener never stops the audit trail */ }
     }
+    return ok;
   }
 
   private writeError(e: Error): void {
+    this.status.writeFailures++;
+    this.status.lastError = `${(e as NodeJS.ErrnoException).code ?? 'error'}: ${e.message}`;
+    if (this.status.writable) this.status.failingSince = Date.now();
+    this.status.writable = false;
     process.stderr.write(`patchgate: audit log: write failed: ${e.message}\n`);
+  }
+
+  /** Whether records are reaching the file (reported by /healthz and the metrics). */
+  get state(): AuditState {
+    return { ...this.status };
   }
 
   /** Calls `fn` with every record written (metrics). Returns the unsubscribe function. */
@@ -96,14 +184,24 @@ export class AuditLog {
    * Reopens the file by its name (after logrotate moved it away): lines already written stay in
    * the old file, the next ones go to a new file, and the chain carries on from the last hash.
    */
-  reopen(): void {
-    if (this.closed || this.toStdout) return;
-    this.destination.reopen();
+  reopen(): boolean {
+    if (this.closed || this.toStdout) return true;
+    try {
+      this.file!.reopen();
+      return true;
+    } catch (e) {
+      // Keep writing to the old descriptor (the renamed file) rather than lose records or stop.
+      process.stderr.write(`patchgate: audit log: reopen failed (${(e as Error).message}): still writing to the file opened before\n`);
+      return false;
+    }
   }
 
   /** Lines are written as they are recorded; this also asks the OS to put them on disk (fsync). */
   flush(): void {
-    try { this.destination.flushSync(); } catch { /* closed */ }
+    try {
+      if (this.file) this.file.sync();
+      else this.destination!.flushSync();
+    } catch { /* closed */ }
   }
 
   close(): Promise<void> {
@@ -112,10 +210,8 @@ export class AuditLog {
     return new Promise((resolve) => {
       this.flush();
       if (this.toStdout) return resolve();
-      const d = this.destination;
-      d.once('close', () => resolve());
-      d.end();
-      setTimeout(resolve, 1000).unref();
+      this.file!.close();
+      resolve();
     });
   }
 }

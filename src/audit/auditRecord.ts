@@ -33,6 +33,12 @@ export interface AuditRecord {
   /** ICAP only: the address of the ICAP client (the proxy that asked), and the ICAP status answered (204: the proxy sends its own copy). */
   icapClient?: string;
   icapStatus?: number;
+  /**
+   * The rule that decided content the verifier does not check: `nonPayload` (metadata passed or
+   * blocked), `unverifiable:NAME`, `unsignedDeltas`, `unrecognised` (blocked: neither a verified
+   * format nor metadata).
+   */
+  rule?: string;
   /** true when this client was served from a download another request started (or a verified cache entry). */
   shared?: boolean;
 }

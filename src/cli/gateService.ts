@@ -1,5 +1,5 @@
 import type http from 'node:http';
-import { loadRulesFile, type HostRule, type LoadedRules } from '../policy/rulesFile.js';
+import { loadRulesFile, type HostRule, type LoadedRules, type UnverifiableRule } from '../policy/rulesFile.js';
 import { buildPolicy } from '../policy/buildPolicy.js';
 import { HostRules } from '../policy/hostRules.js';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
@@ -8,6 +8,7 @@ import { GateMetrics } from '../metrics/gateMetrics.js';
 import { startAdminServer } from '../metrics/adminServer.js';
 import type { GateGauges } from '../metrics/gateMetrics.js';
 import { UsageError } from './usageError.js';
+import { DEFAULT_CLIENTS, DEFAULT_CONNECT_PORTS, DEFAULT_HTTP_PORTS, cidrList, type AccessRules } from '../policy/accessPolicy.js';
 
 /** The trust and host options `run` and `icap` share. */
 export interface GateServiceArgs {
@@ -21,15 +22,20 @@ export interface GateServiceArgs {
   ekuMode?: 'strict' | 'nested';
   signatureMode?: 'primary' | 'best' | 'all';
   audit: string;
+  /** Client address ranges added to the rules' `clients` (run only). */
+  allowClient?: string[];
 }
 
 export interface GateServiceConfig {
   loaded: LoadedRules;
   policy: ApprovedCaPolicy;
   hostRules: HostRules;
-  limits: { maxPayloadBytes: number; idleTimeoutMs: number; totalTimeoutMs: number; memoryHoldBytes: number; cacheTtlMs: number };
+  limits: { maxPayloadBytes: number; idleTimeoutMs: number; totalTimeoutMs: number; memoryHoldBytes: number; cacheTtlMs: number; maxSpoolBytes?: number; maxSpoolBytesPerClient?: number };
   nonPayload: 'pass' | 'block';
   unsignedDeltas: 'pass' | 'block';
+  unverifiable: UnverifiableRule[];
+  access: AccessRules;
+  auditOnError: 'block' | 'serve';
 }
 
 export function parseHostPort(text: string, flag: string): { host: string; port: number } {
@@ -43,7 +49,17 @@ export function parseHostPort(text: string, flag: string): { host: string; port:
 export function loadGateConfig(args: GateServiceArgs): GateServiceConfig {
   const loaded = loadRulesFile(args.rules);
   const policy = buildPolicy(loaded, { anchorFiles: args.anchor, tsaAnchorFiles: args.tsaAnchor, distrustFile: args.distrust, allowSha1: args.allowSha1, ekuMode: args.ekuMode, signatureMode: args.signatureMode });
-  const extra: HostRule[] = (args.updateHost ?? []).map((pattern) => ({ pattern, mode: 'inspect', source: '--update-host' }));
+  // A host named on the command line is the operator's explicit destination: any port (the lab, tests, a WSUS server).
+  const extra: HostRule[] = (args.updateHost ?? []).map((pattern) => ({ pattern, mode: 'inspect', ports: 'any', source: '--update-host' }));
+  const r = loaded.rules;
+  const access: AccessRules = {
+    clients: [...(r.clients ?? DEFAULT_CLIENTS), ...(args.allowClient ?? [])],
+    passThrough: r.passThrough ?? 'forward',
+    connectPorts: r.ports?.connect ?? DEFAULT_CONNECT_PORTS,
+    httpPorts: r.ports?.http ?? DEFAULT_HTTP_PORTS,
+    inspectAddresses: r.inspectAddresses ?? false,
+  };
+  try { cidrList(access.clients); } catch (e) { throw new UsageError(`--allow-client: ${(e as Error).message}`); }
   const hostRules = new HostRules([...extra, ...(loaded.rules.hosts ?? [])]);
   const l = loaded.rules.limits ?? {};
   return {
@@ -54,9 +70,14 @@ export function loadGateConfig(args: GateServiceArgs): GateServiceConfig {
       totalTimeoutMs: l.totalTimeoutMs ?? 30 * 60_000,
       memoryHoldBytes: l.memoryHoldBytes ?? 2 * 1024 * 1024,
       cacheTtlMs: l.cacheTtlMs ?? 60_000,
+      maxSpoolBytes: l.maxSpoolBytes,
+      maxSpoolBytesPerClient: l.maxSpoolBytesPerClient,
     },
     nonPayload: loaded.rules.nonPayload ?? 'pass',
     unsignedDeltas: loaded.rules.unsignedDeltas ?? 'block',
+    unverifiable: loaded.rules.unverifiable ?? [],
+    access,
+    auditOnError: r.audit?.onError ?? 'block',
   };
 }
 
@@ -65,7 +86,17 @@ export function openAudit(args: GateServiceArgs, rulesSha256: string): { audit: 
   const audit = new AuditLog(args.audit);
   const metrics = new GateMetrics({ rulesSha256, defaultMetrics: true });
   audit.subscribe((r) => metrics.observeRecord(r));
+  metrics.watchAudit(audit);
   return { audit, metrics };
+}
+
+/**
+ * The body of /healthz. The audit's state is part of it: a gate whose records do not reach the file
+ * is not healthy (`audit-failing`, answered 503), whatever audit.onError says.
+ */
+export function gateHealth(audit: AuditLog, gauges: GateGauges, rulesSha256: string): Record<string, unknown> {
+  const state = audit.state;
+  return { status: state.writable ? 'ok' : 'audit-failing', inFlight: gauges.inFlight, rulesSha256, audit: { ...audit.head, ...state } };
 }
 
 const say = (s: string) => process.stderr.write(s + '\n');
@@ -77,14 +108,17 @@ const shown = (host: string) => (host.includes(':') ? `[${host}]` : host);
  */
 export async function serveUntilSignal(o: {
   args: GateServiceArgs; audit: AuditLog; metrics: GateMetrics; gauges: GateGauges; rulesSha256: string; stop: () => Promise<void>;
+  /** Told the admin server's address once it listens. */
+  onAdmin?: (address: { host: string; port: number }) => void;
 }): Promise<number> {
   const admin = o.args.admin === 'off' ? undefined : parseHostPort(o.args.admin, '--admin');
   let adminServer: (http.Server & { port: number }) | undefined;
   if (admin) {
     adminServer = await startAdminServer({
       host: admin.host, port: admin.port, metrics: o.metrics,
-      health: () => ({ status: 'ok', inFlight: o.gauges.inFlight, rulesSha256: o.rulesSha256, audit: o.audit.head }),
+      health: () => gateHealth(o.audit, o.gauges, o.rulesSha256),
     });
+    o.onAdmin?.({ host: admin.host, port: adminServer.port });
     say(`patchgate: health http://${shown(admin.host)}:${adminServer.port}/healthz, metrics http://${shown(admin.host)}:${adminServer.port}/metrics`);
   }
   // The chain's head goes to stderr (the journal under systemd): a copy outside the log that `audit verify --head` can check.

@@ -35,7 +35,7 @@ export async function runIcap(args: IcapArgs): Promise<number> {
   const { audit, metrics } = openAudit(args, cfg.loaded.sha256);
   const service = new IcapService({
     listen, policy: cfg.policy, hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, limits: cfg.limits,
-    nonPayload: cfg.nonPayload, unsignedDeltas: cfg.unsignedDeltas, spoolBase: args.spoolDir ?? tmpdir(),
+    auditOnError: cfg.auditOnError, nonPayload: cfg.nonPayload, unsignedDeltas: cfg.unsignedDeltas, unverifiable: cfg.unverifiable, spoolBase: args.spoolDir ?? tmpdir(),
     maxConnections: args.maxConnections, previewBytes: args.previewBytes, observer: metrics, version: packageVersion(),
   });
   metrics.watch(service);

@@ -10,6 +10,7 @@ import { SCENARIO_NAMES, type ScenarioName } from '../lab/flameScenarios.js';
 import { UsageError } from './usageError.js';
 import { RulesError, loadRulesFile } from '../policy/rulesFile.js';
 import { buildPolicy } from '../policy/buildPolicy.js';
+import { DEFAULT_CLIENTS, DEFAULT_CONNECT_PORTS, DEFAULT_HTTP_PORTS } from '../policy/accessPolicy.js';
 
 const trustOptions = (y: Argv) =>
   y
@@ -68,7 +69,8 @@ export async function main(argv: string[]): Promise<number> {
           .option('wpad-every', { type: 'string', default: '60s', describe: 'wpad-guard --every' })
           .option('wpad-window', { type: 'string', default: '2s', describe: 'wpad-guard --window' })
           .option('wpad-dns-server', { type: 'string', describe: 'wpad-guard --dns-server (repeatable)' })
-          .option('wpad-search-domain', { type: 'string', describe: 'wpad-guard --search-domain (repeatable)' }),
+          .option('wpad-search-domain', { type: 'string', describe: 'wpad-guard --search-domain (repeatable)' })
+          .option('allow-client', { type: 'string', describe: 'also accept proxy clients from this address range (CIDR, repeatable); default: the rules\' clients, else loopback and the private ranges' }),
       async (a) => {
         code = await runGate({
           wpadGuard: a['wpad-guard'] ? {
@@ -78,6 +80,7 @@ export async function main(argv: string[]): Promise<number> {
           rules: a.rules, listen: a.listen, admin: a.admin, upstreamProxy: a['upstream-proxy'], updateHost: asList(a['update-host']),
           anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust, allowSha1: a['allow-sha1'],
           ekuMode: a['eku-mode'], signatureMode: a['signature-mode'], audit: a.audit, caDir: a['ca-dir'], spoolDir: a['spool-dir'], upstreamCa: a['upstream-ca'],
+          allowClient: asList(a['allow-client']),
         });
       },
     )
@@ -183,6 +186,9 @@ export async function main(argv: string[]): Promise<number> {
         out(`${a.file}: ok (sha256 ${loaded.sha256})`);
         out(`  anchors ${policy.anchors.length}, timestamp anchors ${policy.tsaAnchors.length}, distrusted ${policy.distrust.size}, hosts ${loaded.rules.hosts?.length ?? 0}`);
         out(`  policy: eku ${policy.ekuMode}, signatures ${policy.signatureMode}, sha1 ${policy.allowSha1 ? 'allowed' : 'refused'}, min RSA ${policy.minRsaBits} bits`);
+        const r = loaded.rules;
+        out(`  access: clients ${(r.clients ?? DEFAULT_CLIENTS).join(' ')}; passThrough ${r.passThrough ?? 'forward'}; CONNECT ports ${(r.ports?.connect ?? DEFAULT_CONNECT_PORTS).join(',')}; HTTP ports ${(r.ports?.http ?? DEFAULT_HTTP_PORTS).join(',')}; inspectAddresses ${r.inspectAddresses ?? false}`);
+        out(`  content: nonPayload ${r.nonPayload ?? 'pass'} (metadata only), unsignedDeltas ${r.unsignedDeltas ?? 'block'}, unverifiable ${(r.unverifiable ?? []).map((u) => `${u.name}=${u.action}`).join(' ') || 'none'}; audit.onError ${r.audit?.onError ?? 'block'}`);
       },
     )
     .demandCommand(1, 'name a command (patchgate --help lists them)')

@@ -44,10 +44,12 @@ export async function runGate(args: RunArgs): Promise<number> {
   if (args.wpadGuard) buildWpadGuard(args.wpadGuard, { record: () => {}, updatePatterns: [] });
   quietLibraryConsole();
   const { audit, metrics } = openAudit(args, cfg.loaded.sha256);
+  const ownEndpoints: { host: string; port: number }[] = [];
   const gate = new UpdateGate({
     listen, policy: cfg.policy, hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, caDir: args.caDir ?? DEFAULT_CA_DIR, upstreamProxy: upstream,
-    limits: cfg.limits, nonPayload: cfg.nonPayload, unsignedDeltas: cfg.unsignedDeltas, spoolBase: args.spoolDir ?? tmpdir(),
-    upstreamCaFile: args.upstreamCa, observer: metrics,
+    limits: cfg.limits, nonPayload: cfg.nonPayload, unsignedDeltas: cfg.unsignedDeltas, unverifiable: cfg.unverifiable, spoolBase: args.spoolDir ?? tmpdir(),
+    upstreamCaFile: args.upstreamCa, observer: metrics, access: cfg.access, auditOnError: cfg.auditOnError,
+    ownEndpoints, // the admin address, once it listens (its port may be chosen by the OS)
   });
   metrics.watch(gate);
   await gate.start();
@@ -72,5 +74,5 @@ export async function runGate(args: RunArgs): Promise<number> {
     wg.guard.start(wg.everyMs);
     stopGuard = () => wg.guard.stop();
   }
-  return serveUntilSignal({ args, audit, metrics, gauges: gate, rulesSha256: cfg.loaded.sha256, stop: async () => { await Promise.all([gate.stop(), stopGuard()]); } });
+  return serveUntilSignal({ args, audit, metrics, gauges: gate, rulesSha256: cfg.loaded.sha256, stop: async () => { await Promise.all([gate.stop(), stopGuard()]); }, onAdmin: (a) => ownEndpoints.push(a) });
 }

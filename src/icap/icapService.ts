@@ -1,4 +1,5 @@
 import net, { type Socket } from 'node:net';
+import type { UnverifiableRule } from '../policy/rulesFile.js';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { reason } from '../verify/verdict.js';
@@ -6,7 +7,8 @@ import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import type { HostRules } from '../policy/hostRules.js';
 import type { AuditLog } from '../audit/auditLog.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
-import { MEMORY_TOTAL_FACTOR, MemoryBudget, makeSpoolDir, removeSpoolDir } from '../proxy/spool.js';
+import { DiskBudget, MEMORY_TOTAL_FACTOR, MemoryBudget, SPOOL_CLIENT_FRACTION, SPOOL_FREE_FRACTION, makeSpoolDir, removeSpoolDir } from '../proxy/spool.js';
+import { statfsSync } from 'node:fs';
 import { DigestPool } from '../proxy/digestPool.js';
 import { ChunkedBodyReader } from './chunkedBody.js';
 import {
@@ -22,6 +24,9 @@ export interface IcapLimits {
   memoryHoldBytes: number;
   /** What all held payloads may keep in memory together (default MEMORY_TOTAL_FACTOR × memoryHoldBytes); past it they spool to disk. */
   memoryTotalBytes?: number;
+  /** What held payloads may keep on disk together (default SPOOL_FREE_FRACTION of the spool folder's free space), and one client's share. */
+  maxSpoolBytes?: number;
+  maxSpoolBytesPerClient?: number;
 }
 
 export interface IcapServiceOptions {
@@ -33,6 +38,9 @@ export interface IcapServiceOptions {
   limits: IcapLimits;
   nonPayload: 'pass' | 'block';
   unsignedDeltas: 'pass' | 'block';
+  unverifiable?: UnverifiableRule[];
+  /** A payload's audit record cannot be written: refuse it (`block`, default) or let it through. */
+  auditOnError?: 'block' | 'serve';
   spoolBase?: string;
   /** Connections served at once; more are answered 503 (advertised as Max-Connections). */
   maxConnections?: number;
@@ -54,12 +62,12 @@ export const ICAP_SERVICE_PATH = '/respmod';
  * ISTag: changes whenever anything that decides a verdict changes (rules file, anchors, distrust
  * list, policy switches, inspected hosts), so that a proxy caching adapted responses drops them.
  */
-export function istagFor(o: Pick<IcapServiceOptions, 'policy' | 'hostRules' | 'rulesSha256' | 'nonPayload' | 'unsignedDeltas' | 'version'>): string {
+export function istagFor(o: Pick<IcapServiceOptions, 'policy' | 'hostRules' | 'rulesSha256' | 'nonPayload' | 'unsignedDeltas' | 'unverifiable' | 'version'>): string {
   const p = o.policy;
   const material = JSON.stringify({
     v: o.version ?? '', rules: o.rulesSha256, anchors: p.anchors.map((a) => a.sha256).sort(), tsa: p.tsaAnchors.map((a) => a.sha256).sort(),
     distrust: [...p.distrust].sort(), sha1: p.allowSha1, eku: p.ekuMode, sig: p.signatureMode, rsa: p.minRsaBits, digests: p.fileDigests,
-    limits: p.limits, inspect: o.hostRules.patterns('inspect'), pinned: o.hostRules.patterns('pinned'), np: o.nonPayload, d: o.unsignedDeltas,
+    limits: p.limits, inspect: o.hostRules.patterns('inspect'), pinned: o.hostRules.patterns('pinned'), np: o.nonPayload, d: o.unsignedDeltas, u: o.unverifiable,
   });
   return `"pg-${createHash('sha256').update(material).digest('hex').slice(0, 24)}"`;
 }
@@ -109,6 +117,14 @@ export class IcapService {
   }
   get connectionCount(): number { return this.connections.size; }
 
+  /** limits.maxSpoolBytes (default: a fraction of the spool folder's free space now) and each client's share; no copies are kept to drop. */
+  private diskBudget(): DiskBudget {
+    const l = this.o.limits;
+    const st = l.maxSpoolBytes === undefined ? statfsSync(this.spoolDir) : undefined;
+    const limit = l.maxSpoolBytes ?? Math.floor(st!.bavail * st!.bsize * SPOOL_FREE_FRACTION);
+    return new DiskBudget(limit, l.maxSpoolBytesPerClient ?? Math.floor(limit * SPOOL_CLIENT_FRACTION));
+  }
+
   async start(): Promise<void> {
     this.spoolDir = makeSpoolDir(this.o.spoolBase ?? tmpdir());
     if (this.o.digestThreads !== 0) {
@@ -120,11 +136,11 @@ export class IcapService {
       hostRules: this.o.hostRules, rulesSha256: this.o.rulesSha256, istag: this.istag,
       inspection: {
         policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
-        memory: this.memory, digests: this.digests,
-        nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, now: this.o.now, observer: this.o.observer,
+        memory: this.memory, digests: this.digests, disk: this.diskBudget(),
+        nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, unverifiable: this.o.unverifiable, now: this.o.now, observer: this.o.observer,
       },
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs,
-      audit: (r) => this.o.audit.record(r),
+      audit: (r) => this.o.audit.record(r), auditOnError: this.o.auditOnError,
       debug: (obj, msg) => this.o.audit.debug(obj, msg),
     };
     const server = net.createServer((socket) => this.accept(socket));

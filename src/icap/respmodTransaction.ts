@@ -17,7 +17,10 @@ export interface RespmodContext {
   inspection: InspectionSettings;
   idleTimeoutMs: number;
   totalTimeoutMs: number;
-  audit: (r: AuditRecord) => void;
+  /** Writes a record; false when it could not be written. */
+  audit: (r: AuditRecord) => boolean;
+  /** A payload's record cannot be written: refuse it (`block`, default) or let it through. */
+  auditOnError?: 'block' | 'serve';
   debug: (obj: Record<string, unknown>, msg: string) => void;
 }
 
@@ -140,9 +143,10 @@ export class RespmodTransaction {
     this.inspection = new PayloadInspection(this.ctx.inspection, {
       contentEncoding: this.contentEncoding,
       pathname: this.pathname,
+      owner: this.client,
       declaredLength: cl !== undefined && /^\d{1,15}$/.test(cl.trim()) ? Number(cl) : undefined,
       pass: {
-        start: (head) => this.passStart(head),
+        start: (head, rule) => { this.rule = rule; this.passStart(head); },
         data: (c, resume) => this.passData(c, resume),
         end: () => this.passEnd(),
         error: () => this.end(true), // a response already under way cannot become a block: cut it
@@ -203,7 +207,7 @@ export class RespmodTransaction {
     this.spoolStream?.destroy();
     if (this.mode === 'inspect') {
       if (!this.responded) this.record({ served: 'client-aborted', status: 0, verdict: 'block', reasons: [why] });
-      else if (this.allowed) this.record({ served: 'client-aborted', status: this.upstreamStatus!, verdict: 'allow', reasons: [], verdictData: this.allowed });
+      // An allowed payload was recorded before its first byte left.
       else if (this.passEcho === 'echo') this.record({ served: 'client-aborted', status: this.upstreamStatus!, verdict: 'pass', reasons: [], inspected: false, bytesToClient: this.passBytes });
     }
     this.responded = true;
@@ -268,16 +272,25 @@ export class RespmodTransaction {
       return;
     }
     if (r.kind === 'pass') return; // the pass sink carries it
-    if (r.kind === 'block') return this.block(r.reasons, r.verdict);
+    if (r.kind === 'block') {
+      this.rule = r.rule;
+      return this.block(r.reasons, r.verdict);
+    }
     // allow
     this.verifyMs = r.verifyMs;
     const verdict = r.verdict;
-    if (isIdentity(this.contentEncoding) && (this.allow204 || this.ieofInPreview)) {
+    const use204 = isIdentity(this.contentEncoding) && (this.allow204 || this.ieofInPreview);
+    // The record is written before the payload is released (audit.onError decides when it cannot be).
+    const recorded = this.record({ served: 'full', status: this.upstreamStatus!, verdict: 'allow', reasons: [], verdictData: verdict, bytesToClient: verdict.size, icapStatus: use204 ? 204 : 200 });
+    if (!recorded && this.ctx.auditOnError !== 'serve') {
+      r.spool?.release();
+      return this.block([reason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block')]);
+    }
+    if (use204) {
       // The client's own copy is byte for byte what was verified.
       r.spool?.release();
       this.responded = true;
       this.io.write([icapResponseHead(204, [['ISTag', this.ctx.istag], ['Encapsulated', 'null-body=0']])]);
-      this.record({ served: 'full', status: this.upstreamStatus!, verdict: 'allow', reasons: [], verdictData: verdict, bytesToClient: verdict.size, icapStatus: 204 });
       return this.end(false);
     }
     this.allowed = verdict;
@@ -289,7 +302,6 @@ export class RespmodTransaction {
     this.spool = r.spool;
     const stream = r.spool!.read();
     this.spoolStream = stream;
-    const t0 = Date.now();
     stream.on('data', (d: Buffer) => {
       if (!this.io.write(chunk(d))) {
         stream.pause();
@@ -304,7 +316,6 @@ export class RespmodTransaction {
     stream.on('end', () => {
       if (this.finished) return;
       this.io.write([LAST_CHUNK]);
-      this.record({ served: 'full', status: this.upstreamStatus!, verdict: 'allow', reasons: [], verdictData: verdict, bytesToClient: verdict.size, toClientMs: Date.now() - t0, icapStatus: 200 });
       this.end(false);
     });
   }
@@ -384,19 +395,22 @@ export class RespmodTransaction {
   get inFlight(): boolean { return !this.finished && this.mode === 'inspect' && !this.responded; }
   get spoolBytes(): number { return this.inspection?.spoolBytes ?? this.spool?.heldBytes ?? 0; }
 
+  /** The rule that decided content the verifier does not check (audit `rule`). */
+  private rule: string | undefined;
+
   private record(x: {
     served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: VerdictReason[];
     verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; toClientMs?: number; icapStatus?: number;
-  }): void {
+  }): boolean {
     const v = x.verdictData;
-    this.ctx.audit({
+    return this.ctx.audit({
       id: this.id, kind: 'transfer', client: this.client, method: this.method, url: this.url, host: this.host,
       inspected: x.inspected ?? v !== undefined, served: x.served, status: x.status, upstreamStatus: this.upstreamStatus,
       bytes: v?.size, bytesToClient: x.bytesToClient, sha256: v?.sha256, format: v?.format,
       verdict: x.verdict, reasons: x.reasons, signer: v?.signer, chain: v?.chain?.map((c) => c.sha256), timestamp: v?.timestamp,
       rulesSha256: this.ctx.rulesSha256,
       durations: { upstreamMs: (this.lastByte || Date.now()) - this.started, verifyMs: this.verifyMs, toClientMs: x.toClientMs },
-      icapClient: this.io.peer, icapStatus: x.icapStatus,
+      icapClient: this.io.peer, icapStatus: x.icapStatus, rule: this.rule,
     });
   }
 }

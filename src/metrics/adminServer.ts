@@ -23,8 +23,10 @@ export async function startAdminServer(o: AdminServerOptions): Promise<http.Serv
       return;
     }
     if (path === '/healthz') {
-      const body = JSON.stringify(o.health()) + '\n';
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+      const health = o.health();
+      const body = JSON.stringify(health) + '\n';
+      // Anything but ok is 503, so that a plain HTTP check (load balancer, systemd, Nagios) notices.
+      res.writeHead(health.status === undefined || health.status === 'ok' ? 200 : 503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
       res.end(req.method === 'HEAD' ? undefined : body);
       return;
     }

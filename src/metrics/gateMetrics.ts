@@ -100,6 +100,19 @@ export class GateMetrics implements GateObserver {
     if (o.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
 
+  /** The audit trail whose state the audit gauges report. */
+  watchAudit(audit: { readonly state: { writable: boolean; writeFailures: number } }): this {
+    new Gauge({
+      name: 'patchgate_audit_writable', help: '1 while audit records reach the file, 0 from a failed write until one succeeds again.',
+      registers: [this.registry], collect() { this.set(audit.state.writable ? 1 : 0); },
+    });
+    new Gauge({
+      name: 'patchgate_audit_write_failures_total', help: 'Audit records that could not be written (disk full, I/O error) since start.',
+      registers: [this.registry], collect() { this.set(audit.state.writeFailures); },
+    });
+    return this;
+  }
+
   /** The gate whose holds and spool the gauges report (set once the gate exists). */
   watch(gauges: GateGauges): this {
     this.gauges = gauges;

@@ -81,6 +81,17 @@ export class HostRules {
     return { mode: 'pass' };
   }
 
+  /** Does a rule name this host exactly (a pattern without wildcard)? Such a host may be loopback or link-local. */
+  namesExactly(host: string): boolean {
+    const h = canonicalHost(host);
+    return this.rules.some((r) => !r.pattern.includes('*') && canonicalHost(r.pattern) === h);
+  }
+
+  /** Patterns named exactly (no wildcard) in a mode: the names whose addresses `inspectAddresses` compares against. */
+  exactNames(mode: HostMode): string[] {
+    return this.rules.filter((r) => r.mode === mode && !r.pattern.includes('*')).map((r) => canonicalHost(r.pattern));
+  }
+
   /** Patterns in a given mode, for the PAC file and the interception CA's name constraints. */
   patterns(mode: HostMode): string[] {
     return this.rules.filter((r) => r.mode === mode).map((r) => r.pattern);

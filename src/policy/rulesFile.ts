@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { RULES_SCHEMA } from './rulesSchema.js';
+import { parseCidr } from './accessPolicy.js';
 
 export interface PinnedEntry {
   file?: string;
@@ -16,6 +17,8 @@ export interface HostRule {
   pattern: string;
   mode: 'inspect' | 'pinned' | 'pass';
   paths?: string[];
+  /** Ports this host may be reached on besides the rules' `ports` lists; `any` (from `--update-host HOST`) for every port. */
+  ports?: number[] | 'any';
   source?: string;
 }
 
@@ -28,10 +31,24 @@ export interface Rules {
   distrust?: PinnedEntry[];
   distrustFiles?: string[];
   policy?: { allowSha1?: boolean; ekuMode?: 'strict' | 'nested'; signatureMode?: 'primary' | 'best' | 'all'; minRsaBits?: number; fileDigests?: ('sha256' | 'sha384' | 'sha512')[] };
-  limits?: { maxPayloadBytes?: number; maxSignatureBytes?: number; maxHeaderBytes?: number; upstreamIdleTimeoutMs?: number; totalTimeoutMs?: number; memoryHoldBytes?: number; cacheTtlMs?: number };
+  limits?: { maxPayloadBytes?: number; maxSignatureBytes?: number; maxHeaderBytes?: number; upstreamIdleTimeoutMs?: number; totalTimeoutMs?: number; memoryHoldBytes?: number; cacheTtlMs?: number; maxSpoolBytes?: number; maxSpoolBytesPerClient?: number };
   hosts?: HostRule[];
   nonPayload?: 'pass' | 'block';
   unsignedDeltas?: 'pass' | 'block';
+  /** Known kinds the verifier cannot check, by path pattern, each with its own pass/block. */
+  unverifiable?: UnverifiableRule[];
+  clients?: string[];
+  passThrough?: 'forward' | 'deny';
+  ports?: { connect?: number[]; http?: number[] };
+  inspectAddresses?: boolean;
+  audit?: { onError?: 'block' | 'serve' };
+}
+
+export interface UnverifiableRule {
+  name: string;
+  paths: string[];
+  action: 'pass' | 'block';
+  note?: string;
 }
 
 export interface LoadedRules {
@@ -88,7 +105,15 @@ export function parseRules(text: string, path: string): Rules {
     });
     throw new RulesError(messages.join('\n'));
   }
-  return data as Rules;
+  const rules = data as Rules;
+  (rules.clients ?? []).forEach((c, i) => {
+    if (!parseCidr(c)) {
+      const node = doc.getIn(['clients', i], true);
+      const line = lineCounter.linePos(isNode(node) && node.range ? node.range[0] : 0).line;
+      throw new RulesError(`${path}:${line}: clients.${i}: "${c}" is not an address range (CIDR, e.g. 10.0.0.0/8)`);
+    }
+  });
+  return rules;
 }
 
 export function loadRulesFile(path: string): LoadedRules {

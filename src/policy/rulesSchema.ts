@@ -11,6 +11,8 @@ const pinned = {
   anyOf: [{ required: ['file'] }, { required: ['sha256'] }],
 } as const;
 
+const portList = { type: 'array', uniqueItems: true, items: { type: 'integer', minimum: 1, maximum: 65535 } } as const;
+
 export const RULES_SCHEMA = {
   type: 'object',
   additionalProperties: false,
@@ -44,6 +46,8 @@ export const RULES_SCHEMA = {
         totalTimeoutMs: { type: 'integer', minimum: 1 },
         memoryHoldBytes: { type: 'integer', minimum: 0 },
         cacheTtlMs: { type: 'integer', minimum: 0 },
+        maxSpoolBytes: { type: 'integer', minimum: 0 },
+        maxSpoolBytesPerClient: { type: 'integer', minimum: 0 },
       },
     },
     hosts: {
@@ -56,11 +60,39 @@ export const RULES_SCHEMA = {
           pattern: { type: 'string', minLength: 1 },
           mode: { enum: ['inspect', 'pinned', 'pass'] },
           paths: { type: 'array', items: { type: 'string', minLength: 1 } },
+          ports: { oneOf: [{ const: 'any' }, portList] },
           source: { type: 'string' },
         },
       },
     },
     nonPayload: { enum: ['pass', 'block'] },
     unsignedDeltas: { enum: ['pass', 'block'] },
+    unverifiable: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'paths', 'action'],
+        properties: {
+          name: { type: 'string', minLength: 1 },
+          paths: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+          action: { enum: ['pass', 'block'] },
+          note: { type: 'string' },
+        },
+      },
+    },
+    clients: { type: 'array', items: { type: 'string', minLength: 1 } },
+    passThrough: { enum: ['forward', 'deny'] },
+    ports: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { connect: portList, http: portList },
+    },
+    inspectAddresses: { type: 'boolean' },
+    audit: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { onError: { enum: ['block', 'serve'] } },
+    },
   },
 } as const;

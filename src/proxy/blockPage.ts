@@ -36,10 +36,12 @@ export function blockPage(reasons: VerdictReason[], auditId: string, url: string
 }
 
 /** Writes the 403 that replaces a blocked payload; returns the body's size. */
-export function writeBlockPage(res: ServerResponse, reasons: VerdictReason[], auditId: string, url: string): number {
+export function writeBlockPage(res: ServerResponse, reasons: VerdictReason[], auditId: string, url: string, status?: number): number {
   const page = blockPage(reasons, auditId, url);
   if (!res.headersSent) {
-    res.writeHead(page.status, page.statusText, page.headers);
+    // A bad gateway (an upstream answer the gate cannot take, e.g. an unknown transfer-coding) is 502, as Squid answers.
+    if (status && status !== page.status) res.writeHead(status, 'Bad Gateway (patchgate)', page.headers);
+    else res.writeHead(page.status, page.statusText, page.headers);
     res.end(page.body);
   } else {
     // Headers already went out (should not happen for held payloads): cut the connection.

@@ -6,6 +6,7 @@ import type { Spool } from './spool.js';
 import { PayloadInspection, type InspectionResult, type InspectionSettings } from './payloadInspection.js';
 import { interpretRange } from './byteRange.js';
 import { writeBlockPage } from './blockPage.js';
+import { responseSharing, type Sharing } from './sharedCache.js';
 
 /** One client waiting for (or reading) a held entity. */
 export interface Waiter {
@@ -19,6 +20,8 @@ export interface Waiter {
   host: string;
   since: number;
   shared: boolean;
+  /** A client that joined another's download: how it fetches its own if the response may not be shared. */
+  refetch?: () => void;
 }
 
 /** A hold's settings: the inspection's (policy, spool, limits, digest threads) and the upstream's. */
@@ -26,7 +29,17 @@ export interface HoldSettings extends InspectionSettings {
   idleTimeoutMs: number;
   totalTimeoutMs: number;
   rulesSha256: string;
-  audit: (r: AuditRecord) => void;
+  /** Writes a record; false when it could not be written. */
+  audit: (r: AuditRecord) => boolean;
+  /** A payload's record cannot be written: refuse the payload (`block`, default) or serve it anyway. */
+  auditOnError?: 'block' | 'serve';
+  /** How long a verified copy is kept for later requests at most (the response may say less). */
+  cacheTtlMs: number;
+  /**
+   * A verified copy kept of the same upstream entity (same URL but for the query, same strong ETag,
+   * same credentials): its clients are served from it instead of keeping a second copy.
+   */
+  sameEntity?: (entityKey: string) => HeldDownload | undefined;
   /** Is a redirect target one the rules accept (an inspected update host)? */
   redirectAllowed: (location: URL) => boolean;
 }
@@ -45,7 +58,7 @@ function entityHeaders(h: IncomingHttpHeaders): Record<string, string | string[]
 type Outcome =
   | { kind: 'verdict'; verdict: Verdict; status: number; headers: IncomingHttpHeaders; spool: Spool | undefined }
   | { kind: 'relay'; status: number; headers: IncomingHttpHeaders; served: AuditRecord['served'] }
-  | { kind: 'block'; reasons: VerdictReason[]; verdict?: Verdict };
+  | { kind: 'block'; reasons: VerdictReason[]; verdict?: Verdict; rule?: string; status?: number };
 
 /**
  * One upstream fetch of an inspected resource, shared by every client that asks for the same URL
@@ -69,6 +82,21 @@ export class HeldDownload {
   private aborted = false;
   /** The body on its way through decoding, sniffing and holding, until there is an outcome. */
   private inspection: PayloadInspection | undefined;
+
+  /** The fetching request carried credentials (Authorization). */
+  credentials = false;
+  /** The client whose request started the download: its spool is counted against it. */
+  owner = '?';
+  /** URL without its query (plus the credentials' identity), for ETag matching; undefined: no matching. */
+  entityBase: string | undefined;
+  /** entityBase plus the response's strong ETag, once known. */
+  entityKey: string | undefined;
+  /** What the response allows (RFC 9111): known once its headers arrived. */
+  private sharing: Sharing | undefined;
+  /** May another request join this download (or its verified copy)? */
+  get joinable(): boolean { return this.sharing?.share ?? true; }
+  /** How long the verified copy is kept after the verdict. */
+  get keepMs(): number { return this.sharing?.keepMs ?? this.settings.cacheTtlMs; }
 
   constructor(key: string, private readonly settings: HoldSettings, private readonly onSettled: (d: HeldDownload, cacheable: boolean) => void) {
     this.key = key;
@@ -144,6 +172,24 @@ export class HeldDownload {
     this.onSettled(this, false);
   }
 
+  /** Gives every waiter to `other` (a verified copy of the same entity) and ends this download unread. */
+  private handOver(other: HeldDownload, res: IncomingMessage): void {
+    res.destroy();
+    this.clearTimers();
+    this.upstream = undefined;
+    this.outcome = { kind: 'block', reasons: [reason('UPSTREAM_ERROR', 'handed over to a verified copy of the same entity')] };
+    this.letGoOfUpstream();
+    const waiting = this.waiters.splice(0);
+    this.onSettled(this, false);
+    for (const w of waiting) {
+      w.shared = true;
+      other.attach(w);
+    }
+  }
+
+  /** Bytes of this download's spool on disk (a verified copy can free them). */
+  get onDiskBytes(): number { return this.spoolBytes - this.inMemoryBytes; }
+
   /**
    * Once there is an outcome, nothing here needs the upstream response, the decoders or the way to
    * cancel the request any more; a cached entity must not keep them (and what their listeners and
@@ -176,7 +222,30 @@ export class HeldDownload {
     const status = this.upstreamStatus;
     const method = this.waiters[0]?.method ?? 'GET';
     this.armIdle();
+    this.sharing = responseSharing(res.headers, this.credentials, this.settings.cacheTtlMs);
+    if (!this.sharing.share) {
+      // Clients that joined this download get their own fetch: this response is for its requester only.
+      for (const w of this.waiters.filter((x) => x.refetch)) {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        w.refetch!();
+      }
+    }
+    const etag = typeof res.headers.etag === 'string' ? res.headers.etag.trim() : '';
+    if (status === 200 && this.sharing.share && this.entityBase && /^"[^"]*"$/.test(etag)) {
+      // The origin says this is the same entity as a verified copy kept under another query string: serve that one.
+      this.entityKey = `${this.entityBase}#etag:${etag}`;
+      const same = this.settings.sameEntity?.(this.entityKey);
+      if (same && same !== this) return this.handOver(same, res);
+    }
 
+    // Only chunked framing is undone by the HTTP parser: any other transfer-coding (gzip, chunked)
+    // would reach the verifier still coded. Squid answers 502 for them; so does the gate.
+    const te = String(res.headers['transfer-encoding'] ?? '').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c && c !== 'chunked');
+    if (te.length) {
+      res.destroy();
+      this.settings.observer?.upstreamError('UPSTREAM_ERROR');
+      return this.settleNow({ kind: 'block', status: 502, reasons: [reason('UPSTREAM_ERROR', `unsupported transfer-coding "${te.join(', ')}" (only chunked is accepted)`)] });
+    }
     if (status === 206) {
       res.destroy();
       return this.fail(reason('UPSTREAM_ERROR', 'upstream answered 206 Partial Content to a request without Range: a partial body is never forwarded unverified'));
@@ -201,9 +270,10 @@ export class HeldDownload {
     const inspection = new PayloadInspection(this.settings, {
       contentEncoding: res.headers['content-encoding'],
       pathname: new URL(this.key).pathname,
+      owner: this.owner,
       declaredLength: cl !== undefined && /^\d{1,15}$/.test(cl) ? Number(cl) : undefined,
       pass: {
-        start: (head) => this.startPass(head, status, res.headers),
+        start: (head, rule) => this.startPass(head, status, res.headers, rule),
         data: (chunk, resume) => this.passChunk(chunk, resume),
         end: () => this.endPass(),
         error: (why) => this.fail(why),
@@ -246,11 +316,12 @@ export class HeldDownload {
       return this.settle({ kind: 'verdict', verdict: r.verdict, status, headers, spool: r.spool });
     }
     this.upstream?.destroy();
-    this.settle({ kind: 'block', reasons: r.reasons, verdict: r.verdict });
+    this.settle({ kind: 'block', reasons: r.reasons, verdict: r.verdict, rule: r.rule });
   }
 
   /** Non-payload content (metadata): streamed through to the clients already waiting, not cached. */
-  private startPass(head: Buffer, status: number, headers: IncomingHttpHeaders): void {
+  private startPass(head: Buffer, status: number, headers: IncomingHttpHeaders, rule: string): void {
+    this.passRule = rule;
     this.onSettled(this, false);
     this.passing = this.waiters.splice(0);
     for (const w of this.passing) {
@@ -262,6 +333,7 @@ export class HeldDownload {
   }
 
   private passing: Waiter[] = [];
+  private passRule: string | undefined;
   private passedBytes = 0;
   private passStatus = 0;
 
@@ -283,7 +355,7 @@ export class HeldDownload {
     this.letGoOfUpstream();
     for (const w of this.passing) {
       w.res.end();
-      this.record(w, { served: 'passed', status: this.passStatus, verdict: 'pass', reasons: [], inspected: false, bytesToClient: this.passedBytes });
+      this.record(w, { served: 'passed', status: this.passStatus, verdict: 'pass', reasons: [], inspected: false, bytesToClient: this.passedBytes, rule: this.passRule });
     }
     this.passing = [];
   }
@@ -305,9 +377,9 @@ export class HeldDownload {
     // Pass-through waiters of a failed pass cannot get a block page any more: cut them.
     for (const w of this.passing.splice(0)) {
       w.res.destroy();
-      this.record(w, { served: 'client-aborted', status: this.passStatus, verdict: 'block', reasons: o.kind === 'block' ? o.reasons : [], inspected: false });
+      this.record(w, { served: 'client-aborted', status: this.passStatus, verdict: 'block', reasons: o.kind === 'block' ? o.reasons : [], inspected: false, rule: this.passRule });
     }
-    this.onSettled(this, o.kind === 'verdict');
+    this.onSettled(this, o.kind === 'verdict' && this.keepMs > 0);
   }
 
   /** Ends the linger of a cached verified entity; the spool goes when its last reader is done. */
@@ -320,9 +392,9 @@ export class HeldDownload {
     const o = this.outcome!;
     const base = { verifyMs: this.verifyMs, upstreamMs: this.lastByte - this.started };
     if (o.kind === 'block') {
-      const bytes = writeBlockPage(w.res, o.reasons, w.id, w.url);
+      const bytes = writeBlockPage(w.res, o.reasons, w.id, w.url, o.status);
       const v = o.verdict;
-      this.record(w, { served: 'blocked', status: 403, verdict: 'block', reasons: o.reasons, verdictData: v, bytesToClient: bytes, durations: base });
+      this.record(w, { served: 'blocked', status: o.status ?? 403, verdict: 'block', reasons: o.reasons, verdictData: v, bytesToClient: bytes, durations: base, rule: o.rule });
       return;
     }
     if (o.kind === 'relay') {
@@ -357,37 +429,44 @@ export class HeldDownload {
     const start = r.kind === 'range' ? r.range.start : 0;
     const end = r.kind === 'range' ? r.range.end : size - 1;
     const status = r.kind === 'range' ? 206 : o.status;
+    // The record is written (in the file, not a buffer) before the payload's first byte leaves: a
+    // payload whose record cannot be written is refused (audit.onError: block) or served anyway.
+    const recorded = this.record(w, {
+      served: r.kind === 'range' ? 'range' : 'full', status, verdict: 'allow', reasons: [], verdictData: o.verdict,
+      bytesToClient: end - start + 1, durations: base,
+    });
+    if (!recorded && this.settings.auditOnError !== 'serve') {
+      const why = reason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
+      writeBlockPage(w.res, [why], w.id, w.url);
+      this.record(w, { served: 'blocked', status: 403, verdict: 'block', reasons: [why], durations: base });
+      return;
+    }
     if (r.kind === 'range') headers['content-range'] = `bytes ${start}-${end}/${size}`;
     headers['content-length'] = end - start + 1;
     w.res.writeHead(status, headers);
-    const t0 = Date.now();
     this.readers++;
     let done = false;
-    const finish = (ok: boolean) => {
+    const finish = () => {
       if (done) return;
       done = true;
       this.readers--;
       if (this.expired && this.readers === 0) o.spool?.release();
-      this.record(w, {
-        served: ok ? (r.kind === 'range' ? 'range' : 'full') : 'client-aborted', status, verdict: 'allow', reasons: [], verdictData: o.verdict,
-        bytesToClient: ok ? end - start + 1 : undefined, durations: { ...base, toClientMs: Date.now() - t0 },
-      });
     };
     o.spool!.pipeTo(w.res, start, end, finish);
   }
 
   private record(w: Waiter, r: {
     served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: VerdictReason[];
-    verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; durations?: AuditRecord['durations'];
-  }): void {
+    verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; durations?: AuditRecord['durations']; rule?: string;
+  }): boolean {
     const v = r.verdictData ?? (this.outcome?.kind === 'verdict' ? this.outcome.verdict : this.outcome?.kind === 'block' ? this.outcome.verdict : undefined);
-    this.settings.audit({
+    return this.settings.audit({
       id: w.id, kind: 'transfer', client: w.client, method: w.method, url: w.url, host: w.host,
       inspected: r.inspected ?? v !== undefined, served: r.served, status: r.status, upstreamStatus: this.upstreamStatus,
       range: w.range, bytes: v?.size, bytesToClient: r.bytesToClient, sha256: v?.sha256, format: v?.format,
       verdict: r.verdict, reasons: r.reasons, signer: v?.signer, chain: v?.chain?.map((c) => c.sha256), timestamp: v?.timestamp,
       rulesSha256: this.settings.rulesSha256, durations: r.durations ?? { upstreamMs: this.lastByte ? this.lastByte - this.started : undefined },
-      shared: w.shared || undefined,
+      shared: w.shared || undefined, rule: r.rule,
     });
   }
 }

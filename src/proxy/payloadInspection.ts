@@ -2,10 +2,13 @@ import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import type { Transform } from 'node:stream';
 import { IncrementalVerifier } from '../verify/incrementalVerifier.js';
 import { sniffFormat, SNIFF_BYTES } from '../verify/format/sniffFormat.js';
+import { sniffMetadata, type TextCheck } from '../verify/format/sniffMetadata.js';
+import { pathMatches } from '../policy/hostRules.js';
+import type { UnverifiableRule } from '../policy/rulesFile.js';
 import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
-import { Spool, type MemoryBudget } from './spool.js';
+import { Spool, type DiskBudget, type MemoryBudget } from './spool.js';
 import type { DigestJob, DigestPool } from './digestPool.js';
 
 export interface InspectionSettings {
@@ -14,10 +17,14 @@ export interface InspectionSettings {
   memoryHoldBytes: number;
   /** What all bodies in flight may keep in memory together; past it a spool goes to disk. */
   memory?: MemoryBudget;
+  /** What all spools may keep on disk together, and each requester's share (limits.maxSpoolBytes). */
+  disk?: DiskBudget;
   /** Largest decoded body accepted (0 = no limit). */
   maxPayloadBytes: number;
   nonPayload: 'pass' | 'block';
   unsignedDeltas: 'pass' | 'block';
+  /** Known kinds the verifier cannot check, by path: each passes or blocks as its rule says. */
+  unverifiable?: UnverifiableRule[];
   now?: () => Date;
   observer?: GateObserver;
   /** Worker threads for the two SHA-256 passes; bodies known to be at most `inlineDigestBytes` (1 MiB) are hashed here. */
@@ -28,13 +35,13 @@ export interface InspectionSettings {
 /** What became of a body: verified (allow or block, with the verifier's Verdict), blocked before a verdict, or passed as non-payload content. */
 export type InspectionResult =
   | { kind: 'verdict'; verdict: Verdict; spool: Spool | undefined; verifyMs: number }
-  | { kind: 'block'; reasons: VerdictReason[]; verdict?: Verdict }
-  | { kind: 'pass' };
+  | { kind: 'block'; reasons: VerdictReason[]; verdict?: Verdict; rule?: string }
+  | { kind: 'pass'; rule: string };
 
 /** What the caller does with content that is not a payload (the rules pass it): it is streamed on, decoded, never held. */
 export interface PassSink {
-  /** The first decoded bytes; the decision is final. */
-  start(head: Buffer): void;
+  /** The first decoded bytes; the decision is final. `rule`: the rule that let it pass (nonPayload, unverifiable:NAME). */
+  start(head: Buffer, rule: string): void;
   /** More decoded bytes; false asks for a pause until `resume` is called. */
   data(chunk: Buffer, resume: () => void): boolean;
   end(): void;
@@ -89,7 +96,7 @@ export class PayloadInspection {
 
   constructor(
     private readonly s: InspectionSettings,
-    private readonly o: { contentEncoding?: string | string[]; pathname: string; pass?: PassSink; declaredLength?: number },
+    private readonly o: { contentEncoding?: string | string[]; pathname: string; pass?: PassSink; declaredLength?: number; owner?: string },
   ) {
     this.result = new Promise((r) => (this.resolveResult = r));
     const chain = contentDecoders(o.contentEncoding);
@@ -156,10 +163,17 @@ export class PayloadInspection {
   }
 
   /** Ends it from outside (upstream error, timeout, shutdown): a block unless already decided. */
-  fail(why: VerdictReason): void {
+  fail(why: VerdictReason, rule?: string): void {
     if (this.done) return;
     if (why.code === 'UPSTREAM_ERROR' || why.code === 'TIMEOUT') this.s.observer?.upstreamError(why.code);
-    this.finish({ kind: 'block', reasons: [why] });
+    this.finish({ kind: 'block', reasons: [why], ...(rule ? { rule } : {}) });
+  }
+
+  /** The first `unverifiable` rule whose paths match (case-insensitive), then `unsignedDeltas` for `*.psf`. */
+  private unverifiableRule(): UnverifiableRule | undefined {
+    const path = this.o.pathname.toLowerCase();
+    const rules: UnverifiableRule[] = [...(this.s.unverifiable ?? []), { name: 'unsignedDeltas', paths: ['*.psf'], action: this.s.unsignedDeltas }];
+    return rules.find((r) => r.paths.some((p) => pathMatches(p.toLowerCase(), path)));
   }
 
   private drained(): void {
@@ -186,19 +200,30 @@ export class PayloadInspection {
     this.head = [];
     if (sniffFormat(head) !== 'unknown') {
       this.mode = 'hold';
-      this.spool = new Spool(this.s.spoolDir, this.s.memoryHoldBytes, this.s.memory);
+      this.spool = new Spool(this.s.spoolDir, this.s.memoryHoldBytes, this.s.memory, this.s.disk ? { budget: this.s.disk, owner: this.o.owner ?? '?' } : undefined);
       this.hold(head);
       return;
     }
-    const isDelta = /\.psf$/i.test(this.o.pathname);
-    const rule = isDelta ? this.s.unsignedDeltas : this.s.nonPayload;
-    if (rule === 'block' || !this.o.pass) {
-      return this.fail(reason('UNSUPPORTED_FORMAT', isDelta ? 'an unsigned Express delta (.psf): the rules block them' : 'not a PE, CAB, MSI or CMS payload, and the rules block other content on update hosts'));
+    // Not a format the verifier checks: a kind the rules name by path, else metadata, else blocked.
+    const named = this.unverifiableRule();
+    const meta = named ? undefined : sniffMetadata(head);
+    const rule = named ? (named.name === 'unsignedDeltas' ? 'unsignedDeltas' : `unverifiable:${named.name}`) : meta ? 'nonPayload' : 'unrecognised';
+    const action = named ? named.action : meta ? this.s.nonPayload : 'block';
+    if (action === 'block' || !this.o.pass) {
+      const why = named?.name === 'unsignedDeltas' ? 'an unsigned Express delta (.psf): the rules block them (rule unsignedDeltas)'
+        : named ? `a kind the verifier cannot check: the rules block it (rule unverifiable "${named.name}")`
+          : meta ? `${meta.kind === 'empty' ? 'an empty body' : `${meta.kind} metadata`}, and the rules block other content on update hosts (rule nonPayload)`
+            : 'neither a format the verifier checks (PE, CAB, MSI, CMS) nor recognisable metadata (XML, JSON, text without #!): blocked (rule unrecognised)';
+      return this.fail(reason('UNSUPPORTED_FORMAT', why), rule);
     }
+    this.textCheck = meta?.check;
     this.mode = 'pass';
-    this.finish({ kind: 'pass' });
-    this.o.pass.start(head);
+    this.finish({ kind: 'pass', rule });
+    this.o.pass.start(head, rule);
   }
+
+  /** Metadata passed unverified stays text to its last byte; binary data after a text start cuts the pass. */
+  private textCheck: TextCheck | undefined;
 
   private hold(chunk: Buffer): void {
     this.verifier.update(chunk);
@@ -210,10 +235,19 @@ export class PayloadInspection {
       if (!job.update(chunk, this.uncongest)) this.congest();
     }
     if (!this.spool!.write(chunk, this.uncongest)) this.congest();
+    if (this.spool!.refused) return this.fail(reason('OVERSIZE', `spool: ${this.spool!.refused}; try again later`));
   }
 
   private passOn(chunk: Buffer): void {
+    if (this.textCheck && !this.textCheck.update(chunk)) return this.stopPass();
     if (!this.o.pass!.data(chunk, this.uncongest)) this.congest();
+  }
+
+  private stopPass(): void {
+    this.textCheck = undefined;
+    this.mode = 'sniff'; // nothing more is passed on
+    for (const d of this.decoders) d.destroy();
+    this.o.pass!.error(reason('UNSUPPORTED_FORMAT', 'content passed as metadata turned out not to be text (binary data after a text start): the response was cut'));
   }
 
   /** A sink is full: stop the decoders too, or a small compressed input could fill memory. */
@@ -228,12 +262,18 @@ export class PayloadInspection {
   };
 
   private decodedEnd(): void {
-    if (this.mode === 'pass') return this.o.pass!.end();
+    if (this.mode === 'pass') {
+      if (this.textCheck && !this.textCheck.end()) return this.stopPass();
+      return this.o.pass!.end();
+    }
     if (this.done) return;
     if (this.mode === 'sniff') {
       this.decide(); // changes this.mode
       if (this.done) {
-        if ((this.mode as string) === 'pass') this.o.pass!.end();
+        if ((this.mode as string) === 'pass') {
+          if (this.textCheck && !this.textCheck.end()) return this.stopPass();
+          this.o.pass!.end();
+        }
         return;
       }
     }

@@ -52,6 +52,49 @@ export class MemoryBudget {
 }
 
 /**
+ * The bytes that all the spools of one gate may keep on disk together (`limits.maxSpoolBytes`), and
+ * each requester's share of it: the bytes of a hold are counted against the client that started
+ * it. When a write does not fit, `reclaim(bytes, owner?)` drops verified copies kept for later
+ * requests (least recently used first; only the owner's when its share is what is short); if that
+ * is not enough the hold is refused (OVERSIZE). So no client can fill the disk for the others.
+ */
+export class DiskBudget {
+  private used = 0;
+  private readonly byOwner = new Map<string, number>();
+
+  constructor(readonly limit: number, readonly perOwnerLimit: number, private readonly reclaim?: (bytes: number, owner?: string) => void) {}
+
+  get usedBytes(): number { return this.used; }
+  ownerBytes(owner: string): number { return this.byOwner.get(owner) ?? 0; }
+
+  /** Takes `n` bytes for `owner` if they fit (after asking reclaim for room); else says why not. */
+  take(n: number, owner: string): true | string {
+    const mine = () => this.ownerBytes(owner);
+    if (mine() + n > this.perOwnerLimit) this.reclaim?.(mine() + n - this.perOwnerLimit, owner);
+    if (mine() + n > this.perOwnerLimit) {
+      return `the spool's share of client ${owner} (${this.perOwnerLimit} bytes of limits.maxSpoolBytes ${this.limit}) is full with its other downloads`;
+    }
+    if (this.used + n > this.limit) this.reclaim?.(this.used + n - this.limit);
+    if (this.used + n > this.limit) return `the spool is full (limits.maxSpoolBytes ${this.limit} bytes in use by downloads in flight)`;
+    this.used += n;
+    this.byOwner.set(owner, mine() + n);
+    return true;
+  }
+
+  give(n: number, owner: string): void {
+    this.used = Math.max(0, this.used - n);
+    const left = this.ownerBytes(owner) - n;
+    if (left > 0) this.byOwner.set(owner, left);
+    else this.byOwner.delete(owner);
+  }
+}
+
+/** Default `limits.maxSpoolBytes`: this fraction of the spool folder's free space at start. */
+export const SPOOL_FREE_FRACTION = 0.5;
+/** Default share of one client: this fraction of maxSpoolBytes. */
+export const SPOOL_CLIENT_FRACTION = 0.25;
+
+/**
  * Where a held payload waits for its verdict: in memory while small (at most `memoryLimit` bytes
  * for this spool, and only what the gate's MemoryBudget grants), then in a temp file (mode 0600)
  * so that memory stays bounded whatever the payload size and the load. Writers respect backpressure
@@ -82,7 +125,15 @@ export class Spool {
   private readers = 0;
   private closed = false;
 
-  constructor(private readonly dir: string, private readonly memoryLimit: number, private readonly budget?: MemoryBudget) {}
+  /** Bytes taken from the DiskBudget (given back on release). */
+  private diskBytes = 0;
+  /** Why the disk budget refused this spool's bytes: the hold must end (OVERSIZE). */
+  refused: string | undefined;
+
+  constructor(
+    private readonly dir: string, private readonly memoryLimit: number, private readonly budget?: MemoryBudget,
+    private readonly disk?: { budget: DiskBudget; owner: string },
+  ) {}
 
   get size(): number { return this.bytes; }
   /** Bytes held (in memory or on disk) until release(); 0 after. */
@@ -99,6 +150,16 @@ export class Spool {
       this.memory.push(chunk);
       this.memoryBytes += chunk.byteLength;
       return true;
+    }
+    if (this.refused) return true; // the hold is ending: nothing more is kept
+    if (this.disk) {
+      const n = this.path ? chunk.byteLength : this.memoryBytes + chunk.byteLength;
+      const ok = this.disk.budget.take(n, this.disk.owner);
+      if (ok !== true) {
+        this.refused = ok;
+        return true;
+      }
+      this.diskBytes += n;
     }
     if (!this.path) {
       this.openFile();
@@ -350,6 +411,8 @@ export class Spool {
     if (this.released) return;
     this.released = true;
     this.dropMemory();
+    if (this.disk && this.diskBytes) this.disk.budget.give(this.diskBytes, this.disk.owner);
+    this.diskBytes = 0;
     if (this.slab) { giveSlab(this.slab); this.slab = undefined; }
     for (const p of this.pending.splice(0)) giveSlab(p.buf);
     for (const x of this.flushWaiters.splice(0)) x.reject(new Error('spool released'));

@@ -1,27 +1,31 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import tls from 'node:tls';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statfsSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { tmpdir } from 'node:os';
+import { createHash } from 'node:crypto';
 import { Proxy as MitmProxy } from 'http-mitm-proxy';
 import { HttpsProxyAgent } from 'https-proxy-agent';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import { reason } from '../verify/verdict.js';
 import type { HostRules } from '../policy/hostRules.js';
+import type { UnverifiableRule } from '../policy/rulesFile.js';
 import { canonicalHost, targetHost } from '../policy/hostRules.js';
 import type { AuditLog } from '../audit/auditLog.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
 import { HeldDownload, newAuditId, type HoldSettings, type Waiter } from './heldDownload.js';
-import { MEMORY_TOTAL_FACTOR, MemoryBudget, makeSpoolDir, removeSpoolDir } from './spool.js';
+import { DiskBudget, MEMORY_TOTAL_FACTOR, MemoryBudget, SPOOL_CLIENT_FRACTION, SPOOL_FREE_FRACTION, makeSpoolDir, removeSpoolDir } from './spool.js';
 import { DigestPool } from './digestPool.js';
 
 export { MEMORY_TOTAL_FACTOR };
 import { pacFile } from './pacFile.js';
 import { isSafeHostName, loadOrCreateInterceptionCa, type InterceptionCa } from './interceptionCa.js';
 import { makeLibraryCaDecoy } from './libraryCaDecoy.js';
+import { AccessPolicy, defaultAccessRules, type AccessDenial, type AccessRules } from '../policy/accessPolicy.js';
+import { InspectedAddresses, destinationAddresses, ownEndpointCheck, pinnedLookup } from './destinations.js';
 
 export interface GateLimits {
   maxPayloadBytes: number;
@@ -36,6 +40,14 @@ export interface GateLimits {
    * fetches and verifies again), and holds that still do not fit go to the disk spool.
    */
   memoryTotalBytes?: number;
+  /**
+   * What the spool may keep on disk (holds in flight and verified copies together); default
+   * SPOOL_FREE_FRACTION of the spool folder's free space at start. One client's share:
+   * SPOOL_CLIENT_FRACTION of it. Past it, least recently used verified copies go, then holds are refused (OVERSIZE).
+   */
+  maxSpoolBytes?: number;
+  /** One client's share of maxSpoolBytes (default SPOOL_CLIENT_FRACTION of it). */
+  maxSpoolBytesPerClient?: number;
 }
 
 
@@ -50,6 +62,8 @@ export interface GateOptions {
   limits: GateLimits;
   nonPayload: 'pass' | 'block';
   unsignedDeltas: 'pass' | 'block';
+  /** Known kinds the verifier cannot check, by path pattern (rules: unverifiable). */
+  unverifiable?: UnverifiableRule[];
   spoolBase?: string;
   /** PEM file of extra CAs the gate trusts for upstream TLS (besides the system store). */
   upstreamCaFile?: string;
@@ -59,6 +73,12 @@ export interface GateOptions {
   observer?: GateObserver;
   /** Digest threads (0: hash on the event loop). Default: one per spare core, at least one. */
   digestThreads?: number;
+  /** A payload's audit record cannot be written: refuse it (`block`, default) or serve it. */
+  auditOnError?: 'block' | 'serve';
+  /** Who may use the gate and where it may take them (default: defaultAccessRules()). */
+  access?: AccessRules;
+  /** The gate's other endpoints (the admin address): never a destination, like its own port. */
+  ownEndpoints?: { host: string; port: number }[];
 }
 
 const CONNECT_FIRST_BYTE_MS = 10_000;
@@ -72,12 +92,22 @@ function refuseConnect(socket: Duplex, response: string): void {
   setTimeout(() => socket.destroy(), 1000).unref();
 }
 
-/** Hosts in absolute-form and Host header must agree: a disagreement is how smuggling starts. */
-function hostOfHeader(h: string | undefined): string | undefined {
-  if (!h) return undefined;
-  const m = /^(\[[^\]]+\]|[^:]+)(?::\d+)?$/.exec(h.trim());
-  return m ? targetHost(m[1]!) ?? '(non-canonical)' : undefined;
+/**
+ * Hosts in absolute-form and Host header must agree: a disagreement is how smuggling starts.
+ * null: a Host header that does not parse (refused, never ignored); undefined: none.
+ */
+function hostOfHeader(h: string | undefined): { host: string; port?: number } | null | undefined {
+  if (h === undefined) return undefined;
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\[\]\s/\\@?#]+)(?::(\d{1,5}))?$/.exec(h.trim());
+  if (!m) return null;
+  return { host: targetHost(m[1]!) ?? '(non-canonical)', ...(m[2] !== undefined ? { port: Number(m[2]) } : {}) };
 }
+
+/** http-mitm-proxy's options for the upstream request (ours: `lookup`, pinned to the addresses checked). */
+interface UpstreamOptions { host: string; port: number; path: string; headers: Record<string, string | string[] | undefined>; agent?: unknown; lookup?: unknown }
+
+/** What a CONNECT left on its socket (and on the TLS socket over it): the target requests inside must name. */
+interface ConnectMark { patchgateConnectHost?: string; patchgateConnectPort?: number }
 
 /**
  * The gate: http-mitm-proxy does the proxying; this addon decides, per request, whether the
@@ -94,6 +124,10 @@ export class UpdateGate {
   private readonly cached = new Map<HeldDownload, NodeJS.Timeout>();
   /** Memory of all spools together; full, it drops cached entities (reclaim) before holds go to disk. */
   private readonly memory: MemoryBudget;
+  /** Disk of all spools together, and each client's share (limits.maxSpoolBytes); made at start. */
+  private disk!: DiskBudget;
+  /** Verified copies kept, by URL-without-query and strong ETag: one copy per upstream entity. */
+  private readonly entities = new Map<string, HeldDownload>();
   /** Every hold not yet settled (GET, HEAD and other methods alike), for stop() and inFlight. */
   private readonly active = new Set<HeldDownload>();
   private readonly tunnels = new Set<Duplex>();
@@ -109,11 +143,16 @@ export class UpdateGate {
   private readonly intercepted = http.createServer({ connectionsCheckingInterval: 1000 });
   /** Secure contexts of the interception leaves, by host, while the leaf stays the same. */
   private readonly contexts = new Map<string, { certPem: string; ctx: tls.SecureContext }>();
+  private readonly access: AccessPolicy;
+  private readonly own = ownEndpointCheck(() => [{ host: this.o.listen.host, port: this.port }, ...(this.o.ownEndpoints ?? [])]);
+  private readonly inspectedAddresses: InspectedAddresses | undefined;
 
   constructor(private readonly o: GateOptions) {
     const ca = o.upstreamCaFile ? [...tls.rootCertificates, readFileSync(o.upstreamCaFile, 'utf8')] : undefined;
     const l = o.limits;
     this.memory = new MemoryBudget(l.memoryTotalBytes ?? MEMORY_TOTAL_FACTOR * l.memoryHoldBytes, (bytes) => this.reclaim(bytes));
+    this.access = new AccessPolicy(o.access ?? defaultAccessRules(), o.hostRules);
+    this.inspectedAddresses = this.access.rules.inspectAddresses ? new InspectedAddresses(o.hostRules.exactNames('inspect')) : undefined;
     this.httpsAgent = o.upstreamProxy ? new HttpsProxyAgent(o.upstreamProxy.href, { keepAlive: true, ...(ca ? { ca } : {}) }) : undefined;
   }
 
@@ -126,6 +165,10 @@ export class UpdateGate {
     for (const d of new Set([...this.active, ...this.downloads.values()])) n += d.spoolBytes;
     return n;
   }
+  /** The spool's disk budget and what is in use (for /healthz and metrics). */
+  get spoolDisk(): { limit: number; perClient: number; used: number } {
+    return { limit: this.disk.limit, perClient: this.disk.perOwnerLimit, used: this.disk.usedBytes };
+  }
   /** Bytes all spools keep in memory (held, cached, or dropped from the cache but still being read). */
   get spoolMemoryBytes(): number { return this.memory.usedBytes; }
   /** The most that spools may keep in memory together. */
@@ -133,6 +176,8 @@ export class UpdateGate {
 
   async start(): Promise<void> {
     this.spoolDir = makeSpoolDir(this.o.spoolBase ?? tmpdir());
+    const maxSpool = this.maxSpoolBytes();
+    this.disk = new DiskBudget(maxSpool, this.o.limits.maxSpoolBytesPerClient ?? Math.floor(maxSpool * SPOOL_CLIENT_FRACTION), (bytes, owner) => this.reclaimDisk(bytes, owner));
     if (this.o.digestThreads !== 0) {
       this.digests = new DigestPool(this.o.digestThreads);
       await this.digests.ready();
@@ -163,16 +208,12 @@ export class UpdateGate {
     proxy.onRequest((ctx, callback) => this.onRequest(ctx, callback));
     // WebSocket upgrades bypass onRequest entirely: none to an inspected host (no byte unverified).
     proxy.onWebSocketConnection((ctx: any, callback: (err?: Error) => void) => {
-      let target: URL | undefined;
-      try { target = new URL(ctx.proxyToServerWebSocketOptions.url); } catch { /* refused below */ }
-      const host = target ? canonicalHost(target.hostname) : '';
-      if (!target || this.stopping || this.o.hostRules.decide(host, target.pathname).mode !== 'pass') {
+      const refuse = () => {
         // http-mitm-proxy's close handler reads proxyToServerWebSocket: give it a closed stand-in.
         ctx.proxyToServerWebSocket = { readyState: 3, close() {}, send() {}, ping() {}, pong() {} };
         try { ctx.clientToProxyWebSocket.terminate(); } catch { /* gone */ }
-        return; // never connects upstream
-      }
-      callback();
+      };
+      this.admitWebSocket(ctx).then((ok) => (ok ? callback() : refuse()), refuse);
     });
     proxy.onError((ctx, err) => {
       const held = ctx && (ctx as unknown as { patchgateHold?: HeldDownload }).patchgateHold;
@@ -220,6 +261,10 @@ export class UpdateGate {
 
   private onConnect(req: IncomingMessage, socket: Duplex, head: Buffer, callback: (err?: Error) => void): void {
     const target = req.url ?? '';
+    const client = (req.socket as Socket).remoteAddress ?? '?';
+    if (!this.access.clientAllowed(client)) {
+      return this.denyConnect(socket, client, target || '(none)', '', { status: 403, why: `client ${client} is not in the rules' clients (or --allow-client)` });
+    }
     const m = /^(\[[^\]]+\]|[^:/\\\s]+):(\d{1,5})$/.exec(target);
     const host = m ? targetHost(m[1]!) ?? '' : '';
     const port = m ? Number(m[2]) : 0;
@@ -227,8 +272,20 @@ export class UpdateGate {
       refuseConnect(socket, 'HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n');
       return;
     }
-    const decision = this.o.hostRules.decideConnect(host);
-    const client = (req.socket as Socket).remoteAddress ?? '?';
+    this.admitConnect(client, target, host, port, socket, head).catch((e: Error) => {
+      this.denyConnect(socket, client, target, host, { status: 403, why: `internal error: ${e.message}` });
+    });
+  }
+
+  /** Destination checks (name, port, then the addresses it resolves to), then interception or a tunnel. */
+  private async admitConnect(client: string, target: string, host: string, port: number, socket: Duplex, head: Buffer): Promise<void> {
+    const admitted = await this.admit(host, port, 'connect');
+    if (socket.destroyed) return;
+    if ('status' in admitted) return this.denyConnect(socket, client, target, host, admitted);
+    let decision = this.o.hostRules.decideConnect(host);
+    // An alias of an inspected origin (inspectAddresses) is inspected too; a pinned host stays pinned.
+    if (decision.mode === 'pass' && this.inspectedAddresses && await this.inspectedAddresses.isAlias(admitted.addresses)) decision = { mode: 'inspect' };
+    if (socket.destroyed) return;
     if (decision.mode === 'inspect') {
       if (!this.ca.covers(host)) {
         this.auditConnect(client, target, host, 'blocked', 403, [reason('INTERNAL_ERROR', 'the interception CA cannot issue for this host: refused rather than tunnelled blind')]);
@@ -239,12 +296,37 @@ export class UpdateGate {
       // no TLS byte arrives in time (else each abandoned CONNECT would keep a descriptor).
       socket.once('end', () => socket.destroy());
       (socket as Socket).setTimeout?.(CONNECT_FIRST_BYTE_MS, () => socket.destroy());
-      this.intercept(socket as Socket, head, host);
+      this.intercept(socket as Socket, head, host, port);
       return;
     }
     if (decision.mode === 'pinned') this.auditConnect(client, target, host, 'tunnel', 200, []);
     else this.o.audit.debug({ client, connect: target }, 'tunnel');
-    this.tunnel(socket, head, host, port);
+    if (admitted.unresolved) return void refuseConnect(socket, 'HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n');
+    this.tunnel(socket, head, host, port, admitted.addresses);
+  }
+
+  /**
+   * May the gate take a client to host:port? By name and port first (rules: passThrough, ports),
+   * then by the addresses the name resolves to (never the gate itself; loopback and link-local
+   * only for a host a rule names exactly). The addresses returned are the ones to connect to.
+   */
+  private async admit(host: string, port: number, kind: 'connect' | 'http' | 'tunnelled'): Promise<AccessDenial | { addresses: string[]; unresolved?: string }> {
+    const byName = kind === 'tunnelled' ? undefined : this.access.destination(host, port, kind);
+    if (byName) return byName;
+    let addresses: string[];
+    try {
+      addresses = await destinationAddresses(host, !!this.o.upstreamProxy);
+    } catch (e) {
+      // Nothing to connect to: the caller answers as for an unreachable upstream (an interception goes on: each request resolves again).
+      return { addresses: [], unresolved: `${host} does not resolve (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` };
+    }
+    return this.access.addresses(host, port, addresses, this.own) ?? { addresses };
+  }
+
+  private denyConnect(socket: Duplex, client: string, target: string, host: string, d: AccessDenial): void {
+    this.auditConnect(client, target, host, 'blocked', d.status, [reason('ACCESS_DENIED', d.why)]);
+    const text = `${d.why}\n`;
+    refuseConnect(socket, `HTTP/1.1 ${d.status} ${d.status === 400 ? 'Bad Request' : 'Forbidden'}\r\ncontent-type: text/plain; charset=utf-8\r\nx-patchgate-verdict: block\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
   }
 
   /**
@@ -253,12 +335,13 @@ export class UpdateGate {
    * A tunnel whose first byte is not a TLS handshake carries plain HTTP: it goes to the proxy's
    * HTTP server (as http-mitm-proxy did), where the usual rules apply to each request.
    */
-  private intercept(socket: Socket, head: Buffer, host: string): void {
+  private intercept(socket: Socket, head: Buffer, host: string, port: number): void {
+    const mark = (s: object) => Object.assign(s as ConnectMark, { patchgateConnectHost: host, patchgateConnectPort: port });
     const start = (first: Buffer) => {
       socket.setTimeout(0);
       socket.pause();
       socket.unshift(first);
-      (socket as unknown as { patchgateConnectHost?: string }).patchgateConnectHost = host;
+      mark(socket);
       if (first[0] !== 0x16) {
         // The socket's parser from the CONNECT was detached: a new one reads what is buffered, then the rest.
         (this.proxy as unknown as { httpServer: http.Server }).httpServer.emit('connection', socket);
@@ -275,6 +358,7 @@ export class UpdateGate {
       // The socket's buffered bytes (the ClientHello) are fed to TLS first (TLSSocket's initRead).
       const t = new tls.TLSSocket(socket, { isServer: true, secureContext: ctx, ALPNProtocols: ['http/1.1'] });
       t.on('error', () => t.destroy());
+      mark(t);
       this.intercepted.emit('connection', t);
     };
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
@@ -301,7 +385,7 @@ export class UpdateGate {
   }
 
   /** A blind TCP tunnel, direct or through the upstream proxy's CONNECT. */
-  private tunnel(client: Duplex, head: Buffer, host: string, port: number): void {
+  private tunnel(client: Duplex, head: Buffer, host: string, port: number, addresses: string[]): void {
     const up = this.o.upstreamProxy;
     const wire = (server: Duplex) => {
       this.tunnels.add(client);
@@ -316,7 +400,7 @@ export class UpdateGate {
     };
     const refuse = () => { if (!client.destroyed) client.end('HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n'); };
     if (!up) {
-      const s = net.connect({ host, port });
+      const s = net.connect({ host, port, ...(addresses.length ? { lookup: pinnedLookup(addresses) } : {}) });
       s.once('connect', () => wire(s));
       s.once('error', refuse);
       return;
@@ -332,27 +416,99 @@ export class UpdateGate {
   private onRequest(ctx: any, callback: (err?: Error) => void): void {
     const req: IncomingMessage = ctx.clientToProxyRequest;
     const res: ServerResponse = ctx.proxyToClientResponse;
-    const opts = ctx.proxyToServerRequestOptions as { host: string; port: number; path: string; headers: Record<string, string | string[] | undefined>; agent?: unknown };
+    const opts = ctx.proxyToServerRequestOptions as UpstreamOptions;
     // A request for the proxy itself (origin-form, not through a CONNECT): PAC file or 404.
     const originForm = (req as unknown as { patchgateOriginForm?: boolean }).patchgateOriginForm === true;
     // Plain HTTP inside a CONNECT tunnel names its target in Host, like a request to the origin itself.
-    const viaConnect = (req.socket as unknown as { patchgateConnectHost?: string }).patchgateConnectHost !== undefined;
+    const mark = req.socket as unknown as ConnectMark;
+    const viaConnect = mark.patchgateConnectHost !== undefined;
+    const client = req.socket.remoteAddress ?? '?';
+    // Inside a CONNECT the client was admitted with the CONNECT.
+    if (!viaConnect && !this.access.clientAllowed(client)) {
+      return this.denyRequest(req, res, client, req.url || '(none)', '', { status: 403, why: `client ${client} is not in the rules' clients (or --allow-client)` });
+    }
     if (!ctx.isSSL && !ctx.connectRequest && !viaConnect && (originForm || this.isDirect(req, opts))) return this.serveDirect(req, res);
     const host = targetHost(opts.host ?? '') ?? '';
     if (!host || !isSafeHostName(host)) return this.refuse(res, 400, 'bad host name (or a non-canonical IP address spelling)');
-    const hdrHost = hostOfHeader(req.headers.host);
-    if (hdrHost !== undefined && hdrHost !== host) return this.refuse(res, 400, 'Host header and request target disagree');
+    const hdr = hostOfHeader(req.headers.host);
+    if (hdr === null) return this.refuse(res, 400, 'the Host header does not parse');
+    if (hdr !== undefined && hdr.host !== host) return this.refuse(res, 400, 'Host header and request target disagree');
     const scheme = ctx.isSSL ? 'https' : 'http';
-    const port = opts.port || (ctx.isSSL ? 443 : 80);
+    if (viaConnect) {
+      // The CONNECT named the destination and was admitted for it: a request inside may not name another.
+      const port = mark.patchgateConnectPort!;
+      if (host !== mark.patchgateConnectHost || (hdr?.port !== undefined && hdr.port !== port)) {
+        return this.denyRequest(req, res, client, `${scheme}://${req.headers.host ?? host}${req.url ?? '/'}`, host, { status: 400, why: `the request inside the CONNECT to ${mark.patchgateConnectHost}:${port} names ${hdr ? req.headers.host : host}` });
+      }
+      opts.port = port;
+    }
+    const port = Number(opts.port) || (ctx.isSSL ? 443 : 80);
     const path = req.url ?? '/';
     const defaultPort = (scheme === 'https' && port === 443) || (scheme === 'http' && port === 80);
     const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}${defaultPort ? '' : `:${port}`}${path}`;
-    const decision = this.o.hostRules.decide(host, path);
+    this.admitRequest(ctx, callback, { req, res, opts, client, host, port, path, url, viaConnect }).catch((e: Error) => {
+      this.denyRequest(req, res, client, url, host, { status: 403, why: `internal error: ${e.message}` });
+    });
+  }
+
+  /** Destination checks for a request, then a pass-through or a hold. */
+  private async admitRequest(ctx: any, callback: (err?: Error) => void, r: {
+    req: IncomingMessage; res: ServerResponse; opts: UpstreamOptions; client: string; host: string; port: number; path: string; url: string; viaConnect: boolean;
+  }): Promise<void> {
+    const { req, res, opts, client, host, port, path, url } = r;
+    // Inside a CONNECT the port was checked with the CONNECT; the addresses are checked again (they may have changed).
+    const admitted = await this.admit(host, port, r.viaConnect ? 'tunnelled' : 'http');
+    if (res.destroyed || res.headersSent) return;
+    if ('status' in admitted) return this.denyRequest(req, res, client, url, host, admitted);
+    if (admitted.unresolved) return this.denyRequest(req, res, client, url, host, { status: 502, why: admitted.unresolved }, 'UPSTREAM_ERROR');
+    if (!this.o.upstreamProxy && admitted.addresses.length) opts.lookup = pinnedLookup(admitted.addresses);
+    let decision = this.o.hostRules.decide(host, path);
+    // inspectAddresses: a host no inspect rule names, whose address is an inspected host's, is inspected too.
+    // (An inspect rule whose paths did not match keeps its host passed; a pinned host stays pinned.)
+    if (decision.mode === 'pass' && this.inspectedAddresses && this.o.hostRules.decideConnect(host).mode === 'pass'
+      && await this.inspectedAddresses.isAlias(admitted.addresses)) decision = { mode: 'inspect' };
+    if (res.destroyed) return;
     this.routeUpstream(ctx, opts, url);
     if (decision.mode !== 'inspect') {
-      this.o.audit.debug({ client: req.socket.remoteAddress, method: req.method, url }, 'pass');
+      this.o.audit.debug({ client, method: req.method, url }, 'pass');
       return callback();
     }
+    this.hold(ctx, callback, req, res, opts, url, host);
+  }
+
+  /**
+   * WebSocket upgrades bypass onRequest entirely: none to an inspected host (no byte unverified),
+   * and the same client and destination checks as any request. False: refuse (never connects upstream).
+   */
+  private async admitWebSocket(ctx: any): Promise<boolean> {
+    let target: URL | undefined;
+    try { target = new URL(ctx.proxyToServerWebSocketOptions.url); } catch { return false; }
+    const socket = ctx.clientToProxyWebSocket?._socket as (Socket & ConnectMark) | undefined;
+    const viaConnect = socket?.patchgateConnectHost !== undefined;
+    const host = targetHost(target.hostname) ?? '';
+    if (!viaConnect && !this.access.clientAllowed(socket?.remoteAddress)) return false;
+    if (!host || this.stopping || this.o.hostRules.decide(host, target.pathname).mode !== 'pass') return false;
+    if (viaConnect && host !== socket!.patchgateConnectHost) return false;
+    const port = Number(target.port) || (target.protocol === 'wss:' ? 443 : 80);
+    const admitted = await this.admit(host, port, viaConnect ? 'tunnelled' : 'http');
+    if ('status' in admitted || admitted.unresolved) return false;
+    if (this.inspectedAddresses && await this.inspectedAddresses.isAlias(admitted.addresses)) return false;
+    if (!this.o.upstreamProxy && admitted.addresses.length) ctx.proxyToServerWebSocketOptions.lookup = pinnedLookup(admitted.addresses);
+    return true;
+  }
+
+  private denyRequest(req: IncomingMessage, res: ServerResponse, client: string, url: string, host: string, d: { status: number; why: string }, code: 'ACCESS_DENIED' | 'UPSTREAM_ERROR' = 'ACCESS_DENIED'): void {
+    req.resume();
+    const id = newAuditId();
+    this.o.audit.record({
+      id, kind: 'transfer', client, method: (req.method ?? 'GET').toUpperCase(), url, host, inspected: false, served: 'blocked', status: d.status,
+      verdict: 'block', reasons: [reason(code, d.why)], rulesSha256: this.o.rulesSha256, durations: {},
+    });
+    if (!res.headersSent) res.setHeader('x-patchgate-audit-id', id);
+    this.refuse(res, d.status, d.why);
+  }
+
+  private hold(ctx: any, callback: (err?: Error) => void, req: IncomingMessage, res: ServerResponse, opts: UpstreamOptions, url: string, host: string): void {
     if (this.stopping) return this.refuse(res, 503, 'shutting down');
 
     const method = (req.method ?? 'GET').toUpperCase();
@@ -361,24 +517,45 @@ export class UpdateGate {
       client: req.socket.remoteAddress ?? '?', url, host, since: Date.now(), shared: false,
     };
     // Only GET (and HEAD for an entity already verified) shares; other methods get their own fetch.
-    const key = method === 'GET' || method === 'HEAD' ? url : `${url}#${waiter.id}`;
+    // A request with credentials shares only with requests carrying the same ones (RFC 9111 §3.5:
+    // and only if the response allows it, decided when it arrives).
+    const auth = req.headers.authorization;
+    const credentials = auth !== undefined;
+    const identity = credentials ? `#auth:${createHash('sha256').update(String(auth)).digest('hex').slice(0, 32)}` : '';
+    const key = method === 'GET' || method === 'HEAD' ? `${url}${identity}` : `${url}#${waiter.id}`;
     const existing = this.downloads.get(key);
-    if (existing && (method === 'GET' || existing.settled)) {
+    if (existing && existing.joinable && (method === 'GET' || existing.settled)) {
       const ttl = this.cached.get(existing);
       if (ttl && this.cached.delete(existing)) this.cached.set(existing, ttl); // most recently used
       waiter.shared = true;
+      // If the response turns out not to be shareable (private, no-store, Vary, credentials), this client fetches its own.
+      waiter.refetch = () => this.fetchFor(ctx, callback, opts, waiter, `${url}#${waiter.id}`, method, credentials, false);
       req.resume();
       existing.attach(waiter);
       return; // served from the shared download; nothing goes upstream for this client
     }
+    this.fetchFor(ctx, callback, opts, waiter, key, method, credentials, method === 'GET');
+  }
+
+  /** Starts the upstream fetch for `waiter` (the whole entity, held), as a shared download when `shared`. */
+  private fetchFor(ctx: any, callback: (err?: Error) => void, opts: UpstreamOptions, waiter: Waiter, key: string, method: string, credentials: boolean, shared: boolean): void {
+    waiter.shared = false;
+    waiter.refetch = undefined;
     // The whole entity is fetched without Range or conditionals, and decoded here whatever the encoding.
     for (const h of ['range', 'if-range', 'if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since']) delete opts.headers[h];
     opts.headers['accept-encoding'] = method === 'HEAD' ? 'identity' : 'gzip, deflate, br';
     const held = new HeldDownload(key, this.holdSettings(), this.holdSettled);
+    held.credentials = credentials;
+    held.owner = waiter.client;
+    // One copy per upstream entity whatever the query string, where the origin's ETag says it is the same.
+    if (shared) {
+      const u = new URL(waiter.url);
+      held.entityBase = `${u.origin}${u.pathname}${key.slice(waiter.url.length)}`;
+    }
     ctx.patchgateHold = held;
     this.active.add(held);
     held.onCancel(() => (ctx.proxyToServerRequest as { destroy?: () => void } | undefined)?.destroy?.());
-    if (method === 'GET') this.downloads.set(key, held);
+    if (shared) this.downloads.set(key, held);
     held.attach(waiter);
     ctx.onResponse((c: any, _cb: () => void) => held.takeUpstream(c.serverToProxyResponse));
     callback();
@@ -397,9 +574,10 @@ export class UpdateGate {
       if (this.downloads.get(d.key) === d) this.downloads.delete(d.key);
       return;
     }
-    const t = setTimeout(() => this.uncache(d), this.o.limits.cacheTtlMs);
+    const t = setTimeout(() => this.uncache(d), d.keepMs);
     t.unref();
     this.cached.set(d, t);
+    if (d.entityKey) this.entities.set(d.entityKey, d);
   }
 
   /** Ends a cached entity's linger: no new client gets it; its spool goes when its readers are done. */
@@ -407,8 +585,39 @@ export class UpdateGate {
     clearTimeout(this.cached.get(d));
     this.cached.delete(d);
     if (this.downloads.get(d.key) === d) this.downloads.delete(d.key);
+    if (d.entityKey && this.entities.get(d.entityKey) === d) this.entities.delete(d.entityKey);
     d.expire();
   }
+
+  /** limits.maxSpoolBytes, or the default: a fraction of the spool folder's free space now. */
+  private maxSpoolBytes(): number {
+    if (this.o.limits.maxSpoolBytes !== undefined) return this.o.limits.maxSpoolBytes;
+    const st = statfsSync(this.spoolDir);
+    return Math.floor(st.bavail * st.bsize * SPOOL_FREE_FRACTION);
+  }
+
+  /** The spool's disk is short by `bytes` (one client's share, if `owner`): drop verified copies on disk, least recently used first. */
+  private reclaimDisk(bytes: number, owner?: string): void {
+    let freed = 0;
+    for (const d of [...this.cached.keys()]) {
+      if (freed >= bytes) break;
+      if (owner !== undefined && d.owner !== owner) continue;
+      const n = d.onDiskBytes;
+      if (n === 0) continue;
+      this.uncache(d);
+      freed += n;
+    }
+  }
+
+  /** A verified copy of the entity `key` names (URL without query, strong ETag), still kept. */
+  private readonly sameEntity = (key: string): HeldDownload | undefined => {
+    const d = this.entities.get(key);
+    if (!d || !this.cached.has(d)) return undefined;
+    const ttl = this.cached.get(d)!;
+    this.cached.delete(d);
+    this.cached.set(d, ttl); // most recently used
+    return d;
+  };
 
   /** The memory budget is short by `bytes`: drop cached entities held in memory, least recently used first. */
   private reclaim(bytes: number): void {
@@ -425,9 +634,9 @@ export class UpdateGate {
   private holdSettings(): HoldSettings {
     const l = this.o.limits;
     return {
-      policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
-      idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas,
-      rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), now: this.o.now, observer: this.o.observer, digests: this.digests,
+      cacheTtlMs: l.cacheTtlMs, disk: this.disk, sameEntity: this.sameEntity, policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
+      idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, unverifiable: this.o.unverifiable,
+      rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), auditOnError: this.o.auditOnError, now: this.o.now, observer: this.o.observer, digests: this.digests,
       redirectAllowed: (u) => (u.protocol === 'http:' || u.protocol === 'https:') && this.o.hostRules.decide(canonicalHost(u.hostname), u.pathname).mode === 'inspect',
     };
   }

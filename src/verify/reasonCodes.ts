@@ -23,6 +23,7 @@ export const REASON_CODES = {
   UPSTREAM_ERROR: 'The upstream server failed or closed the connection before the whole payload arrived.',
   TIMEOUT: 'The upstream stalled past the idle timeout, or the transfer exceeded the total time limit.',
   INTERNAL_ERROR: 'patchgate itself failed while verifying: the payload is blocked (fail closed).',
+  ACCESS_DENIED: 'The gate refused the request itself: the client\'s address is not in `clients`, or the destination is one the rules do not let it proxy (a port not listed, a loopback or link-local address no rule names, the gate\'s own addresses, a host neither inspected nor pinned under `passThrough: deny`), or the Host inside a CONNECT names another host.',
 } as const;
 
 export type ReasonCode = keyof typeof REASON_CODES;

@@ -45,7 +45,8 @@ beforeAll(async () => {
     o.route('/smuggle', (req, res) => { req.resume(); req.on('end', () => { res.writeHead(200, { 'content-length': 2 }); res.end('ok'); }); });
   }
   g = await startGate({
-    hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }],
+    // localhost: the pass-through host (loopback is reachable only when a rule names it).
+    hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }, { pattern: 'localhost', mode: 'pass' }],
     limits: { idleTimeoutMs: 1500, totalTimeoutMs: 5000, memoryHoldBytes: 64 * 1024, maxPayloadBytes: 8 * 1024 * 1024, cacheTtlMs: 300 },
     upstreamCaPem: cert.certPem,
   });

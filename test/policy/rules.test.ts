@@ -47,6 +47,35 @@ describe('rules file', () => {
   });
 });
 
+describe('access, content and spool keys (issue 13)', () => {
+  const base = 'version: 1\nanchors: []\n';
+  it('accepts every new key with its values', () => {
+    const r = parseRules(base + [
+      'clients: [10.0.0.0/8, "fd00::/8", 192.168.1.7]',
+      'passThrough: deny',
+      'ports: { connect: [443, 8531], http: [80, 8530] }',
+      'inspectAddresses: true',
+      'audit: { onError: serve }',
+      'limits: { maxSpoolBytes: 1073741824, maxSpoolBytesPerClient: 268435456 }',
+      'unverifiable:',
+      '  - { name: esd, paths: ["*.esd"], action: pass, note: Windows images are not Authenticode-signed }',
+      'hosts:',
+      '  - { pattern: wsus.example, mode: inspect, ports: [8530] }',
+      '  - { pattern: 127.0.0.1, mode: pass, ports: any }',
+    ].join('\n') + '\n', 'x.yaml');
+    expect(r).toMatchObject({ passThrough: 'deny', inspectAddresses: true, audit: { onError: 'serve' }, ports: { connect: [443, 8531] } });
+    expect(r.hosts?.[1]?.ports).toBe('any');
+  });
+  it('refuses bad values, naming the key and line', () => {
+    expect(() => parseRules(base + 'clients: [10.0.0.0/33]\n', 'x.yaml')).toThrow(/x\.yaml:3: clients\.0: "10\.0\.0\.0\/33" is not an address range/);
+    expect(() => parseRules(base + 'clients: [example.com]\n', 'x.yaml')).toThrow(/not an address range/);
+    expect(() => parseRules(base + 'passThrough: maybe\n', 'x.yaml')).toThrow(/passThrough/);
+    expect(() => parseRules(base + 'ports: { connect: [0] }\n', 'x.yaml')).toThrow(/ports\.connect/);
+    expect(() => parseRules(base + 'audit: { onError: ignore }\n', 'x.yaml')).toThrow(/audit\.onError/);
+    expect(() => parseRules(base + 'unverifiable: [{ name: x, paths: [], action: pass }]\n', 'x.yaml')).toThrow(/unverifiable/);
+  });
+});
+
 describe('distrust list format', () => {
   it('ignores colons, spaces, case and # comments; accepts SHA-1 thumbprints', () => {
     const text = '# comment\n\nAB CD' + 'ef'.repeat(30) + '  # trailing\n' + 'aa:'.repeat(19) + 'aa\n';

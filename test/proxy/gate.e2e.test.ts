@@ -61,7 +61,8 @@ beforeAll(async () => {
   good = file('good.exe');
   flame = file('flame.exe');
   g1 = await startGate({
-    hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }],
+    // 'localhost' stands for "a host that is not an update host": named (pass), since loopback is reachable only when named.
+    hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }, { pattern: 'localhost', mode: 'pass' }],
     limits: { idleTimeoutMs: 600, memoryHoldBytes: 256 * 1024, cacheTtlMs: 3000, maxPayloadBytes: 64 * MiB },
     nonPayload: 'pass',
     upstreamCaPem: cert.certPem,
@@ -638,7 +639,7 @@ describe('graceful stop', () => {
   });
 
   it('16b. stop() leaves no client connection open (a pass-through stream is cut after the grace)', async () => {
-    const g = await startGate({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }] });
+    const g = await startGate({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }, { pattern: 'localhost', mode: 'pass' }] });
     try {
       // 'localhost' is not inspected: this is plain pass-through, 3 s long.
       origin.route('/t16/slow.bin', send(Buffer.alloc(60 * 1024, 7), { chunk: 1024, delayMs: 50, headers: { 'content-type': 'text/plain' } }));

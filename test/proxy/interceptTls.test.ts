@@ -59,7 +59,7 @@ describe('TLS terminated on the CONNECT socket', () => {
       let data = '';
       t.on('data', (d) => { data += d.toString('latin1'); });
       t.on('close', () => resolve(data));
-      t.write(`GET /it/flame.exe HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\nConnection: close\r\n\r\n`);
+      t.write(`GET /it/flame.exe HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
     });
     expect(viaTls).toMatch(/^HTTP\/1\.1 403 /);
     // Plain HTTP in a tunnel to the inspected host: verified like any request (flame.exe is blocked).

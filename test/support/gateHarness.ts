@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { UpdateGate, type GateLimits, type GateOptions } from '../../src/proxy/updateGate.js';
 import { HostRules } from '../../src/policy/hostRules.js';
 import type { HostRule } from '../../src/policy/rulesFile.js';
+import { defaultAccessRules, type AccessRules } from '../../src/policy/accessPolicy.js';
 import { AuditLog } from '../../src/audit/auditLog.js';
 import type { AuditRecord } from '../../src/audit/auditRecord.js';
 import type { GateObserver } from '../../src/metrics/gateObserver.js';
@@ -333,6 +334,14 @@ export interface StartGateOptions {
   upstreamCaPem?: string;
   /** Metrics hooks for the gate (a GateMetrics). */
   observer?: GateObserver;
+  /** audit.onError (default block). */
+  auditOnError?: 'block' | 'serve';
+  /** Known-unverifiable kinds by path (rules: unverifiable). */
+  unverifiable?: GateOptions['unverifiable'];
+  /** Access rules over defaultAccessRules(). */
+  access?: Partial<AccessRules>;
+  /** The gate's other endpoints (as the admin address is for `patchgate run`). */
+  ownEndpoints?: { host: string; port: number }[];
 }
 
 export async function startGate(o: StartGateOptions): Promise<GateHandle> {
@@ -350,13 +359,18 @@ export async function startGate(o: StartGateOptions): Promise<GateHandle> {
   const opts: GateOptions & { upstreamCaFile?: string } = {
     listen: { host: '127.0.0.1', port: 0 },
     policy: labPolicy(),
-    hostRules: new HostRules(o.hosts),
+    // Test origins listen on random ports: a host the test names is reachable on any port, as with `--update-host HOST`.
+    hostRules: new HostRules(o.hosts.map((h) => ({ ports: 'any' as const, ...h }))),
+    access: { ...defaultAccessRules(), ...o.access },
+    ownEndpoints: o.ownEndpoints,
     rulesSha256: 'test',
     audit,
     caDir,
     limits: { ...DEFAULT_LIMITS, ...o.limits },
     nonPayload: o.nonPayload ?? 'pass',
     unsignedDeltas: o.unsignedDeltas ?? 'block',
+    unverifiable: o.unverifiable,
+    auditOnError: o.auditOnError,
     spoolBase,
     upstreamProxy: o.upstreamProxy,
     observer: o.observer,

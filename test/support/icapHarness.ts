@@ -24,6 +24,8 @@ export interface IcapHandle {
   port: number;
   base: string;
   spoolBase: string;
+  audit: AuditLog;
+  auditFile: string;
   records(): (AuditRecord & { msg: string })[];
   waitRecords(pred: (r: AuditRecord) => boolean, n?: number, ms?: number): Promise<AuditRecord[]>;
   spoolFiles(): string[];
@@ -33,7 +35,7 @@ export interface IcapHandle {
 
 export async function startIcap(o: {
   hosts: HostRule[]; limits?: Partial<IcapLimits>; policy?: ApprovedCaPolicy; nonPayload?: 'pass' | 'block'; unsignedDeltas?: 'pass' | 'block';
-  previewBytes?: number; maxConnections?: number; port?: number;
+  previewBytes?: number; maxConnections?: number; port?: number; auditOnError?: 'block' | 'serve';
 } = { hosts: [] }): Promise<IcapHandle> {
   const base = mkdtempSync(join(tmpdir(), 'patchgate-icap-'));
   const spoolBase = join(base, 'spool');
@@ -42,7 +44,7 @@ export async function startIcap(o: {
   const service = new IcapService({
     listen: { host: '127.0.0.1', port: o.port ?? 0 }, policy: o.policy ?? labPolicy(), hostRules: new HostRules(o.hosts), rulesSha256: 'test', audit,
     limits: { ...ICAP_LIMITS, ...o.limits }, nonPayload: o.nonPayload ?? 'pass', unsignedDeltas: o.unsignedDeltas ?? 'block', spoolBase,
-    previewBytes: o.previewBytes, maxConnections: o.maxConnections, version: 'test',
+    previewBytes: o.previewBytes, maxConnections: o.maxConnections, version: 'test', auditOnError: o.auditOnError,
   });
   await service.start();
   const records = () => {
@@ -52,7 +54,7 @@ export async function startIcap(o: {
   };
   let stopped = false;
   const handle: IcapHandle = {
-    service, port: service.address.port, base, spoolBase, records,
+    service, port: service.address.port, base, spoolBase, audit, auditFile, records,
     async waitRecords(pred, n = 1, ms = 3000) {
       const r = await waitFor(() => {
         const x = records().filter(pred);
