@@ -74,6 +74,7 @@ export class AuditLog {
   }
 
   private writeError(e: Error): void {
+    if (e === this.reopenError) return;
     process.stderr.write(`patchgate: audit log: write failed: ${e.message}\n`);
   }
 
@@ -98,8 +99,22 @@ export class AuditLog {
    */
   reopen(): void {
     if (this.closed || this.toStdout) return;
-    this.destination.reopen();
+    const d = this.destination;
+    const ready = d.listeners('ready');
+    try {
+      d.reopen();
+    } catch (e) {
+      // The open failed (EISDIR, EACCES...): the old descriptor stays, and records go on to the
+      // old file. sonic-boom left a listener that would close that descriptor at the next
+      // successful reopen a second time (by then perhaps another file's): drop it. The error it
+      // also emits is the caller's to report, not a write failure.
+      for (const l of d.listeners('ready')) if (!ready.includes(l)) d.off('ready', l as () => void);
+      this.reopenError = e;
+      throw e;
+    }
   }
+
+  private reopenError: unknown;
 
   /** Lines are written as they are recorded; this also asks the OS to put them on disk (fsync). */
   flush(): void {

@@ -27,7 +27,7 @@ export interface GateServiceConfig {
   loaded: LoadedRules;
   policy: ApprovedCaPolicy;
   hostRules: HostRules;
-  limits: { maxPayloadBytes: number; idleTimeoutMs: number; totalTimeoutMs: number; memoryHoldBytes: number; cacheTtlMs: number };
+  limits: { maxPayloadBytes: number; idleTimeoutMs: number; totalTimeoutMs: number; memoryHoldBytes: number; cacheTtlMs: number; tunnelIdleTimeoutMs?: number; requestHeadTimeoutMs?: number };
   nonPayload: 'pass' | 'block';
   unsignedDeltas: 'pass' | 'block';
 }
@@ -54,6 +54,8 @@ export function loadGateConfig(args: GateServiceArgs): GateServiceConfig {
       totalTimeoutMs: l.totalTimeoutMs ?? 30 * 60_000,
       memoryHoldBytes: l.memoryHoldBytes ?? 2 * 1024 * 1024,
       cacheTtlMs: l.cacheTtlMs ?? 60_000,
+      tunnelIdleTimeoutMs: l.tunnelIdleTimeoutMs,
+      requestHeadTimeoutMs: l.requestHeadTimeoutMs,
     },
     nonPayload: loaded.rules.nonPayload ?? 'pass',
     unsignedDeltas: loaded.rules.unsignedDeltas ?? 'block',
@@ -63,7 +65,7 @@ export function loadGateConfig(args: GateServiceArgs): GateServiceConfig {
 /** The audit trail and the metrics fed from it. */
 export function openAudit(args: GateServiceArgs, rulesSha256: string): { audit: AuditLog; metrics: GateMetrics } {
   const audit = new AuditLog(args.audit);
-  const metrics = new GateMetrics({ rulesSha256, defaultMetrics: true });
+  const metrics = new GateMetrics({ rulesSha256, defaultMetrics: true, log: (line) => process.stderr.write(line + '\n') });
   audit.subscribe((r) => metrics.observeRecord(r));
   return { audit, metrics };
 }
@@ -79,11 +81,16 @@ export async function serveUntilSignal(o: {
   args: GateServiceArgs; audit: AuditLog; metrics: GateMetrics; gauges: GateGauges; rulesSha256: string; stop: () => Promise<void>;
 }): Promise<number> {
   const admin = o.args.admin === 'off' ? undefined : parseHostPort(o.args.admin, '--admin');
+  /** The last SIGHUP could not open the audit file: records go on to the file open before. */
+  let auditReopenFailed: string | undefined;
   let adminServer: (http.Server & { port: number }) | undefined;
   if (admin) {
     adminServer = await startAdminServer({
       host: admin.host, port: admin.port, metrics: o.metrics,
-      health: () => ({ status: 'ok', inFlight: o.gauges.inFlight, rulesSha256: o.rulesSha256, audit: o.audit.head }),
+      health: () => ({
+        status: auditReopenFailed || o.metrics.spoolDegraded ? 'degraded' : 'ok', inFlight: o.gauges.inFlight, rulesSha256: o.rulesSha256, audit: o.audit.head,
+        auditReopen: auditReopenFailed ? { ok: false, error: auditReopenFailed } : { ok: true }, faults: o.metrics.faults,
+      }),
     });
     say(`patchgate: health http://${shown(admin.host)}:${adminServer.port}/healthz, metrics http://${shown(admin.host)}:${adminServer.port}/metrics`);
   }
@@ -97,7 +104,14 @@ export async function serveUntilSignal(o: {
     if (o.args.audit === '-') return;
     o.audit.flush();
     sayHead('SIGHUP: reopening the audit log; the new file links to this');
-    o.audit.reopen();
+    try {
+      o.audit.reopen();
+      auditReopenFailed = undefined;
+    } catch (e) {
+      auditReopenFailed = e instanceof Error ? e.message : String(e);
+      say(`patchgate: SIGHUP: cannot open the audit log ${o.args.audit} (${auditReopenFailed}): records go on to the file that was open (logrotate's ${o.args.audit}.1, if it renamed it); fix the path and send SIGHUP again`);
+      o.metrics.fault('audit', e);
+    }
   };
   process.on('SIGHUP', onHup);
   return new Promise<number>((resolve) => {

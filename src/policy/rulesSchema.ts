@@ -44,6 +44,8 @@ export const RULES_SCHEMA = {
         totalTimeoutMs: { type: 'integer', minimum: 1 },
         memoryHoldBytes: { type: 'integer', minimum: 0 },
         cacheTtlMs: { type: 'integer', minimum: 0 },
+        tunnelIdleTimeoutMs: { type: 'integer', minimum: 1000 },
+        requestHeadTimeoutMs: { type: 'integer', minimum: 100 },
       },
     },
     hosts: {

@@ -197,10 +197,17 @@ export class HeldDownload {
 
     // Decoding, sniffing, holding (verifier, digest thread, spool) and limits: one PayloadInspection,
     // the same as the ICAP service's. Content that is not a payload streams to the waiting clients.
+    let pathname: string;
+    try {
+      pathname = new URL(this.key).pathname;
+    } catch {
+      res.destroy();
+      return this.fail(reason('INTERNAL_ERROR', `not a URL: ${this.key}`));
+    }
     const cl = res.headers['content-length'];
     const inspection = new PayloadInspection(this.settings, {
       contentEncoding: res.headers['content-encoding'],
-      pathname: new URL(this.key).pathname,
+      pathname,
       declaredLength: cl !== undefined && /^\d{1,15}$/.test(cl) ? Number(cl) : undefined,
       pass: {
         start: (head) => this.startPass(head, status, res.headers),
