@@ -86,7 +86,7 @@ export async function serveUntilSignal(o: {
   let adminServer: (http.Server & { port: number }) | undefined;
   if (admin) {
     adminServer = await startAdminServer({
-      host: admin.host, port: admin.port, metrics: o.metrics,
+      host: admin.host, port: admin.port, metrics: o.metrics, onFault: (e) => o.metrics.fault('admin', e),
       health: () => ({
         status: auditReopenFailed || o.metrics.spoolDegraded ? 'degraded' : 'ok', inFlight: o.gauges.inFlight, rulesSha256: o.rulesSha256, audit: o.audit.head,
         auditReopen: auditReopenFailed ? { ok: false, error: auditReopenFailed } : { ok: true }, faults: o.metrics.faults,

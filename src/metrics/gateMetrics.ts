@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { AuditRecord } from '../audit/auditRecord.js';
-import { faultText, type FaultSite, type GateObserver } from './gateObserver.js';
+import { faultText, type FaultSite, type GateObserver, type IcapCloseReason } from './gateObserver.js';
 
 /** What the gate tells on demand (read at each scrape): UpdateGate has both getters. */
 export interface GateGauges {
@@ -98,6 +98,12 @@ export class GateMetrics implements GateObserver {
     labelNames: ['code'] as const,
     registers: [this.registry],
   });
+  private readonly icapClosed = new Counter({
+    name: 'patchgate_icap_connections_closed_total',
+    help: 'ICAP connections patchgate icap closed or refused to protect itself: refused-peer (not in --allow-peer), head-timeout (request head not complete in time, 408), reclaimed (an idle or slow-head connection closed to free a slot), busy (503, no slot).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
   /** Faults by kind, for /healthz. */
   readonly faults: { internal: FaultState; spool: FaultState; audit: FaultState } = { internal: { count: 0 }, spool: { count: 0 }, audit: { count: 0 } };
   private readonly log: ((line: string) => void) | undefined;
@@ -162,6 +168,10 @@ export class GateMetrics implements GateObserver {
 
   upstreamError(code: 'UPSTREAM_ERROR' | 'TIMEOUT'): void {
     this.upstreamErrors.inc({ reason: code });
+  }
+
+  icapConnectionClosed(why: IcapCloseReason): void {
+    this.icapClosed.inc({ reason: why });
   }
 
   fault(where: FaultSite, err: unknown): void {

@@ -18,7 +18,11 @@ export interface GateObserver {
    * told on stderr and shown by /healthz; the transfer concerned is blocked, the process carries on.
    */
   fault?(where: FaultSite, err: unknown): void;
+  /** `patchgate icap` closed or refused a connection to protect itself (a peer not allowed, a slow head, a slot reclaimed, all busy). */
+  icapConnectionClosed?(why: IcapCloseReason): void;
 }
+
+export type IcapCloseReason = 'refused-peer' | 'busy' | 'head-timeout' | 'reclaimed';
 
 export type FaultSite = 'request' | 'response' | 'connect' | 'tunnel' | 'websocket' | 'icap' | 'admin' | 'spool' | 'audit';
 
