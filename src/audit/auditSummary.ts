@@ -1,5 +1,6 @@
 import type { AuditRecord } from './auditRecord.js';
 import { verifyAuditFiles, type ChainBreak } from './verifyAudit.js';
+import { forTerminal } from '../cli/terminalText.js';
 
 export interface VerdictCounts { allow: number; block: number; pass: number }
 
@@ -74,7 +75,8 @@ export async function summarizeAuditFiles(files: string[], top = 10): Promise<Au
 }
 
 function table(header: string[], rows: (string | number)[][]): string[] {
-  const cells = [header, ...rows.map((r) => r.map(String))];
+  // Escaped before the widths are measured (the final per-line pass then finds nothing to change).
+  const cells = [header, ...rows.map((r) => r.map((c) => forTerminal(String(c))))];
   const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
   // Numbers right-aligned, text left-aligned.
   const numeric = header.map((_, i) => rows.every((r) => typeof r[i] === 'number'));
@@ -102,5 +104,6 @@ export function formatSummary(s: AuditSummary): string {
   out.push(...(signers.length ? table(['signer', 'allow', 'block'], signers.map(([n, c]) => [n, c.allow, c.block])) : ['  (none)']));
   out.push('', 'top blocked URLs');
   out.push(...(s.topBlockedUrls.length ? table(['url', 'records', 'reasons'], s.topBlockedUrls.map((u) => [u.url, u.count, u.reasons.join(',')])) : ['  (none)']));
-  return out.join('\n');
+  // Each line escaped on its own: a line feed inside a URL or subject cannot start a forged line.
+  return out.map(forTerminal).join('\n');
 }
