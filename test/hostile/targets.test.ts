@@ -156,3 +156,41 @@ describe('defence in depth: an exception while handling one request ends that re
     }
   });
 });
+
+describe('defence in depth: the ICAP and admin entries', () => {
+  it('an exception while accepting an ICAP connection closes that connection only; counted where="icap"', async () => {
+    const { startIcap, IcapClient } = await import('../support/icapHarness.js');
+    const { GateMetrics } = await import('../../src/metrics/gateMetrics.js');
+    const metrics = new GateMetrics({ log: () => {} });
+    const icap = await startIcap({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], observer: metrics });
+    try {
+      const peers = (icap.service as unknown as { peers: { allows: (a?: string) => boolean } }).peers;
+      const allows = peers.allows.bind(peers);
+      let armed = true;
+      peers.allows = (a) => { if (armed) { armed = false; throw new Error('injected fault'); } return allows(a); };
+      const first = new IcapClient(icap.port);
+      expect(await first.waitClosed(3000)).toBe(true);
+      expect(await metrics.text()).toMatch(/^patchgate_internal_errors_total\{where="icap"\} 1$/m);
+      const second = new IcapClient(icap.port);
+      expect((await second.options()).status).toBe(200);
+      second.close();
+    } finally {
+      await icap.dispose();
+    }
+  });
+
+  it('an exception while answering /healthz: 500 for that request, counted where="admin"; /metrics still answers', async () => {
+    const { startAdminServer } = await import('../../src/metrics/adminServer.js');
+    const { GateMetrics } = await import('../../src/metrics/gateMetrics.js');
+    const metrics = new GateMetrics({ log: () => {} });
+    const admin = await startAdminServer({ host: '127.0.0.1', port: 0, metrics, health: () => { throw new Error('injected fault'); }, onFault: (e) => metrics.fault('admin', e) });
+    try {
+      const { directRequest } = await import('../support/gateHarness.js');
+      const r = await directRequest(admin.port, '/healthz');
+      expect(r.status).toBe(500);
+      expect(await adminGet(admin.port, '/metrics')).toMatch(/^patchgate_internal_errors_total\{where="admin"\} 1$/m);
+    } finally {
+      admin.close();
+    }
+  });
+});
