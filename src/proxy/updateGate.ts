@@ -323,40 +323,35 @@ export class UpdateGate {
    */
   private intercept(socket: Socket, head: Buffer, host: string): void {
     const start = (first: Buffer) => {
-      try {
-        this.startIntercepted(socket, first, host);
-      } catch (e) {
-        this.fault('connect', e);
-        socket.destroy();
+      socket.setTimeout(0);
+      socket.pause();
+      socket.unshift(first);
+      (socket as unknown as { patchgateConnectHost?: string }).patchgateConnectHost = host;
+      if (first[0] !== 0x16) {
+        // The socket's parser from the CONNECT was detached: a new one reads what is buffered, then the rest.
+        (this.proxy as unknown as { httpServer: http.Server }).httpServer.emit('connection', socket);
+        socket.resume();
+        return;
       }
+      let ctx: tls.SecureContext;
+      try {
+        ctx = this.contextFor(host);
+      } catch {
+        socket.destroy();
+        return;
+      }
+      // The socket's buffered bytes (the ClientHello) are fed to TLS first (TLSSocket's initRead).
+      const t = new tls.TLSSocket(socket, { isServer: true, secureContext: ctx, ALPNProtocols: ['http/1.1'] });
+      t.on('error', () => t.destroy());
+      this.intercepted.emit('connection', t);
+    };
+    // The first byte arrives outside the library's CONNECT entry: a guard of its own.
+    const guarded = (first: Buffer) => {
+      try { start(first); } catch (e) { this.fault('connect', e); socket.destroy(); }
     };
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-    if (head.length) return start(head);
-    socket.once('data', start);
-  }
-
-  private startIntercepted(socket: Socket, first: Buffer, host: string): void {
-    socket.setTimeout(0);
-    socket.pause();
-    socket.unshift(first);
-    (socket as unknown as { patchgateConnectHost?: string }).patchgateConnectHost = host;
-    if (first[0] !== 0x16) {
-      // The socket's parser from the CONNECT was detached: a new one reads what is buffered, then the rest.
-      (this.proxy as unknown as { httpServer: http.Server }).httpServer.emit('connection', socket);
-      socket.resume();
-      return;
-    }
-    let ctx: tls.SecureContext;
-    try {
-      ctx = this.contextFor(host);
-    } catch {
-      socket.destroy();
-      return;
-    }
-    // The socket's buffered bytes (the ClientHello) are fed to TLS first (TLSSocket's initRead).
-    const t = new tls.TLSSocket(socket, { isServer: true, secureContext: ctx, ALPNProtocols: ['http/1.1'] });
-    t.on('error', () => t.destroy());
-    this.intercepted.emit('connection', t);
+    if (head.length) return guarded(head);
+    socket.once('data', guarded);
   }
 
   private contextFor(host: string): tls.SecureContext {
