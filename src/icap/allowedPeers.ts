@@ -11,9 +11,13 @@ export const DEFAULT_ALLOWED_PEERS = ['127.0.0.0/8', '::1/128'];
 export class AllowedPeers {
   private readonly list = new BlockList();
 
-  /** Throws on a block that is not ADDRESS or ADDRESS/PREFIX (IPv4 or IPv6). */
-  constructor(readonly blocks: readonly string[] = DEFAULT_ALLOWED_PEERS) {
-    for (const b of blocks) {
+  readonly blocks: readonly string[];
+
+  /** Blocks as ADDRESS or ADDRESS/PREFIX (IPv4 or IPv6), each string possibly a comma-separated list; throws on anything else. */
+  constructor(blocks: readonly string[] = DEFAULT_ALLOWED_PEERS) {
+    this.blocks = blocks.flatMap((b) => b.split(',')).map((b) => b.trim()).filter(Boolean);
+    if (!this.blocks.length) throw new Error('no address or CIDR block given');
+    for (const b of this.blocks) {
       const m = /^([^/]+)(?:\/(\d{1,3}))?$/.exec(b.trim());
       const addr = m?.[1]?.replace(/^\[|\]$/g, '') ?? '';
       const type = net.isIPv4(addr) ? 'ipv4' : net.isIPv6(addr) ? 'ipv6' : undefined;

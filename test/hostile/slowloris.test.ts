@@ -137,6 +137,13 @@ describe('patchgate icap: who may connect (--allow-peer)', () => {
     expect(rec).toMatchObject({ client: '10.1.2.3', icapClient: '127.0.0.1', verdict: 'allow' });
   });
 
+  it('blocks given as a comma-separated list (the systemd unit\'s ALLOW_PEER) are each allowed', () => {
+    const p = new AllowedPeers(['127.0.0.0/8,::1', '10.0.0.7/32']);
+    expect(p.blocks).toEqual(['127.0.0.0/8', '::1', '10.0.0.7/32']);
+    expect(['127.0.0.2', '::1', '::ffff:127.0.0.1', '10.0.0.7'].map((a) => p.allows(a))).toEqual([true, true, true, true]);
+    expect(['10.0.0.8', '192.168.1.1', '::2', undefined].map((a) => p.allows(a))).toEqual([false, false, false, false]);
+  });
+
   it('the CLI refuses a block that is not a CIDR (usage error, exit 2)', () => {
     const r = spawnSync(process.execPath, [BIN, 'icap', '--allow-peer', '10.0.0.0/33', '--listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 15_000 });
     expect(r.status).toBe(2);
