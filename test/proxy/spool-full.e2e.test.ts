@@ -13,6 +13,8 @@ import { join } from 'node:path';
 import { type Origin, proxyRequest, send, startOrigin, syntheticBytes, syntheticPe, waitFor } from '../support/gateHarness.js';
 import { adminGet, startRunProcess, type RunningGate } from '../support/runProcess.js';
 import type { AuditRecord } from '../../src/audit/auditRecord.js';
+import { GateMetrics } from '../../src/metrics/gateMetrics.js';
+import { httpRequestHead, httpResponseHead, respmodOnce, startIcap } from '../support/icapHarness.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -95,5 +97,25 @@ describe('patchgate run: spool write errors fail closed at once', () => {
     expect(health.faults.spool.count).toBe(2);
     expect(gate.child.exitCode).toBeNull();
     execFileSync('mount', ['-o', 'remount,rw', mnt]);
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('patchgate icap, spool full: the RESPMOD is answered with the block at once, INTERNAL_ERROR "spool: ENOSPC", counted', async () => {
+    expect(mounted, 'mount -t tmpfs (as root)').toBe(true);
+    const metrics = new GateMetrics({ log: () => {} });
+    const icap = await startIcap({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], spoolBase: mnt, limits: { memoryHoldBytes: 65536, idleTimeoutMs: 30_000 }, observer: metrics });
+    try {
+      const body = syntheticBytes(syntheticPe(3 * MiB, 6));
+      const t0 = Date.now();
+      const a = await respmodOnce(icap.port, { reqHead: httpRequestHead('http://127.0.0.1:8/icap-big.exe'), resHead: httpResponseHead(200, { 'Content-Length': body.length }), body, allow204: true }, 40_000).catch((e: Error) => ({ status: 0, http: undefined, error: e.message }));
+      const ms = Date.now() - t0;
+      expect(a.http?.status, JSON.stringify(a).slice(0, 300)).toBe(403);
+      expect(a.http?.headers['x-patchgate-reason']).toBe('INTERNAL_ERROR');
+      expect(ms).toBeLessThan(5000);
+      const [rec] = await icap.waitRecords((r) => r.url === 'http://127.0.0.1:8/icap-big.exe');
+      expect(rec!.reasons[0]!.message).toMatch(/^spool: ENOSPC/);
+      expect(await metrics.text()).toMatch(/^patchgate_spool_errors_total\{code="ENOSPC"\} 1$/m);
+    } finally {
+      await icap.dispose();
+    }
   });
 });

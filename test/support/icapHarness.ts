@@ -35,10 +35,10 @@ export interface IcapHandle {
 
 export async function startIcap(o: {
   hosts: HostRule[]; limits?: Partial<IcapLimits>; policy?: ApprovedCaPolicy; nonPayload?: 'pass' | 'block'; unsignedDeltas?: 'pass' | 'block';
-  previewBytes?: number; maxConnections?: number; port?: number; allowedPeers?: AllowedPeers; observer?: GateObserver; keepAliveMs?: number;
+  previewBytes?: number; maxConnections?: number; port?: number; allowedPeers?: AllowedPeers; observer?: GateObserver; keepAliveMs?: number; spoolBase?: string;
 } = { hosts: [] }): Promise<IcapHandle> {
   const base = mkdtempSync(join(tmpdir(), 'patchgate-icap-'));
-  const spoolBase = join(base, 'spool');
+  const spoolBase = o.spoolBase ?? join(base, 'spool');
   const auditFile = join(base, 'audit.jsonl');
   const audit = new AuditLog(auditFile);
   const service = new IcapService({
