@@ -6,6 +6,7 @@ import type { Spool } from './spool.js';
 import { PayloadInspection, type InspectionResult, type InspectionSettings } from './payloadInspection.js';
 import { interpretRange } from './byteRange.js';
 import { writeBlockPage } from './blockPage.js';
+import { reportFault } from '../metrics/gateObserver.js';
 
 /** One client waiting for (or reading) a held entity. */
 export interface Waiter {
@@ -217,7 +218,12 @@ export class HeldDownload {
       },
     });
     this.inspection = inspection;
-    inspection.result.then((r) => this.inspected(r, status, res.headers), (e: Error) => this.fail(reason('INTERNAL_ERROR', e.message)));
+    inspection.result.then((r) => this.inspected(r, status, res.headers), (e: Error) => this.fail(reason('INTERNAL_ERROR', e.message)))
+      // Serving the outcome runs here, outside any library entry: its own guard (an unhandled rejection would end the process).
+      .catch((e: unknown) => {
+        reportFault(this.settings.observer, 'response', e);
+        this.fail(reason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`));
+      });
     res.on('data', (chunk: Buffer) => {
       if (this.outcome) return;
       this.armIdle();

@@ -157,6 +157,36 @@ describe('defence in depth: an exception while handling one request ends that re
   });
 });
 
+describe('defence in depth: serving a verdict', () => {
+  it('a fault injected where the outcome is served (a promise callback, outside any library entry): blocked INTERNAL_ERROR, counted where="response", the gate serves on', async () => {
+    const { startGate, quietLibraryConsole } = await import('../support/gateHarness.js');
+    const { GateMetrics } = await import('../../src/metrics/gateMetrics.js');
+    const { HeldDownload } = await import('../../src/proxy/heldDownload.js');
+    const restore = quietLibraryConsole();
+    const metrics = new GateMetrics({ log: () => {} });
+    const g = await startGate({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], observer: metrics });
+    const proto = HeldDownload.prototype as unknown as { inspected: (this: { key: string }, ...a: unknown[]) => void };
+    const inspected = proto.inspected;
+    proto.inspected = function (this: { key: string }, ...a: unknown[]) {
+      if (this.key.endsWith('/good.exe?boom')) throw new Error('injected fault');
+      return inspected.apply(this, a);
+    };
+    try {
+      const r = await proxyRequest(g.port, origin.url('/good.exe?boom'));
+      expect(r.status).toBe(403);
+      expect(r.headers['x-patchgate-reason']).toBe('INTERNAL_ERROR');
+      expect(await metrics.text()).toMatch(/^patchgate_internal_errors_total\{where="response"\} 1$/m);
+      const ok = await proxyRequest(g.port, origin.url('/good.exe'));
+      expect(ok.status).toBe(200);
+      expect(sha256(ok.body)).toBe(sha256(good));
+    } finally {
+      proto.inspected = inspected;
+      await g.dispose();
+      restore();
+    }
+  });
+});
+
 describe('defence in depth: the ICAP and admin entries', () => {
   it('an exception while accepting an ICAP connection closes that connection only; counted where="icap"', async () => {
     const { startIcap, IcapClient } = await import('../support/icapHarness.js');
