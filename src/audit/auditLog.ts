@@ -188,13 +188,17 @@ export class AuditLog {
     if (this.closed || this.toStdout) return true;
     try {
       this.file!.reopen();
+      this.reopenError = undefined;
       return true;
     } catch (e) {
       // Keep writing to the old descriptor (the renamed file) rather than lose records or stop.
-      process.stderr.write(`patchgate: audit log: reopen failed (${(e as Error).message}): still writing to the file opened before\n`);
+      this.reopenError = e as Error;
       return false;
     }
   }
+
+  /** Why the last reopen failed (the caller reports it: stderr, /healthz); undefined after a good one. */
+  reopenError: Error | undefined;
 
   /** Lines are written as they are recorded; this also asks the OS to put them on disk (fsync). */
   flush(): void {

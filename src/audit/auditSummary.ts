@@ -1,5 +1,6 @@
 import type { AuditRecord, WpadAuditRecord } from './auditRecord.js';
 import { verifyAuditFiles, type ChainBreak } from './verifyAudit.js';
+import { forTerminal } from '../cli/terminalText.js';
 
 export interface VerdictCounts { allow: number; block: number; pass: number }
 
@@ -82,7 +83,8 @@ export async function summarizeAuditFiles(files: string[], top = 10): Promise<Au
 }
 
 function table(header: string[], rows: (string | number)[][]): string[] {
-  const cells = [header, ...rows.map((r) => r.map(String))];
+  // Escaped before the widths are measured (the final per-line pass then finds nothing to change).
+  const cells = [header, ...rows.map((r) => r.map((c) => forTerminal(String(c))))];
   const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
   // Numbers right-aligned, text left-aligned.
   const numeric = header.map((_, i) => rows.every((r) => typeof r[i] === 'number'));
@@ -114,5 +116,6 @@ export function formatSummary(s: AuditSummary): string {
     out.push('', 'WPAD guard findings');
     out.push(...table(['finding', 'records'], byCount(s.wpadFindings, (n) => n).map(([f, n]) => [f, n])));
   }
-  return out.join('\n');
+  // Each line escaped on its own: a line feed inside a URL or subject cannot start a forged line.
+  return out.map(forTerminal).join('\n');
 }

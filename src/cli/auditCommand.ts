@@ -1,6 +1,7 @@
 import { statSync } from 'node:fs';
 import { verifyAuditFiles } from '../audit/verifyAudit.js';
 import { formatSummary, summarizeAuditFiles } from '../audit/auditSummary.js';
+import { forTerminal } from './terminalText.js';
 import { UsageError } from './usageError.js';
 
 function checkFiles(files: string[]): void {
@@ -34,7 +35,7 @@ export async function runAuditVerify(a: AuditVerifyArgs, out: (line: string) => 
     out(`ok      ${f.file.padEnd(width)}  ${f.lines} lines${note}`);
   }
   if (r.break) {
-    out(`BROKEN  ${r.break.file}:${r.break.line}: ${r.break.reason}`);
+    out(forTerminal(`BROKEN  ${r.break.file}:${r.break.line}: ${r.break.reason}`));
     return 1;
   }
   const anchor = r.anchorAt ? `; --head found at ${r.anchorAt.file}:${r.anchorAt.line}` : '';

@@ -30,7 +30,7 @@ export interface GateServiceConfig {
   loaded: LoadedRules;
   policy: ApprovedCaPolicy;
   hostRules: HostRules;
-  limits: { maxPayloadBytes: number; idleTimeoutMs: number; totalTimeoutMs: number; memoryHoldBytes: number; cacheTtlMs: number; maxSpoolBytes?: number; maxSpoolBytesPerClient?: number };
+  limits: { maxPayloadBytes: number; idleTimeoutMs: number; totalTimeoutMs: number; memoryHoldBytes: number; cacheTtlMs: number; maxSpoolBytes?: number; maxSpoolBytesPerClient?: number; tunnelIdleTimeoutMs?: number; requestHeadTimeoutMs?: number };
   nonPayload: 'pass' | 'block';
   unsignedDeltas: 'pass' | 'block';
   unverifiable: UnverifiableRule[];
@@ -72,6 +72,8 @@ export function loadGateConfig(args: GateServiceArgs): GateServiceConfig {
       cacheTtlMs: l.cacheTtlMs ?? 60_000,
       maxSpoolBytes: l.maxSpoolBytes,
       maxSpoolBytesPerClient: l.maxSpoolBytesPerClient,
+      tunnelIdleTimeoutMs: l.tunnelIdleTimeoutMs,
+      requestHeadTimeoutMs: l.requestHeadTimeoutMs,
     },
     nonPayload: loaded.rules.nonPayload ?? 'pass',
     unsignedDeltas: loaded.rules.unsignedDeltas ?? 'block',
@@ -84,7 +86,7 @@ export function loadGateConfig(args: GateServiceArgs): GateServiceConfig {
 /** The audit trail and the metrics fed from it. */
 export function openAudit(args: GateServiceArgs, rulesSha256: string): { audit: AuditLog; metrics: GateMetrics } {
   const audit = new AuditLog(args.audit);
-  const metrics = new GateMetrics({ rulesSha256, defaultMetrics: true });
+  const metrics = new GateMetrics({ rulesSha256, defaultMetrics: true, log: (line) => process.stderr.write(line + '\n') });
   audit.subscribe((r) => metrics.observeRecord(r));
   metrics.watchAudit(audit);
   return { audit, metrics };
@@ -94,9 +96,18 @@ export function openAudit(args: GateServiceArgs, rulesSha256: string): { audit: 
  * The body of /healthz. The audit's state is part of it: a gate whose records do not reach the file
  * is not healthy (`audit-failing`, answered 503), whatever audit.onError says.
  */
-export function gateHealth(audit: AuditLog, gauges: GateGauges, rulesSha256: string): Record<string, unknown> {
+export function gateHealth(
+  audit: AuditLog, gauges: GateGauges, rulesSha256: string,
+  more: { auditReopenFailed?: string; spoolDegraded?: boolean; faults?: unknown } = {},
+): Record<string, unknown> {
   const state = audit.state;
-  return { status: state.writable ? 'ok' : 'audit-failing', inFlight: gauges.inFlight, rulesSha256, audit: { ...audit.head, ...state } };
+  // Worst first: records that cannot be written stop inspected payloads (audit.onError: block).
+  const status = !state.writable ? 'audit-failing' : more.auditReopenFailed || more.spoolDegraded ? 'degraded' : 'ok';
+  return {
+    status, inFlight: gauges.inFlight, rulesSha256, audit: { ...audit.head, ...state },
+    auditReopen: more.auditReopenFailed ? { ok: false, error: more.auditReopenFailed } : { ok: true },
+    ...(more.faults !== undefined ? { faults: more.faults } : {}),
+  };
 }
 
 const say = (s: string) => process.stderr.write(s + '\n');
@@ -112,11 +123,13 @@ export async function serveUntilSignal(o: {
   onAdmin?: (address: { host: string; port: number }) => void;
 }): Promise<number> {
   const admin = o.args.admin === 'off' ? undefined : parseHostPort(o.args.admin, '--admin');
+  /** The last SIGHUP could not open the audit file: records go on to the file open before. */
+  let auditReopenFailed: string | undefined;
   let adminServer: (http.Server & { port: number }) | undefined;
   if (admin) {
     adminServer = await startAdminServer({
-      host: admin.host, port: admin.port, metrics: o.metrics,
-      health: () => gateHealth(o.audit, o.gauges, o.rulesSha256),
+      host: admin.host, port: admin.port, metrics: o.metrics, onFault: (e) => o.metrics.fault('admin', e),
+      health: () => gateHealth(o.audit, o.gauges, o.rulesSha256, { auditReopenFailed, spoolDegraded: o.metrics.spoolDegraded, faults: o.metrics.faults }),
     });
     o.onAdmin?.({ host: admin.host, port: adminServer.port });
     say(`patchgate: health http://${shown(admin.host)}:${adminServer.port}/healthz, metrics http://${shown(admin.host)}:${adminServer.port}/metrics`);
@@ -131,7 +144,14 @@ export async function serveUntilSignal(o: {
     if (o.args.audit === '-') return;
     o.audit.flush();
     sayHead('SIGHUP: reopening the audit log; the new file links to this');
-    o.audit.reopen();
+    if (o.audit.reopen()) {
+      auditReopenFailed = undefined;
+    } else {
+      const err = o.audit.reopenError ?? new Error('reopen failed');
+      auditReopenFailed = err.message;
+      say(`patchgate: SIGHUP: cannot open the audit log ${o.args.audit} (${auditReopenFailed}): records go on to the file that was open (logrotate's ${o.args.audit}.1, if it renamed it); fix the path and send SIGHUP again`);
+      o.metrics.fault('audit', err);
+    }
   };
   process.on('SIGHUP', onHup);
   return new Promise<number>((resolve) => {

@@ -96,13 +96,14 @@ export async function main(argv: string[]): Promise<number> {
           .option('spool-dir', { type: 'string', describe: 'folder for held payloads (default: the system temp folder)' })
           .option('max-connections', { type: 'number', default: 256, describe: 'ICAP connections served at once (advertised as Max-Connections); more get 503' })
           .option('preview-bytes', { type: 'number', default: 4096, describe: 'Preview size asked for in OPTIONS (64-65536)' })
+          .option('allow-peer', { type: 'string', describe: 'CIDR block(s) of ICAP clients (Squids) allowed to connect (repeatable, or comma-separated); default 127.0.0.0/8 and ::1; others are closed unanswered' })
           .option('print-squid-config', { type: 'boolean', describe: 'print the squid.conf lines for this service and the rules\' inspected hosts, and exit' }),
       async (a) => {
         code = await runIcap({
           rules: a.rules, listen: a.listen, admin: a.admin, updateHost: asList(a['update-host']),
           anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust, allowSha1: a['allow-sha1'],
           ekuMode: a['eku-mode'], signatureMode: a['signature-mode'], audit: a.audit, spoolDir: a['spool-dir'],
-          maxConnections: a['max-connections'], previewBytes: a['preview-bytes'], printSquidConfig: a['print-squid-config'],
+          maxConnections: a['max-connections'], previewBytes: a['preview-bytes'], printSquidConfig: a['print-squid-config'], allowPeer: asList(a['allow-peer']),
         });
       },
     )

@@ -1,6 +1,7 @@
 import type { Verdict } from '../verify/verdict.js';
+import { forTerminal } from './terminalText.js';
 
-/** The human-readable form of `verify` (without --json): one block per file. */
+/** The human-readable form of `verify` (without --json): one block per file, control characters escaped. */
 export function formatVerdictText(file: string, v: Verdict): string {
   const lines = [`${v.verdict === 'allow' ? 'ALLOW' : 'BLOCK'}  ${file}`];
   lines.push(`  format   ${v.format}   size ${v.size}   sha256 ${v.sha256}`);
@@ -10,5 +11,6 @@ export function formatVerdictText(file: string, v: Verdict): string {
   if (v.timestamp) lines.push(`  time     ${v.timestamp.time} (timestamp by ${v.timestamp.authority})`);
   else if (v.verifiedAt) lines.push(`  time     ${v.verifiedAt}`);
   for (const r of v.reasons) lines.push(`  reason   ${r.code}: ${r.message}`);
-  return lines.join('\n');
+  // Each line escaped on its own: a line feed inside a subject cannot start a forged line.
+  return lines.map(forTerminal).join('\n');
 }

@@ -15,6 +15,11 @@ import {
   IcapProtocolError, MAX_ICAP_HEAD_BYTES, icapResponseHead, parseEncapsulated, parseHttpHead, parseIcapHead, type IcapRequestHead,
 } from './icapMessage.js';
 import { RespmodTransaction, type RespmodContext, type TransactionIo } from './respmodTransaction.js';
+import { AllowedPeers } from './allowedPeers.js';
+import { reportFault, type IcapCloseReason } from '../metrics/gateObserver.js';
+
+/** Default of IcapLimits.requestHeadTimeoutMs (as `patchgate run`'s). */
+export const ICAP_HEAD_TIMEOUT_MS = 30_000;
 
 export interface IcapLimits {
   maxPayloadBytes: number;
@@ -27,6 +32,8 @@ export interface IcapLimits {
   /** What held payloads may keep on disk together (default SPOOL_FREE_FRACTION of the spool folder's free space), and one client's share. */
   maxSpoolBytes?: number;
   maxSpoolBytesPerClient?: number;
+  /** A request head must be complete this long after its first byte, or the connection is closed (408). */
+  requestHeadTimeoutMs?: number;
 }
 
 export interface IcapServiceOptions {
@@ -48,6 +55,8 @@ export interface IcapServiceOptions {
   previewBytes?: number;
   /** An idle persistent connection is closed after this long. */
   keepAliveMs?: number;
+  /** ICAP clients allowed to connect (default: loopback only, DEFAULT_ALLOWED_PEERS); others are closed unanswered. */
+  allowedPeers?: AllowedPeers;
   now?: () => Date;
   observer?: GateObserver;
   version?: string;
@@ -89,8 +98,11 @@ export class IcapService {
   private readonly memory: MemoryBudget;
   private digests: DigestPool | undefined;
 
+  private readonly peers: AllowedPeers;
+
   constructor(private readonly o: IcapServiceOptions) {
     this.istag = istagFor(o);
+    this.peers = o.allowedPeers ?? new AllowedPeers();
     this.memory = new MemoryBudget(o.limits.memoryTotalBytes ?? MEMORY_TOTAL_FACTOR * o.limits.memoryHoldBytes);
   }
 
@@ -154,17 +166,65 @@ export class IcapService {
     });
   }
 
+  /** Connections closed or refused for the service's own protection, by why (for metrics and tests). */
+  readonly closedConnections: Record<IcapCloseReason, number> = { 'refused-peer': 0, busy: 0, 'head-timeout': 0, reclaimed: 0 };
+
   private accept(socket: Socket): void {
+    try {
+      this.acceptConnection(socket);
+    } catch (e) {
+      // One guard at the entry: nothing a peer sends or does while connecting ends the process.
+      reportFault(this.o.observer, 'icap', e);
+      socket.destroy();
+    }
+  }
+
+  private acceptConnection(socket: Socket): void {
+    socket.on('error', () => {});
+    if (!this.peers.allows(socket.remoteAddress)) {
+      this.closed('refused-peer');
+      this.ctx.debug({ icapClient: socket.remoteAddress }, 'icap peer refused (not in --allow-peer)');
+      socket.destroy();
+      return;
+    }
     socket.setNoDelay(true);
+    if (!this.stopping && this.connections.size >= this.maxConnections) this.reclaimSlot();
     if (this.stopping || this.connections.size >= this.maxConnections) {
-      socket.on('error', () => {});
+      this.closed('busy');
       socket.end(icapResponseHead(503, [['ISTag', this.istag], ['Encapsulated', 'null-body=0'], ['Connection', 'close']]));
       setTimeout(() => socket.destroy(), 1000).unref();
       return;
     }
-    const c = new IcapConnection(socket, this, this.ctx, this.o.keepAliveMs ?? 120_000);
+    const c = new IcapConnection(socket, this, this.ctx, this.o.keepAliveMs ?? 120_000, this.o.limits.requestHeadTimeoutMs ?? ICAP_HEAD_TIMEOUT_MS);
     this.connections.add(c);
     socket.once('close', () => this.connections.delete(c));
+  }
+
+  /**
+   * All slots taken: before refusing, free one that does no work. First the connection idle the
+   * longest between transactions (Squid reopens a persistent connection it lost), else the one
+   * whose request head has been coming the longest (a slowloris: Squid sends a head at once).
+   */
+  private reclaimSlot(): void {
+    let victim: IcapConnection | undefined;
+    for (const c of this.connections) {
+      const a = c.reclaimRank;
+      if (a === undefined) continue;
+      const b = victim?.reclaimRank;
+      if (b === undefined || a[0] < b[0] || (a[0] === b[0] && a[1] < b[1])) victim = c;
+    }
+    if (!victim) return;
+    this.closed('reclaimed');
+    victim.destroy();
+    this.connections.delete(victim);
+  }
+
+  /** A connection closed because its head did not complete in time. */
+  headTimedOut(): void { this.closed('head-timeout'); }
+
+  private closed(why: IcapCloseReason): void {
+    this.closedConnections[why]++;
+    this.o.observer?.icapConnectionClosed?.(why);
   }
 
   /** The OPTIONS answer: what Squid configures itself from (and re-reads every Options-TTL seconds). */
@@ -213,13 +273,20 @@ class IcapConnection {
   tx: RespmodTransaction | undefined;
   private readonly peer: string;
 
-  constructor(private readonly socket: Socket, private readonly service: IcapService, private readonly ctx: RespmodContext, keepAliveMs: number) {
+  /** Since when the connection waits for a request with no byte of it (undefined: not idle). */
+  private idleSince: number | undefined = Date.now();
+  /** When the first byte of the head being read arrived (undefined: no partial head). */
+  private headSince: number | undefined;
+  private headTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly socket: Socket, private readonly service: IcapService, private readonly ctx: RespmodContext, keepAliveMs: number, private readonly headTimeoutMs: number) {
     this.peer = socket.remoteAddress ?? '?';
     socket.setTimeout(keepAliveMs, () => {
       // Idle between transactions: close. Mid-transaction the transaction's own timers rule.
       if (this.state === 'head' && this.buf.length === 0) this.destroy();
     });
     socket.on('data', (d: Buffer) => {
+      if (this.state === 'head' && this.buf.length === 0 && d.length) this.headStarted();
       this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
       // A client that sends while we answer (or past what we may buffer) is paused, not buffered without end.
       if (this.state === 'busy' && this.buf.length > MAX_ICAP_HEAD_BYTES) this.pause();
@@ -227,10 +294,54 @@ class IcapConnection {
     });
     socket.on('error', () => { /* close follows */ });
     socket.on('close', () => {
+      clearTimeout(this.headTimer);
       this.state = 'closed';
-      this.tx?.abort(reason('UPSTREAM_ERROR', 'the ICAP client closed the connection before the response was complete'));
+      try {
+        this.tx?.abort(reason('UPSTREAM_ERROR', 'the ICAP client closed the connection before the response was complete'));
+      } catch (e) {
+        reportFault(this.ctx.inspection.observer, 'icap', e);
+      }
       this.tx = undefined;
     });
+  }
+
+  /**
+   * Which connection to close first when every slot is taken: idle ones (rank 0) before partial
+   * heads (rank 1), the oldest first; undefined while a transaction runs (never reclaimed).
+   */
+  get reclaimRank(): [number, number] | undefined {
+    if (this.state !== 'head' || this.tx) return undefined;
+    if (this.buf.length === 0 && this.idleSince !== undefined) return [0, this.idleSince];
+    if (this.headSince !== undefined) return [1, this.headSince];
+    return undefined;
+  }
+
+  /** The first byte of a request head: the whole head must follow within headTimeoutMs. */
+  private headStarted(): void {
+    this.idleSince = undefined;
+    this.headSince = Date.now();
+    clearTimeout(this.headTimer);
+    this.headTimer = setTimeout(() => {
+      if (this.state !== 'head' || this.headSince === undefined) return;
+      this.service.headTimedOut();
+      this.ctx.debug({ icapClient: this.peer, bytes: this.buf.length }, 'icap request head timed out');
+      this.state = 'closed';
+      this.socket.end(icapResponseHead(408, [['ISTag', this.ctx.istag], ['Encapsulated', 'null-body=0'], ['Connection', 'close']]));
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+    }, this.headTimeoutMs);
+    this.headTimer.unref();
+  }
+
+  /** The head is complete (a transaction or an OPTIONS answer follows). */
+  private headDone(): void {
+    clearTimeout(this.headTimer);
+    this.headSince = undefined;
+  }
+
+  /** Back to waiting for a request: idle, or the next head already (partly) buffered. */
+  private awaitHead(): void {
+    if (this.buf.length) this.headStarted();
+    else this.idleSince = Date.now();
   }
 
   private pause(): void {
@@ -309,6 +420,8 @@ class IcapConnection {
       if (enc && enc.body !== 'null-body') throw new IcapProtocolError(400, 'OPTIONS with a body is not supported');
       this.buf = this.buf.subarray(end + 4);
       this.socket.write(this.service.optionsResponse());
+      this.headDone();
+      this.awaitHead();
       return true;
     }
     if (head.method !== 'RESPMOD') throw new IcapProtocolError(head.method === 'REQMOD' ? 405 : 501, `${head.method} is not offered (Methods: RESPMOD)`);
@@ -328,6 +441,7 @@ class IcapConnection {
     const resHead = resBytes ? parseHttpHead(resBytes, 'response') : undefined;
     if (!resHead) throw new IcapProtocolError(400, 'RESPMOD without res-hdr');
     this.buf = this.buf.subarray(start + enc.bodyOffset);
+    this.headDone();
     const preview = this.previewOf(head);
     const hasBody = enc.body === 'res-body';
     this.startTransaction(head, reqHead, resHead, hasBody, preview);
@@ -371,6 +485,7 @@ class IcapConnection {
           return;
         }
         this.state = 'head';
+        this.awaitHead();
         this.resume();
         this.pump();
       },
@@ -407,6 +522,7 @@ class IcapConnection {
   }
 
   destroy(): void {
+    clearTimeout(this.headTimer);
     this.state = 'closed';
     this.socket.destroy();
   }

@@ -7,6 +7,7 @@ import type { AuditRecord } from '../audit/auditRecord.js';
 import { PayloadInspection, type InspectionResult, type InspectionSettings } from '../proxy/payloadInspection.js';
 import { blockPage } from '../proxy/blockPage.js';
 import type { Spool } from '../proxy/spool.js';
+import { reportFault } from '../metrics/gateObserver.js';
 import { HttpHead, LAST_CHUNK, chunk, icapResponseHead, requestLine, responseStatus, type IcapRequestHead } from './icapMessage.js';
 
 /** What every RESPMOD transaction shares: the rules, the audit trail, the limits. */
@@ -152,7 +153,15 @@ export class RespmodTransaction {
         error: () => this.end(true), // a response already under way cannot become a block: cut it
       },
     });
-    this.inspection.result.then((res) => this.onResult(res), (e: Error) => this.block([reason('INTERNAL_ERROR', e.message)]));
+    this.inspection.result.then((res) => this.onResult(res), (e: Error) => this.block([reason('INTERNAL_ERROR', e.message)]))
+      // Answering runs here, outside the connection's guarded entries (an unhandled rejection would end the process).
+      .catch((e: unknown) => {
+        reportFault(this.ctx.inspection.observer, 'icap', e);
+        const why = reason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`);
+        // Not answered yet: the block. Answered in part: the connection closes (Squid, bypass=off, fails it).
+        try { if (!this.responded) this.block([why]); } catch { /* closed below */ }
+        if (!this.finished) { this.abort(why); this.io.done(true); }
+      });
     if (!this.r.hasBody) this.inspection.end();
   }
 

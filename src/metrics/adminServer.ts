@@ -9,6 +9,8 @@ export interface AdminServerOptions {
   health: () => Record<string, unknown>;
   /** Served on GET /metrics when given. */
   metrics?: Pick<GateMetrics, 'text' | 'contentType'>;
+  /** An exception caught while answering (counted as an internal error, where="admin"). */
+  onFault?: (err: unknown) => void;
 }
 
 /**
@@ -17,6 +19,16 @@ export interface AdminServerOptions {
  */
 export async function startAdminServer(o: AdminServerOptions): Promise<http.Server & { port: number }> {
   const server = http.createServer((req, res) => {
+    try {
+      answer(req, res);
+    } catch (e) {
+      // One guard at the entry: a failing health or metrics source ends this request, not the process.
+      o.onFault?.(e);
+      if (!res.headersSent) res.writeHead(500, { 'content-length': 0 });
+      res.end();
+    }
+  });
+  const answer = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-length': 0 }).end();
@@ -45,7 +57,7 @@ export async function startAdminServer(o: AdminServerOptions): Promise<http.Serv
       return;
     }
     res.writeHead(404, { 'content-length': 0 }).end();
-  });
+  };
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(o.port, o.host, () => resolve()));
   return Object.assign(server, { port: (server.address() as AddressInfo).port });
 }

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { AuditLine } from '../audit/auditRecord.js';
-import type { GateObserver } from './gateObserver.js';
+import { faultText, type FaultSite, type GateObserver, type IcapCloseReason } from './gateObserver.js';
 
 /** What the gate tells on demand (read at each scrape): UpdateGate has both getters. */
 export interface GateGauges {
@@ -13,7 +13,18 @@ export interface GateMetricsOptions {
   rulesSha256?: string;
   /** Also export prom-client's process and Node.js metrics (process_*, nodejs_*). */
   defaultMetrics?: boolean;
+  /** Where faults are told (the CLI: stderr, the journal under systemd). */
+  log?: (line: string) => void;
 }
+
+/** The last fault of a kind, for /healthz. */
+export interface FaultState {
+  count: number;
+  last?: { where: FaultSite; message: string; at: string };
+}
+
+/** How long after a spool write error /healthz says `degraded`. */
+export const SPOOL_FAULT_DEGRADED_MS = 5 * 60_000;
 
 /** Buckets of the verify-latency histogram, in seconds: the core answers in well under a second. */
 export const VERIFY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
@@ -69,6 +80,33 @@ export class GateMetrics implements GateObserver {
     buckets: VERIFY_BUCKETS,
     registers: [this.registry],
   });
+  private readonly internalErrors = new Counter({
+    name: 'patchgate_internal_errors_total',
+    help: 'Exceptions caught at an entry point (where: request, response, connect, tunnel, websocket, icap, admin): the request concerned failed, the process carried on.',
+    labelNames: ['where'] as const,
+    registers: [this.registry],
+  });
+  private readonly spoolErrors = new Counter({
+    name: 'patchgate_spool_errors_total',
+    help: 'Spool file errors (code: the errno, e.g. ENOSPC, EROFS, EACCES): each ended its hold at once, blocked INTERNAL_ERROR.',
+    labelNames: ['code'] as const,
+    registers: [this.registry],
+  });
+  private readonly auditReopenErrors = new Counter({
+    name: 'patchgate_audit_reopen_errors_total',
+    help: 'Audit log reopens (SIGHUP) that failed: the old file stays open and records go on to it.',
+    labelNames: ['code'] as const,
+    registers: [this.registry],
+  });
+  private readonly icapClosed = new Counter({
+    name: 'patchgate_icap_connections_closed_total',
+    help: 'ICAP connections patchgate icap closed or refused to protect itself: refused-peer (not in --allow-peer), head-timeout (request head not complete in time, 408), reclaimed (an idle or slow-head connection closed to free a slot), busy (503, no slot).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  /** Faults by kind, for /healthz. */
+  readonly faults: { internal: FaultState; spool: FaultState; audit: FaultState } = { internal: { count: 0 }, spool: { count: 0 }, audit: { count: 0 } };
+  private readonly log: ((line: string) => void) | undefined;
   private readonly upstreamErrors = new Counter({
     name: 'patchgate_upstream_errors_total',
     help: 'Inspected downloads failed because of the upstream: UPSTREAM_ERROR (error, early close, forged 206) or TIMEOUT (stalled, too long).',
@@ -78,6 +116,7 @@ export class GateMetrics implements GateObserver {
 
   constructor(o: GateMetricsOptions = {}) {
     const self = this;
+    this.log = o.log;
     new Gauge({
       name: 'patchgate_holds_in_flight',
       help: 'Held transfers waiting for their verdict.',
@@ -97,6 +136,7 @@ export class GateMetrics implements GateObserver {
     for (const verdict of ['allow', 'pass'] as const) this.transfers.inc({ verdict, reason: 'none' }, 0);
     for (const verdict of ['allow', 'block'] as const) this.verifications.inc({ verdict }, 0);
     for (const reason of ['UPSTREAM_ERROR', 'TIMEOUT'] as const) this.upstreamErrors.inc({ reason }, 0);
+    for (const where of ['request', 'response', 'connect', 'tunnel', 'websocket', 'icap', 'admin'] as const) this.internalErrors.inc({ where }, 0);
     if (o.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -142,6 +182,32 @@ export class GateMetrics implements GateObserver {
 
   upstreamError(code: 'UPSTREAM_ERROR' | 'TIMEOUT'): void {
     this.upstreamErrors.inc({ reason: code });
+  }
+
+  icapConnectionClosed(why: IcapCloseReason): void {
+    this.icapClosed.inc({ reason: why });
+  }
+
+  fault(where: FaultSite, err: unknown): void {
+    const message = faultText(err);
+    const code = String((err as NodeJS.ErrnoException | undefined)?.code ?? 'unknown');
+    const kind = where === 'spool' ? 'spool' : where === 'audit' ? 'audit' : 'internal';
+    if (kind === 'spool') this.spoolErrors.inc({ code });
+    else if (kind === 'audit') this.auditReopenErrors.inc({ code });
+    else this.internalErrors.inc({ where });
+    const f = this.faults[kind];
+    f.count++;
+    f.last = { where, message, at: new Date().toISOString() };
+    // An audit reopen failure is told by the SIGHUP handler, with what to do about it.
+    if (kind === 'audit') return;
+    const what = kind === 'spool' ? 'spool write failed (the hold is blocked INTERNAL_ERROR)' : `internal error while handling a ${where}`;
+    this.log?.(`patchgate: ${what}: ${message}`);
+  }
+
+  /** A spool error in the last SPOOL_FAULT_DEGRADED_MS: holds may fail until the disk is fixed. */
+  get spoolDegraded(): boolean {
+    const at = this.faults.spool.last?.at;
+    return at !== undefined && Date.now() - Date.parse(at) < SPOOL_FAULT_DEGRADED_MS;
   }
 
   get contentType(): string {

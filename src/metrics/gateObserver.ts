@@ -12,4 +12,32 @@ export interface GateObserver {
   verified(verifyMs: number, verdict: 'allow' | 'block'): void;
   /** An inspected transfer failed because of the upstream (error, early close, forged 206, stall). */
   upstreamError(code: Extract<ReasonCode, 'UPSTREAM_ERROR' | 'TIMEOUT'>): void;
+  /**
+   * patchgate itself failed: an exception caught at an entry point (`where`: request, response,
+   * connect, tunnel, websocket, icap, admin), or a spool write error (`where`: spool). Counted,
+   * told on stderr and shown by /healthz; the transfer concerned is blocked, the process carries on.
+   */
+  fault?(where: FaultSite, err: unknown): void;
+  /** `patchgate icap` closed or refused a connection to protect itself (a peer not allowed, a slow head, a slot reclaimed, all busy). */
+  icapConnectionClosed?(why: IcapCloseReason): void;
+}
+
+export type IcapCloseReason = 'refused-peer' | 'busy' | 'head-timeout' | 'reclaimed';
+
+export type FaultSite = 'request' | 'response' | 'connect' | 'tunnel' | 'websocket' | 'icap' | 'admin' | 'spool' | 'audit';
+
+/** A fault's text: an errno code first when there is one (`ENOSPC: no space left on device, write`). */
+export function faultText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Where no observer is wired (the lab, in-process tests), a fault still reaches stderr: an
+ * exception caught by a guard is never silent.
+ */
+export function reportFault(observer: GateObserver | undefined, where: FaultSite, err: unknown): void {
+  try {
+    if (observer?.fault) observer.fault(where, err);
+    else process.stderr.write(`patchgate: internal error (${where}): ${faultText(err)}\n`);
+  } catch { /* reporting never throws */ }
 }

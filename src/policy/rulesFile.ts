@@ -31,7 +31,7 @@ export interface Rules {
   distrust?: PinnedEntry[];
   distrustFiles?: string[];
   policy?: { allowSha1?: boolean; ekuMode?: 'strict' | 'nested'; signatureMode?: 'primary' | 'best' | 'all'; minRsaBits?: number; fileDigests?: ('sha256' | 'sha384' | 'sha512')[] };
-  limits?: { maxPayloadBytes?: number; maxSignatureBytes?: number; maxHeaderBytes?: number; upstreamIdleTimeoutMs?: number; totalTimeoutMs?: number; memoryHoldBytes?: number; cacheTtlMs?: number; maxSpoolBytes?: number; maxSpoolBytesPerClient?: number };
+  limits?: { maxPayloadBytes?: number; maxSignatureBytes?: number; maxHeaderBytes?: number; upstreamIdleTimeoutMs?: number; totalTimeoutMs?: number; memoryHoldBytes?: number; cacheTtlMs?: number; maxSpoolBytes?: number; maxSpoolBytesPerClient?: number; tunnelIdleTimeoutMs?: number; requestHeadTimeoutMs?: number };
   hosts?: HostRule[];
   nonPayload?: 'pass' | 'block';
   unsignedDeltas?: 'pass' | 'block';

@@ -48,6 +48,8 @@ export const RULES_SCHEMA = {
         cacheTtlMs: { type: 'integer', minimum: 0 },
         maxSpoolBytes: { type: 'integer', minimum: 0 },
         maxSpoolBytesPerClient: { type: 'integer', minimum: 0 },
+        tunnelIdleTimeoutMs: { type: 'integer', minimum: 1000 },
+        requestHeadTimeoutMs: { type: 'integer', minimum: 100 },
       },
     },
     hosts: {

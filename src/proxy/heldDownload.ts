@@ -7,6 +7,7 @@ import { PayloadInspection, type InspectionResult, type InspectionSettings } fro
 import { interpretRange } from './byteRange.js';
 import { writeBlockPage } from './blockPage.js';
 import { responseSharing, type Sharing } from './sharedCache.js';
+import { reportFault } from '../metrics/gateObserver.js';
 
 /** One client waiting for (or reading) a held entity. */
 export interface Waiter {
@@ -266,10 +267,17 @@ export class HeldDownload {
 
     // Decoding, sniffing, holding (verifier, digest thread, spool) and limits: one PayloadInspection,
     // the same as the ICAP service's. Content that is not a payload streams to the waiting clients.
+    let pathname: string;
+    try {
+      pathname = new URL(this.key).pathname;
+    } catch {
+      res.destroy();
+      return this.fail(reason('INTERNAL_ERROR', `not a URL: ${this.key}`));
+    }
     const cl = res.headers['content-length'];
     const inspection = new PayloadInspection(this.settings, {
       contentEncoding: res.headers['content-encoding'],
-      pathname: new URL(this.key).pathname,
+      pathname,
       owner: this.owner,
       declaredLength: cl !== undefined && /^\d{1,15}$/.test(cl) ? Number(cl) : undefined,
       pass: {
@@ -280,7 +288,12 @@ export class HeldDownload {
       },
     });
     this.inspection = inspection;
-    inspection.result.then((r) => this.inspected(r, status, res.headers), (e: Error) => this.fail(reason('INTERNAL_ERROR', e.message)));
+    inspection.result.then((r) => this.inspected(r, status, res.headers), (e: Error) => this.fail(reason('INTERNAL_ERROR', e.message)))
+      // Serving the outcome runs here, outside any library entry: its own guard (an unhandled rejection would end the process).
+      .catch((e: unknown) => {
+        reportFault(this.settings.observer, 'response', e);
+        this.fail(reason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`));
+      });
     res.on('data', (chunk: Buffer) => {
       if (this.outcome) return;
       this.armIdle();

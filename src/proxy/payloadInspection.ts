@@ -7,7 +7,7 @@ import { pathMatches } from '../policy/hostRules.js';
 import type { UnverifiableRule } from '../policy/rulesFile.js';
 import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
-import type { GateObserver } from '../metrics/gateObserver.js';
+import { reportFault, type GateObserver } from '../metrics/gateObserver.js';
 import { Spool, type DiskBudget, type MemoryBudget } from './spool.js';
 import type { DigestJob, DigestPool } from './digestPool.js';
 
@@ -201,6 +201,11 @@ export class PayloadInspection {
     if (sniffFormat(head) !== 'unknown') {
       this.mode = 'hold';
       this.spool = new Spool(this.s.spoolDir, this.s.memoryHoldBytes, this.s.memory, this.s.disk ? { budget: this.s.disk, owner: this.o.owner ?? '?' } : undefined);
+      // A full or read-only spool ends the hold at once, with the reason (not an idle timeout later).
+      this.spool.onError = (e) => {
+        reportFault(this.s.observer, 'spool', e);
+        this.fail(reason('INTERNAL_ERROR', `spool: ${e.message}`));
+      };
       this.hold(head);
       return;
     }

@@ -130,6 +130,9 @@ export class Spool {
   /** Why the disk budget refused this spool's bytes: the hold must end (OVERSIZE). */
   refused: string | undefined;
 
+  /** Told once, at the first file error (open or write): the holder ends the hold at once. */
+  onError: ((err: Error) => void) | undefined;
+
   constructor(
     private readonly dir: string, private readonly memoryLimit: number, private readonly budget?: MemoryBudget,
     private readonly disk?: { budget: DiskBudget; owner: string },
@@ -185,6 +188,7 @@ export class Spool {
   }
 
   private copyIn(chunk: Buffer): void {
+    if (this.fileError || this.released) return; // nowhere to go: the holder is told (onError)
     let off = 0;
     while (off < chunk.byteLength) {
       this.slab ??= takeSlab();
@@ -198,6 +202,12 @@ export class Spool {
 
   private queueSlab(): void {
     if (!this.slab || this.slabUsed === 0) return;
+    if (this.fileError) {
+      giveSlab(this.slab);
+      this.slab = undefined;
+      this.slabUsed = 0;
+      return;
+    }
     this.pending.push({ buf: this.slab, len: this.slabUsed, at: this.queuedBytes });
     this.queuedBytes += this.slabUsed;
     this.slab = undefined;
@@ -241,11 +251,15 @@ export class Spool {
   }
 
   private failFile(err: Error): void {
+    const first = !this.fileError;
     this.fileError ??= err;
+    // Later slabs have nowhere to go: copyIn drops them (memory stays bounded until release).
+    if (this.slab) { giveSlab(this.slab); this.slab = undefined; this.slabUsed = 0; }
     for (const p of this.pending.splice(0)) giveSlab(p.buf);
     for (const x of this.flushWaiters.splice(0)) x.reject(err);
     // A writer waiting for drain is let go: end() reports the error.
     for (const f of this.drainWaiters.splice(0)) f();
+    if (first) this.onError?.(err);
   }
 
   /** Flushes to disk; resolves when every byte is readable. */

@@ -15,7 +15,7 @@ import type { UnverifiableRule } from '../policy/rulesFile.js';
 import { canonicalHost, targetHost } from '../policy/hostRules.js';
 import type { AuditLog } from '../audit/auditLog.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
-import type { GateObserver } from '../metrics/gateObserver.js';
+import { reportFault, type FaultSite, type GateObserver } from '../metrics/gateObserver.js';
 import { HeldDownload, newAuditId, type HoldSettings, type Waiter } from './heldDownload.js';
 import { DiskBudget, MEMORY_TOTAL_FACTOR, MemoryBudget, SPOOL_CLIENT_FRACTION, SPOOL_FREE_FRACTION, makeSpoolDir, removeSpoolDir } from './spool.js';
 import { DigestPool } from './digestPool.js';
@@ -48,6 +48,10 @@ export interface GateLimits {
   maxSpoolBytes?: number;
   /** One client's share of maxSpoolBytes (default SPOOL_CLIENT_FRACTION of it). */
   maxSpoolBytesPerClient?: number;
+  /** A blind CONNECT tunnel idle (no byte either way) for this long is closed (default TUNNEL_IDLE_MS). */
+  tunnelIdleTimeoutMs?: number;
+  /** A request head must be complete this long after it started (default REQUEST_HEAD_TIMEOUT_MS). */
+  requestHeadTimeoutMs?: number;
 }
 
 
@@ -82,9 +86,32 @@ export interface GateOptions {
 }
 
 const CONNECT_FIRST_BYTE_MS = 10_000;
+/** A request head (HTTP or ICAP) must be complete this long after its first byte, or its connection closes. */
+export const REQUEST_HEAD_TIMEOUT_MS = 30_000;
+/** A blind tunnel with no byte either way for this long is closed (Squid's read_timeout). */
+export const TUNNEL_IDLE_MS = 15 * 60_000;
 
-/** http-mitm-proxy's request entry (not in its typings). */
-interface MitmInternals { _onHttpServerRequest(isSSL: boolean, req: IncomingMessage, res: ServerResponse): void }
+/** http-mitm-proxy's entry points (not in its typings): each gets one guard (guardLibraryEntries). */
+interface MitmInternals {
+  _onHttpServerRequest(isSSL: boolean, req: IncomingMessage, res: ServerResponse): void;
+  _onHttpServerConnect(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  _onWebSocketServerConnect(isSSL: boolean, ws: { terminate(): void }, req: IncomingMessage): void;
+  _onResponse(ctx: any, callback: (err?: Error) => void): void;
+}
+
+/** Ends a client's request after an internal error: a 500 if nothing was sent yet, else the connection. */
+function endAfterFault(res: ServerResponse | undefined): void {
+  if (!res) return;
+  try {
+    if (!res.headersSent) {
+      const text = 'patchgate: internal error (this request was refused)\n';
+      res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', connection: 'close', 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+    } else res.destroy();
+  } catch {
+    res.socket?.destroy();
+  }
+}
 
 /** Refuses a CONNECT and really closes the socket, even if the client keeps its half open. */
 function refuseConnect(socket: Duplex, response: string): void {
@@ -195,6 +222,7 @@ export class UpdateGate {
         cb(err as Error);
       }
     };
+    this.guardLibraryEntries();
     proxy.onConnect((req, socket, head, callback) => this.onConnect(req, socket, head, callback));
     // Requests inside intercepted TLS enter http-mitm-proxy's pipeline as its own HTTPS servers' would.
     this.intercepted.on('request', (req: IncomingMessage, res: ServerResponse) => (this.proxy as unknown as MitmInternals)._onHttpServerRequest(true, req, res));
@@ -226,10 +254,50 @@ export class UpdateGate {
       proxy.listen({ host: this.o.listen.host, port: this.o.listen.port, sslCaDir: this.decoy!.dir, keepAlive: true, httpsAgent } as any, (err?: Error | null) => (err ? reject(err) : resolve()));
     });
     this.port = proxy.httpPort;
+    // A request head must be complete this long after it started (slowloris), as ICAP's.
+    proxy.httpServer!.headersTimeout = this.o.limits.requestHeadTimeoutMs ?? REQUEST_HEAD_TIMEOUT_MS;
     // Before http-mitm-proxy rewrites an absolute-form target to its path: remember the form.
     proxy.httpServer!.prependListener('request', (req: IncomingMessage) => {
       (req as unknown as { patchgateOriginForm?: boolean }).patchgateOriginForm = (req.url ?? '').startsWith('/');
     });
+  }
+
+  /**
+   * Defence in depth: whatever throws while one client's request, CONNECT, WebSocket or upstream
+   * response is handled (patchgate's code or the library's) ends that exchange, never the process.
+   * One guard at each entry from http-mitm-proxy (the intercepted server enters through the same
+   * request entry); each catch is counted (patchgate_internal_errors_total) and told on stderr.
+   */
+  private guardLibraryEntries(): void {
+    const lib = this.proxy as unknown as MitmInternals;
+    const request = lib._onHttpServerRequest.bind(lib);
+    lib._onHttpServerRequest = (isSSL, req, res) => {
+      try { request(isSSL, req, res); } catch (e) { this.fault('request', e); endAfterFault(res); }
+    };
+    const connect = lib._onHttpServerConnect.bind(lib);
+    lib._onHttpServerConnect = (req, socket, head) => {
+      try { connect(req, socket, head); } catch (e) { this.fault('connect', e); socket.destroy(); }
+    };
+    const webSocket = lib._onWebSocketServerConnect.bind(lib);
+    lib._onWebSocketServerConnect = (isSSL, ws, req) => {
+      try { webSocket(isSSL, ws, req); } catch (e) { this.fault('websocket', e); try { ws.terminate(); } catch { /* gone */ } }
+    };
+    const response = lib._onResponse.bind(lib);
+    lib._onResponse = (ctx, callback) => {
+      try {
+        response(ctx, callback);
+      } catch (e) {
+        this.fault('response', e);
+        const held = (ctx as { patchgateHold?: HeldDownload }).patchgateHold;
+        held?.fail(reason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`));
+        (ctx.serverToProxyResponse as IncomingMessage | undefined)?.destroy();
+        if (!held) endAfterFault(ctx.proxyToClientResponse);
+      }
+    };
+  }
+
+  private fault(where: FaultSite, err: unknown): void {
+    reportFault(this.o.observer, where, err);
   }
 
   /** Graceful stop: no new connections; in-flight holds get `graceMs` to finish, then are blocked. */
@@ -361,9 +429,13 @@ export class UpdateGate {
       mark(t);
       this.intercepted.emit('connection', t);
     };
+    // The first byte arrives outside the library's CONNECT entry: a guard of its own.
+    const guarded = (first: Buffer) => {
+      try { start(first); } catch (e) { this.fault('connect', e); socket.destroy(); }
+    };
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-    if (head.length) return start(head);
-    socket.once('data', start);
+    if (head.length) return guarded(head);
+    socket.once('data', guarded);
   }
 
   private contextFor(host: string): tls.SecureContext {
@@ -387,26 +459,39 @@ export class UpdateGate {
   /** A blind TCP tunnel, direct or through the upstream proxy's CONNECT. */
   private tunnel(client: Duplex, head: Buffer, host: string, port: number, addresses: string[]): void {
     const up = this.o.upstreamProxy;
+    const idleMs = this.o.limits.tunnelIdleTimeoutMs ?? TUNNEL_IDLE_MS;
     const wire = (server: Duplex) => {
       this.tunnels.add(client);
+      const close = () => { client.destroy(); server.destroy(); };
       client.once('close', () => { this.tunnels.delete(client); server.destroy(); });
       server.once('close', () => client.destroy());
-      server.on('error', () => client.destroy());
-      client.on('error', () => server.destroy());
+      server.on('error', close);
+      client.on('error', close);
+      // Either side ending ends the tunnel (as Squid's do): what is still queued for the other side
+      // is flushed first, then both close. Left half-open, a tunnel whose client left while the far
+      // end stays open would keep two descriptors for ever.
+      const endFrom = (from: Duplex, to: Duplex) => from.once('end', () => to.end(close));
+      endFrom(client, server);
+      endFrom(server, client);
+      // No byte either way for this long (net.Socket counts reads and writes): closed.
+      for (const x of [client, server]) (x as Socket).setTimeout?.(idleMs, close);
       client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       if (head.length) server.write(head);
-      server.pipe(client);
-      client.pipe(server);
+      server.pipe(client, { end: false });
+      client.pipe(server, { end: false });
     };
     const refuse = () => { if (!client.destroyed) client.end('HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n'); };
+    const wireGuarded = (server: Duplex) => {
+      try { wire(server); } catch (e) { this.fault('tunnel', e); client.destroy(); server.destroy(); }
+    };
     if (!up) {
       const s = net.connect({ host, port, ...(addresses.length ? { lookup: pinnedLookup(addresses) } : {}) });
-      s.once('connect', () => wire(s));
+      s.once('connect', () => wireGuarded(s));
       s.once('error', refuse);
       return;
     }
     const r = http.request({ host: up.hostname, port: Number(up.port) || 80, method: 'CONNECT', path: `${host.includes(':') ? `[${host}]` : host}:${port}` });
-    r.once('connect', (res, s) => (res.statusCode === 200 ? wire(s) : (s.destroy(), refuse())));
+    r.once('connect', (res, s) => (res.statusCode === 200 ? wireGuarded(s) : (s.destroy(), refuse())));
     r.once('error', refuse);
     r.end();
   }
@@ -428,6 +513,10 @@ export class UpdateGate {
       return this.denyRequest(req, res, client, req.url || '(none)', '', { status: 403, why: `client ${client} is not in the rules' clients (or --allow-client)` });
     }
     if (!ctx.isSSL && !ctx.connectRequest && !viaConnect && (originForm || this.isDirect(req, opts))) return this.serveDirect(req, res);
+    // http-mitm-proxy turned an `http://` absolute-form target into its path; anything else that
+    // is not origin-form (`*`, `HTTP://…`, `https://…`, `ftp://…`, `*@`) names no resource here.
+    if (!(req.url ?? '').startsWith('/')) return this.refuseTarget(req, res, opts.host ?? '', 'the request target is neither origin-form (/path) nor http:// absolute-form');
+    if (opts.port !== undefined && !(Number.isInteger(opts.port) && opts.port >= 1 && opts.port <= 65535)) return this.refuseTarget(req, res, opts.host ?? '', 'the port is not a number from 1 to 65535');
     const host = targetHost(opts.host ?? '') ?? '';
     if (!host || !isSafeHostName(host)) return this.refuse(res, 400, 'bad host name (or a non-canonical IP address spelling)');
     const hdr = hostOfHeader(req.headers.host);
@@ -679,6 +768,18 @@ export class UpdateGate {
       return;
     }
     this.refuse(res, 404, 'patchgate serves /wpad.dat and /proxy.pac here');
+  }
+
+  /** A request target that is not origin-form after the library's rewrite: 400 and an audit line. */
+  private refuseTarget(req: IncomingMessage, res: ServerResponse, hostHeader: string, why: string): void {
+    req.resume();
+    const target = req.url ?? '';
+    this.o.audit.record({
+      id: newAuditId(), kind: 'transfer', client: req.socket.remoteAddress ?? '?', method: req.method || '?', url: target || '(empty)',
+      host: targetHost(hostHeader) ?? canonicalHost(hostHeader), inspected: false, served: 'blocked', status: 400, verdict: 'block',
+      reasons: [reason('BAD_REQUEST', why)], rulesSha256: this.o.rulesSha256, durations: {},
+    });
+    this.refuse(res, 400, `bad request target: ${why}`);
   }
 
   private refuse(res: ServerResponse, status: number, text: string): void {

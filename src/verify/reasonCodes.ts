@@ -20,6 +20,7 @@ export const REASON_CODES = {
   TRAILING_DATA: 'Bytes after the certificate table or the CAB signature, padding inside WIN_CERTIFICATE beyond 8-byte alignment (CVE-2013-3900), or extra WIN_CERTIFICATE entries.',
   UNSUPPORTED_FORMAT: 'The bytes are not a format the verifier checks (not PE, CAB or a detached CMS pair; MSI is not supported yet).',
   OVERSIZE: 'The payload, its headers or its signature exceed a configured size limit.',
+  BAD_REQUEST: 'The client\'s request names no resource the gate can serve (a request target that is neither /path nor http:// absolute-form: `*`, `HTTP://…`, `https://…` without CONNECT, `ftp://…`): refused 400, never forwarded.',
   UPSTREAM_ERROR: 'The upstream server failed or closed the connection before the whole payload arrived.',
   TIMEOUT: 'The upstream stalled past the idle timeout, or the transfer exceeded the total time limit.',
   INTERNAL_ERROR: 'patchgate itself failed while verifying: the payload is blocked (fail closed).',

@@ -149,13 +149,15 @@ describe('patchgate icap (command line)', () => {
   it('lists its flags', () => {
     const r = pg('--help');
     expect(r.status).toBe(0);
-    for (const f of ['--listen', '--rules', '--update-host', '--anchor', '--tsa-anchor', '--distrust', '--audit', '--admin', '--max-connections', '--preview-bytes', '--spool-dir']) expect(r.stdout).toContain(f);
+    for (const f of ['--listen', '--rules', '--update-host', '--anchor', '--tsa-anchor', '--distrust', '--audit', '--admin', '--max-connections', '--preview-bytes', '--spool-dir', '--allow-peer']) expect(r.stdout).toContain(f);
   });
   it('prints Squid configuration for the rules\' inspected hosts that Squid itself accepts', () => {
     const r = pg('--listen', '127.0.0.1:1399', '--print-squid-config');
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/^acl update_hosts dstdomain .*\.windowsupdate\.com/m);
     expect(r.stdout).toContain('icap_service patchgate0 respmod_precache icap://127.0.0.1:1399/respmod bypass=off');
+    // No SslBump: CONNECT to an update host would tunnel around patchgate, so it is denied.
+    expect(r.stdout).toMatch(/^acl patchgate_connect method CONNECT\nhttp_access deny patchgate_connect update_hosts$/m);
     const squid = squidBinary();
     expect(squid, 'squid is needed (.ci/run installs it)').toBeDefined();
     const dir = mkdtempSync(join(tmpdir(), 'patchgate-squidconf-'));
@@ -174,6 +176,8 @@ describe('patchgate icap (command line)', () => {
     [['--listen', 'nonsense']],
     [['--preview-bytes', '10']],
     [['--max-connections', '0']],
+    [['--allow-peer', '10.0.0.0/33']],
+    [['--allow-peer', 'example.com']],
     [['--anchor', '/nonexistent/ca.pem']],
     [['--no-such-flag']],
   ])('exits 2 on %j with nothing on stdout', (args) => {

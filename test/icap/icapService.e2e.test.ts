@@ -281,13 +281,22 @@ describe('connections', () => {
     }
   });
 
-  it('refuses connections beyond Max-Connections with 503', async () => {
+  it('beyond Max-Connections: reclaims the longest-idle connection first; 503 only when every slot is in a transaction', async () => {
     const held = [0, 1, 2, 3].map(() => new IcapClient(strict.port));
-    await Promise.all(held.map((c) => c.options()));
+    for (const c of held) await c.options(); // one after another: held[0] has been idle the longest
     const extra = new IcapClient(strict.port);
-    const a = await extra.readAnswer(3000);
+    expect((await extra.options()).status).toBe(200);
+    expect(await held[0]!.waitClosed(2000), 'the longest-idle connection was reclaimed').toBe(true);
+    expect(held.slice(1).map((c) => c.closed)).toEqual([false, false, false]);
+    // Every slot busy with a transaction (a body that stops coming): no slot to reclaim.
+    const body = syntheticBytes(syntheticPe(64 * 1024, 3));
+    const busy = [...held.slice(1), extra].map((c, i) => c.respmod({ reqHead: httpRequestHead(U(`busy${i}.exe`)), resHead: ok(body), body, stopAfter: 1000 }).catch(() => undefined));
+    await waitFor(() => strict.service.inFlight === 4, 2000);
+    const late = new IcapClient(strict.port);
+    const a = await late.readAnswer(3000);
     expect(a.status).toBe(503);
-    for (const c of [...held, extra]) c.close();
+    for (const c of [...held, extra, late]) c.close();
+    await Promise.all(busy);
     await waitFor(() => strict.service.connectionCount === 0);
   });
 });

@@ -13,7 +13,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { codes, fx, labPolicy, pki, REPO } from '../support/fixtures.js';
-import { type Origin, proxyRequest, send, sleep, startOrigin, syntheticBytes, syntheticPe, waitFor } from '../support/gateHarness.js';
+import { type Origin, httpsThroughProxy, makeOriginCert, proxyRequest, send, sleep, startOrigin, syntheticBytes, syntheticPe, waitFor } from '../support/gateHarness.js';
+import { connectRaw } from '../hostile/hostileSupport.js';
 import { startIcap, type IcapHandle } from '../support/icapHarness.js';
 import { freePort, startSquid, type SquidHandle } from '../support/squidHarness.js';
 import { verifyBytes } from '../../src/verify/incrementalVerifier.js';
@@ -79,6 +80,27 @@ describe('Squid with one patchgate ICAP service', () => {
     expect(r.status).toBe(200); // not gated: it is not an update host in either Squid's or patchgate's rules
     await sleep(100);
     expect(icap.records().length).toBe(before);
+  });
+
+  it('denies CONNECT to an update host (no blind tunnel around patchgate): a forged PE over HTTPS never arrives; CONNECT elsewhere still works', async () => {
+    const cert = makeOriginCert();
+    const tlsOrigin = await startOrigin({ tls: cert });
+    tlsOrigin.route('/flame.exe', send(payloads['flame.exe']!));
+    try {
+      const denied = await connectRaw(squid.port, `127.0.0.1:${tlsOrigin.port}`);
+      expect(denied.status, 'CONNECT to the update host through Squid').toBe(403);
+      // The same origin under a name that is not an update host: Squid tunnels it (not patchgate's business).
+      const other = await connectRaw(squid.port, `localhost:${tlsOrigin.port}`);
+      expect(other.status).toBe(200);
+      other.socket!.destroy();
+      // And the forged payload over HTTPS to the update host, as a client would ask for it.
+      const r = await httpsThroughProxy(squid.port, tlsOrigin.url('/flame.exe'), { ca: cert.certPem }).catch((e: Error) => ({ status: 0, body: Buffer.alloc(0), error: e.message }));
+      expect(r.status).not.toBe(200);
+      expect((r.body as Buffer).includes(payloads['flame.exe']!.subarray(4700, 4800))).toBe(false);
+      expect(squid.config).toMatch(/^http_access deny patchgate_connect update_hosts$/m);
+    } finally {
+      await tlsOrigin.close();
+    }
   });
 
   it('passes an update host\'s page that is not a payload', async () => {

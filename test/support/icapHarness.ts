@@ -15,6 +15,8 @@ import { AuditLog } from '../../src/audit/auditLog.js';
 import type { AuditRecord } from '../../src/audit/auditRecord.js';
 import type { ApprovedCaPolicy } from '../../src/verify/approvedCaPolicy.js';
 import { labPolicy } from './fixtures.js';
+import type { AllowedPeers } from '../../src/icap/allowedPeers.js';
+import type { GateObserver } from '../../src/metrics/gateObserver.js';
 import { waitFor } from './gateHarness.js';
 
 export const ICAP_LIMITS: IcapLimits = { maxPayloadBytes: 64 * 1024 * 1024, idleTimeoutMs: 2000, totalTimeoutMs: 30_000, memoryHoldBytes: 256 * 1024 };
@@ -35,16 +37,16 @@ export interface IcapHandle {
 
 export async function startIcap(o: {
   hosts: HostRule[]; limits?: Partial<IcapLimits>; policy?: ApprovedCaPolicy; nonPayload?: 'pass' | 'block'; unsignedDeltas?: 'pass' | 'block';
-  previewBytes?: number; maxConnections?: number; port?: number; auditOnError?: 'block' | 'serve';
+  previewBytes?: number; maxConnections?: number; port?: number; allowedPeers?: AllowedPeers; observer?: GateObserver; keepAliveMs?: number; spoolBase?: string; auditOnError?: 'block' | 'serve';
 } = { hosts: [] }): Promise<IcapHandle> {
   const base = mkdtempSync(join(tmpdir(), 'patchgate-icap-'));
-  const spoolBase = join(base, 'spool');
+  const spoolBase = o.spoolBase ?? join(base, 'spool');
   const auditFile = join(base, 'audit.jsonl');
   const audit = new AuditLog(auditFile);
   const service = new IcapService({
     listen: { host: '127.0.0.1', port: o.port ?? 0 }, policy: o.policy ?? labPolicy(), hostRules: new HostRules(o.hosts), rulesSha256: 'test', audit,
     limits: { ...ICAP_LIMITS, ...o.limits }, nonPayload: o.nonPayload ?? 'pass', unsignedDeltas: o.unsignedDeltas ?? 'block', spoolBase,
-    previewBytes: o.previewBytes, maxConnections: o.maxConnections, version: 'test', auditOnError: o.auditOnError,
+    previewBytes: o.previewBytes, maxConnections: o.maxConnections, version: 'test', allowedPeers: o.allowedPeers, observer: o.observer, keepAliveMs: o.keepAliveMs, auditOnError: o.auditOnError,
   });
   await service.start();
   const records = () => {

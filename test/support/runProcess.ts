@@ -18,9 +18,9 @@ export interface RunningGate {
 }
 
 /** Starts `patchgate run` inspecting 127.0.0.1 with the lab Update CA pinned, auditing to `audit`. */
-export async function startRunProcess(o: { audit: string; dir: string; extra?: string[] }): Promise<RunningGate> {
+export async function startRunProcess(o: { audit: string; dir: string; spoolDir?: string; extra?: string[] }): Promise<RunningGate> {
   const child = spawn(process.execPath, [BIN, 'run', '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--update-host', '127.0.0.1',
-    '--anchor', pki('updateca'), '--audit', o.audit, '--ca-dir', join(o.dir, 'ca'), '--spool-dir', o.dir, ...(o.extra ?? [])], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    '--anchor', pki('updateca'), '--audit', o.audit, '--ca-dir', join(o.dir, 'ca'), '--spool-dir', o.spoolDir ?? o.dir, ...(o.extra ?? [])], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   child.stdout!.resume();

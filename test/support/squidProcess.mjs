@@ -45,15 +45,15 @@ export function labSquidConfig({ port, dir, icapPorts = [], updateHosts, user })
     'netdb_filename none',
     'dns_nameservers 127.0.0.1',
     'shutdown_lifetime 0 seconds',
-    'http_access allow localhost',
-    'http_access deny all',
   ];
+  // Where Debian's squid.conf includes conf.d/*.conf: before its `http_access allow` lines.
   if (icapPorts.length) {
     base.push(squidConfigSnippet({ services: icapPorts.map((p) => `icap://127.0.0.1:${p}/respmod`), updateHosts }));
   } else {
     const snippet = squidConfigSnippet({ services: ['icap://127.0.0.1:1/respmod'], updateHosts });
     base.push(...snippet.split('\n').filter((l) => /^(acl |range_offset_limit|delay_)/.test(l)));
   }
+  base.push('http_access allow localhost', 'http_access deny all');
   return base.join('\n') + '\n';
 }
 
