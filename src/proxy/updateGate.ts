@@ -341,6 +341,7 @@ export class UpdateGate {
       return;
     }
     this.admitConnect(client, target, host, port, socket, head).catch((e: Error) => {
+      this.fault('connect', e);
       this.denyConnect(socket, client, target, host, { status: 403, why: `internal error: ${e.message}` });
     });
   }
@@ -536,7 +537,9 @@ export class UpdateGate {
     const defaultPort = (scheme === 'https' && port === 443) || (scheme === 'http' && port === 80);
     const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}${defaultPort ? '' : `:${port}`}${path}`;
     this.admitRequest(ctx, callback, { req, res, opts, client, host, port, path, url, viaConnect }).catch((e: Error) => {
-      this.denyRequest(req, res, client, url, host, { status: 403, why: `internal error: ${e.message}` });
+      // A bug reachable from one request: that request fails (500, audited), the gate carries on.
+      this.fault('request', e);
+      if (!res.headersSent) this.denyRequest(req, res, client, url, host, { status: 500, why: `internal error: ${e.message}` }, 'INTERNAL_ERROR');
     });
   }
 
@@ -586,7 +589,7 @@ export class UpdateGate {
     return true;
   }
 
-  private denyRequest(req: IncomingMessage, res: ServerResponse, client: string, url: string, host: string, d: { status: number; why: string }, code: 'ACCESS_DENIED' | 'UPSTREAM_ERROR' = 'ACCESS_DENIED'): void {
+  private denyRequest(req: IncomingMessage, res: ServerResponse, client: string, url: string, host: string, d: { status: number; why: string }, code: 'ACCESS_DENIED' | 'UPSTREAM_ERROR' | 'INTERNAL_ERROR' = 'ACCESS_DENIED'): void {
     req.resume();
     const id = newAuditId();
     this.o.audit.record({

@@ -56,8 +56,9 @@ describe('patchgate run: spool write errors fail closed at once', () => {
   it.skipIf(process.getuid?.() !== 0)('ENOSPC (full), then EROFS (read-only): blocked INTERNAL_ERROR "spool: <errno>" in well under the idle timeout; stderr, metric, /healthz', async () => {
     expect(mounted, 'mount -t tmpfs (as root)').toBe(true);
     const rules = join(dir, 'rules.yaml');
-    // Small in-memory holds (so the payload goes to the spool's disk), the default 30 s idle timeout.
-    writeFileSync(rules, 'version: 1\nanchors: []\nlimits:\n  memoryHoldBytes: 65536\n  upstreamIdleTimeoutMs: 30000\n');
+    // Small in-memory holds (so the payload goes to the spool's disk), the default 30 s idle timeout,
+    // and a spool budget larger than the tmpfs (the disk fills before the budget refuses).
+    writeFileSync(rules, 'version: 1\nanchors: []\nlimits:\n  memoryHoldBytes: 65536\n  upstreamIdleTimeoutMs: 30000\n  maxSpoolBytes: 67108864\n  maxSpoolBytesPerClient: 67108864\n');
     const audit = join(dir, 'audit.jsonl');
     gate = await startRunProcess({ audit, dir, spoolDir: mnt, extra: ['--rules', rules] });
 
@@ -102,7 +103,7 @@ describe('patchgate run: spool write errors fail closed at once', () => {
   it.skipIf(process.getuid?.() !== 0)('patchgate icap, spool full: the RESPMOD is answered with the block at once, INTERNAL_ERROR "spool: ENOSPC", counted', async () => {
     expect(mounted, 'mount -t tmpfs (as root)').toBe(true);
     const metrics = new GateMetrics({ log: () => {} });
-    const icap = await startIcap({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], spoolBase: mnt, limits: { memoryHoldBytes: 65536, idleTimeoutMs: 30_000 }, observer: metrics });
+    const icap = await startIcap({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], spoolBase: mnt, limits: { memoryHoldBytes: 65536, idleTimeoutMs: 30_000, maxSpoolBytes: 64 << 20, maxSpoolBytesPerClient: 64 << 20 }, observer: metrics });
     try {
       const body = syntheticBytes(syntheticPe(3 * MiB, 6));
       const t0 = Date.now();
