@@ -238,12 +238,14 @@ function parseSignedDataUncached(der: Uint8Array, what: string): SignedDataParts
       return { info, signedAttrsDer };
     });
 
-    // The SignedData version is not free either. Authenticode (SpcIndirectDataContent) keeps
+    // The SignedData version is not free either. Authenticode (SpcIndirectDataContent) and CTLs keep
     // PKCS#7's 1, with issuerAndSerialNumber signers; otherwise RFC 5652 5.1: 3 when a signer is
     // identified by key identifier or the content is not id-data (timestamp tokens), else 1.
     // Attribute and other certificate or CRL formats (4, 5) are not used here.
     const eContentType = eTypeEl.valueBlock.toString();
-    const expected = eContentType === OID.spcIndirectData ? (anyV3 ? -1 : 1) : anyV3 || eContentType !== OID.data ? 3 : 1;
+    // Microsoft's certificate trust lists and catalogs are PKCS#7 objects too: version 1, like Authenticode.
+    const pkcs7Style = eContentType === OID.spcIndirectData || eContentType === OID.certTrustList;
+    const expected = pkcs7Style ? (anyV3 ? -1 : 1) : anyV3 || eContentType !== OID.data ? 3 : 1;
     expectShape(version.valueBlock.valueDec === expected, 'SignedData.version');
     return { eContentType, eContentValue, eContentElement, certificates, digestAlgorithmOids, signers };
   });

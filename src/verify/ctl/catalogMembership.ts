@@ -1,0 +1,61 @@
+import { createHash } from 'node:crypto';
+import { digestFromOid, type DigestName } from '../algorithms.js';
+import type { ApprovedCaPolicy } from '../approvedCaPolicy.js';
+import { OID } from '../oids.js';
+import { reason, type VerdictReason } from '../verdict.js';
+import { RangeHasher } from '../rangeHasher.js';
+import { parsePeLayout, peDigestRanges } from '../pe/peLayout.js';
+import { parseCabLayout } from '../cab/cabLayout.js';
+import { sniffFormat } from '../format/sniffFormat.js';
+import { judgeDigestName } from '../cms/signerCheck.js';
+import type { CertificateTrustList } from './certificateTrustList.js';
+
+/**
+ * The digest a catalog records for a member file, as Windows' subject interface packages compute
+ * it (and osslsigncode -catalog): the Authenticode image hash for a PE, the Authenticode hash for
+ * a signed cabinet, the hash of the whole file otherwise.
+ */
+export function memberDigest(file: Uint8Array, digest: DigestName, maxHeaderBytes: number): Buffer {
+  const kind = sniffFormat(file.subarray(0, 64));
+  let ranges: (readonly [number, number])[] | undefined;
+  if (kind === 'pe') {
+    const r = parsePeLayout(file, maxHeaderBytes);
+    if (r.kind === 'layout') ranges = peDigestRanges(r.layout, file.byteLength);
+  } else if (kind === 'cab') {
+    const r = parseCabLayout(file, maxHeaderBytes);
+    if (r.kind === 'layout' && r.layout.signed) ranges = r.layout.ranges;
+  }
+  if (!ranges) return createHash(digest).update(file).digest();
+  const h = new RangeHasher(ranges, [digest]);
+  h.update(file, 0);
+  return h.digests().get(digest)!;
+}
+
+export interface MembershipResult {
+  member: boolean;
+  reasons: VerdictReason[];
+  /** The digest that matched (or, when none did, the SHA-256 / SHA-1 computed). */
+  digest?: { algorithm: string; actual: string };
+}
+
+/** Whether `file` is a member of a (verified) catalog: its digest equals one member's SpcIndirectDataContent digest. */
+export function catalogMembership(catalog: CertificateTrustList, file: Uint8Array, policy: ApprovedCaPolicy): MembershipResult {
+  if (!catalog.isCatalog) return { member: false, reasons: [reason('UNSUPPORTED_FORMAT', 'the --catalog file is a certificate trust list, not a catalog')] };
+  if (catalog.subjectAlgorithmOid !== OID.catalogListMember && catalog.subjectAlgorithmOid !== OID.catalogListMemberV2) {
+    return { member: false, reasons: [reason('MALFORMED', `catalog subject algorithm ${catalog.subjectAlgorithmOid} is not a catalog member list`)] };
+  }
+  const byAlg = new Map<DigestName, Buffer>();
+  const weak: VerdictReason[] = [];
+  for (const s of catalog.subjects) {
+    for (const ind of s.indirectData) {
+      const alg = digestFromOid(ind.digestAlgorithmOid);
+      if (!alg) continue;
+      if (!byAlg.has(alg)) byAlg.set(alg, memberDigest(file, alg, policy.limits.maxHeaderBytes));
+      if (!byAlg.get(alg)!.equals(Buffer.from(ind.digest))) continue;
+      judgeDigestName(alg, policy, 'catalog member digest', weak);
+      return { member: weak.length === 0, reasons: weak, digest: { algorithm: alg, actual: byAlg.get(alg)!.toString('hex') } };
+    }
+  }
+  const shown = [...byAlg].map(([a, d]) => `${a} ${d.toString('hex')}`).join(', ') || 'none computed: no member carries a known digest';
+  return { member: false, reasons: [reason('DIGEST_MISMATCH', `the file is not a member of the catalog (${catalog.subjects.length} members; its digests: ${shown})`)] };
+}
