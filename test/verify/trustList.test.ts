@@ -1,0 +1,174 @@
+/**
+ * Certificate trust lists (.stl) and catalogs (.cat) as formats: lab lists signed with pkijs
+ * (src/lab/trustListSigner.ts) under a PKI shaped like Microsoft's two channels.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+import { emptyPolicy, type ApprovedCaPolicy } from '../../src/verify/approvedCaPolicy.js';
+import { IncrementalVerifier, verifyBytes } from '../../src/verify/incrementalVerifier.js';
+import { signTrustList, singleFileCabinet } from '../../src/lab/trustListSigner.js';
+import { catalogMembership, memberDigest } from '../../src/verify/ctl/catalogMembership.js';
+import { verifyTrustList } from '../../src/verify/ctl/trustListVerification.js';
+import { singleCabinetFile } from '../../src/verify/ctl/cabinetFile.js';
+import { OID } from '../../src/verify/oids.js';
+import { buildPE } from '../fixtures/build-unsigned.mjs';
+import { makeTrustListPki, pin, rootList, signedPe, type TrustListPki } from '../support/trustListPki.js';
+import { deflateRawSync } from 'node:zlib';
+import { readFileSync } from 'node:fs';
+import { fx } from '../support/fixtures.js';
+
+let pki: TrustListPki;
+let ctl: Uint8Array;
+let codeSignedCtl: Uint8Array;
+let channels: { payload: ApprovedCaPolicy; ctl: ApprovedCaPolicy };
+const codes = (v: { reasons: { code: string }[] }) => v.reasons.map((r) => r.code);
+
+beforeAll(() => {
+  pki = makeTrustListPki();
+  ctl = rootList(pki.listPublisher, pki.listCa, [pki.root.der, pki.codePca.der]);
+  codeSignedCtl = rootList(pki.codeLeaf, pki.codePca, [pki.root.der]);
+  channels = {
+    payload: emptyPolicy({ anchors: [pin(pki.codePca)], ctlAnchors: [] }),
+    ctl: emptyPolicy({ anchors: [], ctlAnchors: [pin(pki.listCa)] }),
+  };
+});
+
+describe('certificate trust lists', () => {
+  it('a root list signed by the CTL publisher is allowed under the CTL anchor', () => {
+    const v = verifyBytes(ctl, channels.ctl);
+    expect(v.reasons).toEqual([]);
+    expect(v.verdict).toBe('allow');
+    expect(v.format).toBe('ctl');
+    expect(v.trustList).toMatchObject({ usage: [OID.ekuRootListSigner], entries: 2, sequenceNumber: '013528ed' });
+    expect(v.chain?.map((c) => c.subject)).toEqual(['O=Patchgate Lab, CN=Lab Certificate Trust List Publisher', 'O=Patchgate Lab, CN=Lab Certificate List CA 2026']);
+  });
+  it('the same list is blocked UNTRUSTED_ROOT on the payload channel (code-signing anchors never approve a CTL)', () => {
+    const v = verifyBytes(ctl, channels.payload);
+    expect(v.verdict).toBe('block');
+    expect(codes(v)).toContain('UNTRUSTED_ROOT');
+    // ... even when the code-signing channel also pins the Certificate List CA as a code anchor
+    const both = verifyBytes(ctl, emptyPolicy({ anchors: [pin(pki.codePca), pin(pki.listCa)] }));
+    expect(codes(both)).toContain('UNTRUSTED_ROOT');
+  });
+  it('a CTL signed by a code-signing leaf is blocked on the CTL channel', () => {
+    const v = verifyBytes(codeSignedCtl, channels.ctl);
+    expect(v.verdict).toBe('block');
+    expect(codes(v)).toContain('UNTRUSTED_ROOT');
+  });
+  it('a code-signing leaf lacks the root-list-signer EKU, even under a misconfigured CTL anchor', () => {
+    const v = verifyBytes(codeSignedCtl, emptyPolicy({ ctlAnchors: [pin(pki.codePca)] }));
+    expect(codes(v)).toEqual(['NO_CODESIGN_EKU']);
+    expect(v.reasons[0]!.message).toMatch(/without trustListSigning/);
+  });
+  it('a changed entry breaks the signature (messageDigest binds the encapsulated CTL)', () => {
+    const bad = Buffer.from(ctl);
+    const at = bad.indexOf(Buffer.from(createHash('sha1').update(pki.root.der).digest()));
+    expect(at).toBeGreaterThan(0);
+    bad[at] ^= 1;
+    const v = verifyBytes(bad, channels.ctl);
+    expect(codes(v)).toContain('SIGNATURE_INVALID');
+  });
+  it('a signed object whose content is not a CTL stays UNSUPPORTED_FORMAT', () => {
+    const r = verifyTrustList(ctl, channels.ctl, new Date(), 'ctl');
+    expect(r.list?.subjects.length).toBe(2);
+    // A detached CMS signature (id-data content) given alone: still "verify it with its content".
+    const p7s = readFileSync(fx('payload-rogue.bin.p7s'));
+    const v = verifyBytes(p7s, channels.ctl);
+    expect(codes(v)).toEqual(['UNSUPPORTED_FORMAT']);
+    expect(v.reasons[0]!.message).toMatch(/--detached/);
+  });
+});
+
+describe('a cabinet wrapping a CTL (authrootstl.cab)', () => {
+  it('an unsigned single-.stl cabinet is judged by its CTL, fed in small chunks', () => {
+    const cab = singleFileCabinet('authroot.stl', ctl);
+    const inc = new IncrementalVerifier(channels.ctl);
+    for (let i = 0; i < cab.byteLength; i += 7) inc.update(cab.subarray(i, i + 7));
+    const v = inc.finish();
+    expect(v.reasons).toEqual([]);
+    expect(v.format).toBe('ctl-cab');
+    expect(codes(verifyBytes(cab, channels.payload))).toContain('UNTRUSTED_ROOT');
+  });
+  it('an MSZIP-compressed cabinet is read too (one deflate block per CFDATA)', () => {
+    const stored = singleFileCabinet('authroot.stl', ctl);
+    const packed = Buffer.from(stored);
+    const file = singleCabinetFile(stored, 1 << 20);
+    // rewrite the one data block as MSZIP ("CK" + raw deflate) with typeCompress 1
+    const coffCabStart = packed.readUInt32LE(36);
+    const deflated = Buffer.concat([Buffer.from('CK'), deflateRawSync(file.data)]);
+    const head = Buffer.from(packed.subarray(0, coffCabStart + 8));
+    head.writeUInt16LE(1, 42);
+    head.writeUInt16LE(deflated.byteLength, coffCabStart + 4);
+    head.writeUInt32LE(0, coffCabStart);
+    const cab = Buffer.concat([head, deflated]);
+    cab.writeUInt32LE(cab.byteLength, 8);
+    expect(singleCabinetFile(cab, 1 << 20).data.equals(file.data)).toBe(true);
+    expect(verifyBytes(cab, channels.ctl).verdict).toBe('allow');
+  });
+  it('a cabinet holding something else than one .stl is judged as a cabinet (unsigned: NOT_SIGNED)', () => {
+    expect(codes(verifyBytes(singleFileCabinet('update.exe', ctl), channels.ctl))).toEqual(['NOT_SIGNED']);
+  });
+  it('a tampered CTL inside the cabinet is blocked', () => {
+    const cab = singleFileCabinet('authroot.stl', ctl);
+    cab[cab.byteLength - 300] ^= 1;
+    expect(verifyBytes(cab, channels.ctl).verdict).toBe('block');
+  });
+});
+
+describe('payloads and channels', () => {
+  it('a PE signed by the CTL publisher is blocked on both channels', () => {
+    const pe = signedPe(pki.listPublisher, pki.listCa);
+    expect(codes(verifyBytes(pe, channels.payload))).toContain('UNTRUSTED_ROOT');
+    expect(codes(verifyBytes(pe, channels.ctl))).toContain('UNTRUSTED_ROOT');
+    // and, were the List CA pinned for code by mistake, the leaf still lacks codeSigning
+    expect(codes(verifyBytes(pe, emptyPolicy({ anchors: [pin(pki.listCa)] })))).toEqual(['NO_CODESIGN_EKU']);
+  });
+  it('a PE signed by the code-signing leaf passes on the payload channel only', () => {
+    const pe = signedPe(pki.codeLeaf, pki.codePca);
+    expect(verifyBytes(pe, channels.payload).verdict).toBe('allow');
+    expect(codes(verifyBytes(pe, channels.ctl))).toContain('UNTRUSTED_ROOT');
+  });
+});
+
+describe('catalogs', () => {
+  const unsignedPe = () => buildPE('pe64') as Uint8Array;
+  const catalog = (signer = pki.codeLeaf, issuer = pki.codePca, file = unsignedPe()) => signTrustList({
+    usage: [OID.catalogList], thisUpdate: new Date('2026-11-01T00:00:00Z'),
+    entries: [
+      { identifier: Buffer.from('other-member', 'utf16le'), member: { digest: 'sha256', value: createHash('sha256').update('x').digest(), dataType: 'flat' } },
+      { identifier: Buffer.from('member', 'utf16le'), member: { digest: 'sha256', value: memberDigest(file, 'sha256', 1 << 20), dataType: 'pe' } },
+    ],
+    signerCertDer: signer.der, signerKey: signer.keyObject, extraCertsDer: [issuer.der],
+  });
+  it('a catalog signed by a code-signing leaf is allowed under the code-signing anchors (format catalog)', () => {
+    const v = verifyBytes(catalog(), channels.payload);
+    expect(v.reasons).toEqual([]);
+    expect(v.format).toBe('catalog');
+    expect(codes(verifyBytes(catalog(), channels.ctl))).toContain('UNTRUSTED_ROOT');
+  });
+  it('a catalog signed by the CTL publisher is blocked (a catalog vouches for code)', () => {
+    expect(codes(verifyBytes(catalog(pki.listPublisher, pki.listCa), channels.payload))).toContain('UNTRUSTED_ROOT');
+  });
+  it('membership: the PE image hash of a listed file matches; a changed file does not', () => {
+    const r = verifyTrustList(catalog(), channels.payload, new Date(), 'ctl');
+    const file = unsignedPe();
+    const yes = catalogMembership(r.list!, file, channels.payload);
+    expect(yes).toMatchObject({ member: true, reasons: [] });
+    // The PE image hash skips the checksum field: a changed checksum is still a member (as Windows).
+    const changed = Buffer.from(file);
+    changed[changed.byteLength - 1] ^= 1;
+    const no = catalogMembership(r.list!, changed, channels.payload);
+    expect(no.member).toBe(false);
+    expect(no.reasons[0]!.code).toBe('DIGEST_MISMATCH');
+  });
+  it('a SHA-1 member digest is refused unless the rules allow SHA-1', () => {
+    const file = unsignedPe();
+    const cat = signTrustList({
+      usage: [OID.catalogList], thisUpdate: new Date(), entries: [{ identifier: new Uint8Array([1]), member: { digest: 'sha1', value: memberDigest(file, 'sha1', 1 << 20), dataType: 'pe' } }],
+      signerCertDer: pki.codeLeaf.der, signerKey: pki.codeLeaf.keyObject, extraCertsDer: [pki.codePca.der],
+    });
+    const list = verifyTrustList(cat, channels.payload, new Date(), 'ctl').list!;
+    expect(catalogMembership(list, file, channels.payload)).toMatchObject({ member: false, reasons: [{ code: 'WEAK_ALGORITHM' }] });
+    expect(catalogMembership(list, file, { ...channels.payload, allowSha1: true }).member).toBe(true);
+  });
+});
