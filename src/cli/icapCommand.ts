@@ -34,7 +34,7 @@ export async function runIcap(args: IcapArgs): Promise<number> {
   }
   const { audit, metrics } = openAudit(args, cfg.loaded.sha256);
   const service = new IcapService({
-    listen, policy: cfg.policy, hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, limits: cfg.limits,
+    listen, policy: cfg.policy, trustFor: (h, p) => cfg.channels.trustFor(h, p), hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, limits: cfg.limits,
     nonPayload: cfg.nonPayload, unsignedDeltas: cfg.unsignedDeltas, spoolBase: args.spoolDir ?? tmpdir(),
     maxConnections: args.maxConnections, previewBytes: args.previewBytes, observer: metrics, version: packageVersion(),
   });

@@ -40,7 +40,7 @@ export async function runGate(args: RunArgs): Promise<number> {
   quietLibraryConsole();
   const { audit, metrics } = openAudit(args, cfg.loaded.sha256);
   const gate = new UpdateGate({
-    listen, policy: cfg.policy, hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, caDir: args.caDir ?? DEFAULT_CA_DIR, upstreamProxy: upstream,
+    listen, policy: cfg.policy, trustFor: (h, p) => cfg.channels.trustFor(h, p), hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, caDir: args.caDir ?? DEFAULT_CA_DIR, upstreamProxy: upstream,
     limits: cfg.limits, nonPayload: cfg.nonPayload, unsignedDeltas: cfg.unsignedDeltas, spoolBase: args.spoolDir ?? tmpdir(),
     upstreamCaFile: args.upstreamCa, observer: metrics,
   });

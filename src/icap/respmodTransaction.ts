@@ -139,6 +139,7 @@ export class RespmodTransaction {
     const cl = this.r.resHead!.get('content-length');
     this.inspection = new PayloadInspection(this.ctx.inspection, {
       contentEncoding: this.contentEncoding,
+      host: this.host,
       pathname: this.pathname,
       declaredLength: cl !== undefined && /^\d{1,15}$/.test(cl.trim()) ? Number(cl) : undefined,
       pass: {

@@ -200,6 +200,7 @@ export class HeldDownload {
     const cl = res.headers['content-length'];
     const inspection = new PayloadInspection(this.settings, {
       contentEncoding: res.headers['content-encoding'],
+      host: new URL(this.key).hostname,
       pathname: new URL(this.key).pathname,
       declaredLength: cl !== undefined && /^\d{1,15}$/.test(cl) ? Number(cl) : undefined,
       pass: {

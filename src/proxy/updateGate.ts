@@ -10,6 +10,7 @@ import { HttpsProxyAgent } from 'https-proxy-agent';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import { reason } from '../verify/verdict.js';
 import type { HostRules } from '../policy/hostRules.js';
+import type { TrustChannel } from '../policy/trustChannels.js';
 import { canonicalHost, targetHost } from '../policy/hostRules.js';
 import type { AuditLog } from '../audit/auditLog.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
@@ -42,6 +43,8 @@ export interface GateLimits {
 export interface GateOptions {
   listen: { host: string; port: number };
   policy: ApprovedCaPolicy;
+  /** Per-channel trust (src/policy/trustChannels.ts); without it every request gets `policy`. */
+  trustFor?: (host: string, path: string) => TrustChannel;
   hostRules: HostRules;
   rulesSha256: string;
   audit: AuditLog;
@@ -425,7 +428,7 @@ export class UpdateGate {
   private holdSettings(): HoldSettings {
     const l = this.o.limits;
     return {
-      policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
+      policy: this.o.policy, trustFor: this.o.trustFor, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas,
       rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), now: this.o.now, observer: this.o.observer, digests: this.digests,
       redirectAllowed: (u) => (u.protocol === 'http:' || u.protocol === 'https:') && this.o.hostRules.decide(canonicalHost(u.hostname), u.pathname).mode === 'inspect',

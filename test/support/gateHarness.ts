@@ -24,6 +24,7 @@ import type { GateObserver } from '../../src/metrics/gateObserver.js';
 import { issueCertificate } from '../../src/pki/certificateFactory.js';
 import { createSyntheticSignedPe, type SyntheticSignedPe } from '../../src/lab/syntheticPe.js';
 import { labPolicy, pki } from './fixtures.js';
+import type { ApprovedCaPolicy } from '../../src/verify/approvedCaPolicy.js';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -333,6 +334,10 @@ export interface StartGateOptions {
   upstreamCaPem?: string;
   /** Metrics hooks for the gate (a GateMetrics). */
   observer?: GateObserver;
+  /** The gate's policy (default: the lab fixtures' labPolicy()). */
+  policy?: ApprovedCaPolicy;
+  /** Per-channel trust, as `patchgate run` wires it from the rules' channels. */
+  trustFor?: GateOptions['trustFor'];
 }
 
 export async function startGate(o: StartGateOptions): Promise<GateHandle> {
@@ -349,7 +354,8 @@ export async function startGate(o: StartGateOptions): Promise<GateHandle> {
   }
   const opts: GateOptions & { upstreamCaFile?: string } = {
     listen: { host: '127.0.0.1', port: 0 },
-    policy: labPolicy(),
+    policy: o.policy ?? labPolicy(),
+    trustFor: o.trustFor,
     hostRules: new HostRules(o.hosts),
     rulesSha256: 'test',
     audit,
