@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { digestFromOid, type DigestName } from '../algorithms.js';
 import type { ApprovedCaPolicy } from '../approvedCaPolicy.js';
 import { OID } from '../oids.js';
-import { reason, type VerdictReason } from '../verdict.js';
+import { reason, type Verdict, type VerdictReason } from '../verdict.js';
+import { trustListVerdict } from './trustListVerification.js';
 import { RangeHasher } from '../rangeHasher.js';
 import { parsePeLayout, peDigestRanges } from '../pe/peLayout.js';
 import { parseCabLayout } from '../cab/cabLayout.js';
@@ -58,4 +59,28 @@ export function catalogMembership(catalog: CertificateTrustList, file: Uint8Arra
   }
   const shown = [...byAlg].map(([a, d]) => `${a} ${d.toString('hex')}`).join(', ') || 'none computed: no member carries a known digest';
   return { member: false, reasons: [reason('DIGEST_MISMATCH', `the file is not a member of the catalog (${catalog.subjects.length} members; its digests: ${shown})`)] };
+}
+
+/**
+ * `verify --catalog X.cat FILE`: FILE is approved when the catalog verifies under the policy (its
+ * own signature, chain, EKU) and FILE's SIP digest is one of its members'. FILE's own embedded
+ * signature, if any, plays no part, as with Windows' catalog signing. One place decides this.
+ */
+export function catalogFileVerdict(catalogDer: Uint8Array, file: Uint8Array, policy: ApprovedCaPolicy, now: Date): Verdict {
+  const { verdict: cat, list } = trustListVerdict(catalogDer, policy, now, 'catalog');
+  const base: Verdict = {
+    ...cat, format: cat.format ?? 'catalog', verdict: 'block', reasons: [],
+    sha256: createHash('sha256').update(file).digest('hex'), size: file.byteLength,
+  };
+  const catalogReasons = cat.reasons.map((r) => ({ code: r.code, message: `catalog: ${r.message}` }));
+  if (!list) return { ...base, reasons: catalogReasons.length ? catalogReasons : [reason('MALFORMED', 'catalog: not a catalog')] };
+  const m = catalogMembership(list, file, policy);
+  const reasons = [...catalogReasons, ...m.reasons];
+  if (!m.member && !m.reasons.length) reasons.push(reason('DIGEST_MISMATCH', 'the file is not a member of the catalog'));
+  return {
+    ...base,
+    verdict: reasons.length === 0 && cat.verdict === 'allow' && m.member ? 'allow' : 'block',
+    reasons,
+    digest: m.digest ? { algorithm: m.digest.algorithm, expected: '(catalog member)', actual: m.digest.actual } : undefined,
+  };
 }
