@@ -9,7 +9,7 @@ import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { OID } from '../verify/oids.js';
 import type { DigestName } from '../verify/algorithms.js';
-import { compareDerForSetOf } from './authenticodeSigner.js';
+import { compareDerForSetOf, spcDataValue } from './authenticodeSigner.js';
 
 const DIGEST_OID: Record<Exclude<DigestName, 'md5'>, string> = {
   sha1: '1.3.14.3.2.26',
@@ -44,8 +44,9 @@ export interface TrustListOptions {
 }
 
 function spcIndirectData(m: NonNullable<TrustListEntry['member']>): asn1js.Sequence {
-  const type = m.dataType === 'pe' ? OID.spcPeImageData : OID.spcCabData;
-  const data = new asn1js.Sequence({ value: [new asn1js.ObjectIdentifier({ value: type })] });
+  // As Microsoft's catalogs: SpcPeImageData for a PE member, the cabinet type (with an obsolete link) for other files.
+  const { type, value } = spcDataValue(m.dataType === 'pe' ? 'pe' : 'cab');
+  const data = new asn1js.Sequence({ value: [new asn1js.ObjectIdentifier({ value: type }), value] });
   const digestInfo = new asn1js.Sequence({ value: [algorithm(m.digest as Exclude<DigestName, 'md5'>).toSchema(), new asn1js.OctetString({ valueHex: m.value })] });
   return new asn1js.Sequence({ value: [data, digestInfo] });
 }
