@@ -172,3 +172,41 @@ describe('catalogs', () => {
     expect(catalogMembership(list, file, { ...channels.payload, allowSha1: true }).member).toBe(true);
   });
 });
+
+describe('hostile trust lists', () => {
+  it('random byte flips in a CTL, in the .stl of a CTL cabinet and in a catalog never crash the verifier and never allow', () => {
+    const cat = signTrustList({
+      usage: [OID.catalogList], thisUpdate: new Date(), entries: [{ identifier: new Uint8Array([1, 2]), member: { digest: 'sha256', value: new Uint8Array(32), dataType: 'pe' } }],
+      signerCertDer: pki.codeLeaf.der, signerKey: pki.codeLeaf.keyObject, extraCertsDer: [pki.codePca.der],
+    });
+    // Anchors pinned by fingerprint only, so that the list's own copy of the anchor is what counts
+    // (with the PEM pinned, a flip in the bag's copy is harmless: the pinned bytes are used).
+    const fp = (c: typeof pki.listCa) => ({ sha256: pin(c).sha256, label: 'fingerprint' });
+    const ctlChannel = emptyPolicy({ ctlAnchors: [fp(pki.listCa)] });
+    const payloadChannel = emptyPolicy({ anchors: [fp(pki.codePca)] });
+    const cab = singleFileCabinet('authroot.stl', ctl);
+    const stlStart = cab.indexOf(Buffer.from(ctl));
+    const samples: [string, Uint8Array, ApprovedCaPolicy, number][] = [['ctl', ctl, ctlChannel, 0], ['cab', cab, ctlChannel, stlStart], ['catalog', cat, payloadChannel, 0]];
+    let seed = 7;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+    for (const [name, bytes, policy, signedFrom] of samples) {
+      expect(verifyBytes(bytes, policy).verdict, name).toBe('allow');
+      for (let i = 0; i < 150; i++) {
+        const m = Buffer.from(bytes);
+        const at = signedFrom + rnd(m.byteLength - signedFrom);
+        m[at] ^= 1 + rnd(255);
+        const v = verifyBytes(m, policy);
+        expect(v.verdict, `${name}: flip at ${at}`).toBe('block');
+        expect(v.reasons.every((r) => r.code !== 'INTERNAL_ERROR'), JSON.stringify(v.reasons)).toBe(true);
+      }
+    }
+  });
+  it('a cabinet claiming a huge .stl is refused without inflating it (bounded by the signature limit)', () => {
+    const cab = singleFileCabinet('authroot.stl', ctl);
+    const coffFiles = cab.readUInt32LE(16);
+    cab.writeUInt32LE(0x7fffffff, coffFiles); // cbFile
+    const v = verifyBytes(cab, channels.ctl);
+    expect(v.verdict).toBe('block');
+    expect(codes(v)).toEqual(['MALFORMED']);
+  });
+});
