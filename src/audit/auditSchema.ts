@@ -47,6 +47,7 @@ export const AUDIT_LINE_SCHEMA = {
     },
     chain: { type: 'array', items: hex64 },
     timestamp: { type: 'object', required: ['time', 'authority'], properties: { time: str, authority: str } },
+    trustChannel: str,
     rulesSha256: { type: 'string', minLength: 1 },
     durations: {
       type: 'object', additionalProperties: false,

@@ -69,6 +69,8 @@ export class HeldDownload {
   private aborted = false;
   /** The body on its way through decoding, sniffing and holding, until there is an outcome. */
   private inspection: PayloadInspection | undefined;
+  /** The trust channel that judged the entity (kept after the inspection is let go of). */
+  private trustChannel: string | undefined;
 
   constructor(key: string, private readonly settings: HoldSettings, private readonly onSettled: (d: HeldDownload, cacheable: boolean) => void) {
     this.key = key;
@@ -211,6 +213,7 @@ export class HeldDownload {
       },
     });
     this.inspection = inspection;
+    this.trustChannel = inspection.channel;
     inspection.result.then((r) => this.inspected(r, status, res.headers), (e: Error) => this.fail(reason('INTERNAL_ERROR', e.message)));
     res.on('data', (chunk: Buffer) => {
       if (this.outcome) return;
@@ -387,6 +390,7 @@ export class HeldDownload {
       inspected: r.inspected ?? v !== undefined, served: r.served, status: r.status, upstreamStatus: this.upstreamStatus,
       range: w.range, bytes: v?.size, bytesToClient: r.bytesToClient, sha256: v?.sha256, format: v?.format,
       verdict: r.verdict, reasons: r.reasons, signer: v?.signer, chain: v?.chain?.map((c) => c.sha256), timestamp: v?.timestamp,
+      trustChannel: this.trustChannel,
       rulesSha256: this.settings.rulesSha256, durations: r.durations ?? { upstreamMs: this.lastByte ? this.lastByte - this.started : undefined },
       shared: w.shared || undefined,
     });

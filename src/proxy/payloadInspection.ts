@@ -90,12 +90,16 @@ export class PayloadInspection {
   private waits = 0;
   private readonly job: DigestJob | undefined;
 
+  /** The trust channel that judged this body (rules `channels`), when channels are in use. */
+  readonly channel: string | undefined;
+
   constructor(
     private s: InspectionSettings,
     private readonly o: { contentEncoding?: string | string[]; host?: string; pathname: string; pass?: PassSink; declaredLength?: number },
   ) {
     const channel = s.trustFor && o.host !== undefined ? s.trustFor(o.host, o.pathname) : undefined;
     if (channel) this.s = { ...s, policy: channel.policy, nonPayload: channel.nonPayload ?? s.nonPayload };
+    this.channel = channel?.name;
     this.result = new Promise((r) => (this.resolveResult = r));
     const chain = contentDecoders(o.contentEncoding);
     // Big or unknown-length bodies are hashed by a digest thread; small ones here (a round trip costs

@@ -36,7 +36,7 @@ describe('ICAP with trust channels', () => {
     expect(a.http?.status).toBe(200);
     expect(a.body?.equals(stlCab)).toBe(true);
     const [rec] = await icap.waitRecords((r) => r.url.endsWith('/trustedr/en/authrootstl.cab'));
-    expect(rec).toMatchObject({ verdict: 'allow', format: 'ctl-cab' });
+    expect(rec).toMatchObject({ verdict: 'allow', format: 'ctl-cab', trustChannel: 'certificate-trust-lists' });
   });
   it('the same cabinet from a payload host is blocked, and so is code signed by the trust-list signer', async () => {
     const a = await ask('http://download.windowsupdate.com/d/authrootstl.cab', stlCab);

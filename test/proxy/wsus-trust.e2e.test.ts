@@ -72,7 +72,7 @@ describe('WSUS-style sync with per-channel trust', () => {
     expect(r.status, r.body.toString().slice(0, 300)).toBe(200);
     expect(r.headers['x-patchgate-verdict']).toBe('allow');
     expect(sha256(r.body)).toBe(sha256(served.get(url)!));
-    expect(rec).toMatchObject({ verdict: 'allow', format: 'ctl-cab', inspected: true });
+    expect(rec).toMatchObject({ verdict: 'allow', format: 'ctl-cab', inspected: true, trustChannel: 'certificate-trust-lists' });
     expect(origin.hits(url, 'GET')).toBe(1);
   });
   it('the payload CAB from the download host is allowed under the code-signing PCA', async () => {
@@ -80,7 +80,7 @@ describe('WSUS-style sync with per-channel trust', () => {
     const { r, rec } = await fetchThroughGate(url);
     expect(r.status, JSON.stringify(rec.reasons)).toBe(200);
     expect(r.body.equals(served.get(url)!)).toBe(true);
-    expect(rec).toMatchObject({ verdict: 'allow', format: 'cab' });
+    expect(rec).toMatchObject({ verdict: 'allow', format: 'cab', trustChannel: 'default' });
   });
   it('a payload signed by the trust-list signer is blocked', async () => {
     const { r, rec } = await fetchThroughGate(`${DOWNLOAD}/windows10.0-kb5099998-x64.cab`);
