@@ -108,6 +108,13 @@ describe('a cabinet wrapping a CTL (authrootstl.cab)', () => {
   it('a cabinet holding something else than one .stl is judged as a cabinet (unsigned: NOT_SIGNED)', () => {
     expect(codes(verifyBytes(singleFileCabinet('update.exe', ctl), channels.ctl))).toEqual(['NOT_SIGNED']);
   });
+  it('bytes appended to a trust-list cabinet, or a cabinet length that disagrees, are MALFORMED', () => {
+    const cab = singleFileCabinet('authroot.stl', ctl);
+    const longer = Buffer.concat([cab, Buffer.from('hidden')]);
+    longer.writeUInt32LE(longer.byteLength, 8);
+    expect(codes(verifyBytes(longer, channels.ctl))).toEqual(['MALFORMED']);
+    expect(codes(verifyBytes(Buffer.concat([cab, Buffer.from('hidden')]), channels.ctl))).toEqual(['MALFORMED']);
+  });
   it('a tampered CTL inside the cabinet is blocked', () => {
     const cab = singleFileCabinet('authroot.stl', ctl);
     cab[cab.byteLength - 300] ^= 1;

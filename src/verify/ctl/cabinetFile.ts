@@ -26,6 +26,8 @@ function need(b: Uint8Array, end: number, what: string): void {
 export function singleCabinetFile(cab: Uint8Array, maxBytes: number): CabinetFile {
   need(cab, 36, 'CFHEADER');
   if (u32(cab, 0) !== 0x4643534d) throw new MalformedError('no MSCF signature');
+  // Nothing may hide beside the one file: the cabinet is exactly as long as it says, and ends with its last block.
+  if (u32(cab, 8) !== cab.byteLength) throw new MalformedError(`cabinet says it is ${u32(cab, 8)} bytes, it is ${cab.byteLength}`);
   const flags = u16(cab, 30);
   if (flags & 0x0003) throw new MalformedError('a cabinet that is part of a set');
   const nFolders = u16(cab, 26);
@@ -82,6 +84,7 @@ export function singleCabinetFile(cab: Uint8Array, maxBytes: number): CabinetFil
     parts.push(out);
     p = start + cbData;
   }
+  if (p !== cab.byteLength) throw new MalformedError(`${cab.byteLength - p} bytes after the cabinet's last data block`);
   const data = Buffer.concat(parts);
   if (data.byteLength !== size) throw new MalformedError(`the cabinet's file should be ${size} bytes, its data gives ${data.byteLength}`);
   return { name, data };
