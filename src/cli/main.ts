@@ -42,12 +42,13 @@ export async function main(argv: string[]): Promise<number> {
           .positional('files', { type: 'string', array: true, describe: 'files to verify' })
           .option('at', { type: 'string', describe: 'verify as at this ISO-8601 instant instead of now' })
           .option('detached', { type: 'string', describe: 'a detached CMS/PKCS#7 signature (DER or PEM) over FILE' })
+          .option('url', { type: 'string', describe: 'judge FILE as the gate would for this URL: with the trust channel (rules `channels`) its host and path select' })
           .option('catalog', { type: 'string', describe: 'a signed catalog (.cat): FILE passes if the catalog verifies and lists FILE\'s Authenticode hash' })
           .option('json', { type: 'boolean', describe: 'one JSON object per line per file (the Verdict plus "file")' }),
       async (a) => {
         code = await runVerify({
           files: (a.files ?? []) as string[], rules: a.rules, anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust,
-          allowSha1: a['allow-sha1'], at: a.at, detached: a.detached, catalog: a.catalog, json: a.json,
+          allowSha1: a['allow-sha1'], at: a.at, detached: a.detached, catalog: a.catalog, url: a.url, json: a.json,
           ekuMode: a['eku-mode'], signatureMode: a['signature-mode'],
         }, out);
       },

@@ -123,3 +123,16 @@ describe('patchgate verify with catalogs', () => {
     expect(JSON.parse(r.out).reasons[0].message).toMatch(/^catalog: /);
   });
 });
+
+describe('patchgate verify --url (the trust channel a URL selects)', () => {
+  it('a trust list passes for a ctldl URL and is blocked for a payload-host URL under the same rules', () => {
+    const chan = join(dir, 'channels.yaml');
+    writeFileSync(chan, readFileSync(rules, 'utf8') + 'channels:\n  - { name: certificate-trust-lists, hosts: [ctldl.windowsupdate.com], anchors: none, ctlAnchors: rules }\n');
+    const stl = join(dir, 'disallowedcert.stl');
+    expect(pg('verify', '--rules', chan, '--url', 'http://ctldl.windowsupdate.com/msdownload/update/v3/static/trustedr/en/disallowedcert.stl', stl).code).toBe(0);
+    const r = pg('verify', '--json', '--rules', chan, '--url', 'http://download.windowsupdate.com/d/disallowedcert.stl', stl);
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.out).reasons.map((x: { code: string }) => x.code)).toContain('UNTRUSTED_ROOT');
+    expect(pg('verify', '--rules', chan, '--url', 'not a url', stl).code).toBe(2);
+  });
+});
