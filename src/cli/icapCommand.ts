@@ -44,7 +44,7 @@ export async function runIcap(args: IcapArgs): Promise<number> {
   const { host, port } = service.address;
   const say = (s: string) => process.stderr.write(s + '\n');
   say(`patchgate: ICAP RESPMOD service on icap://${host.includes(':') ? `[${host}]` : host}:${port}${ICAP_SERVICE_PATH} (ISTag ${service.istag}; rules ${cfg.loaded.path}, sha256 ${cfg.loaded.sha256.slice(0, 16)}…)`);
-  for (const w of trustWarnings(anchorRows(cfg.loaded, new Date(), cfg.channels))) say(`patchgate: warning: ${w}`);
+  for (const w of trustWarnings(anchorRows(cfg.loaded, cfg.policy, new Date(), cfg.channels))) say(`patchgate: warning: ${w}`);
   say(`patchgate: ${cfg.policy.anchors.length} approved anchor(s), ${cfg.hostRules.patterns('inspect').length} inspected host pattern(s); audit to ${args.audit === '-' ? 'stdout' : args.audit}`);
   return serveUntilSignal({ args, audit, metrics, gauges: service, rulesSha256: cfg.loaded.sha256, stop: () => service.stop() });
 }

@@ -184,7 +184,7 @@ export async function main(argv: string[]): Promise<number> {
         out(`  policy: eku ${policy.ekuMode}, signatures ${policy.signatureMode}, sha1 ${policy.allowSha1 ? 'allowed' : 'refused'}, min RSA ${policy.minRsaBits} bits`);
         const channels = buildTrustChannels(loaded, policy);
         for (const c of channels.all()) out(`  channel ${c.name}: ${c.policy.anchors.length} code anchor(s), ${c.policy.ctlAnchors?.length ?? 0} trust-list anchor(s)${c.nonPayload ? `, nonPayload ${c.nonPayload}` : ''}`);
-        for (const w of trustWarnings(anchorRows(loaded, new Date(), channels))) err(`patchgate: warning: ${w}`);
+        for (const w of trustWarnings(anchorRows(loaded, policy, new Date(), channels))) err(`patchgate: warning: ${w}`);
       },
     )
     .demandCommand(1, 'name a command (patchgate --help lists them)')

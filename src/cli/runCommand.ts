@@ -53,7 +53,7 @@ export async function runGate(args: RunArgs): Promise<number> {
   say(`patchgate: gating update downloads on http://${shown}:${port} (rules ${cfg.loaded.path}, sha256 ${cfg.loaded.sha256.slice(0, 16)}…)`);
   say(`patchgate: clients must trust the interception CA ${gate.caCertificatePath}`);
   say(`patchgate: PAC file http://${shown}:${port}/wpad.dat`);
-  for (const w of trustWarnings(anchorRows(cfg.loaded, new Date(), cfg.channels))) say(`patchgate: warning: ${w}`);
+  for (const w of trustWarnings(anchorRows(cfg.loaded, cfg.policy, new Date(), cfg.channels))) say(`patchgate: warning: ${w}`);
   say(`patchgate: ${cfg.policy.anchors.length} approved anchor(s), ${cfg.hostRules.patterns('inspect').length} inspected host pattern(s); audit to ${args.audit === '-' ? 'stdout' : args.audit}`);
   return serveUntilSignal({ args, audit, metrics, gauges: gate, rulesSha256: cfg.loaded.sha256, stop: () => gate.stop() });
 }

@@ -15,8 +15,9 @@ const day = (d?: Date) => (d ? d.toISOString().slice(0, 10) : '?');
 export function runTrustList(args: { rules: string; at?: string; json?: boolean }, out: (l: string) => void, err: (l: string) => void): number {
   const now = parseAt(args.at);
   const loaded = loadRulesFile(args.rules);
-  const channels = buildTrustChannels(loaded, buildPolicy(loaded));
-  const rows = anchorRows(loaded, now, channels);
+  const policy = buildPolicy(loaded);
+  const channels = buildTrustChannels(loaded, policy);
+  const rows = anchorRows(loaded, policy, now, channels);
   const warnings = trustWarnings(rows);
   if (args.json) {
     out(JSON.stringify({ at: now.toISOString(), anchors: rows.map((r) => ({ ...r, signs: ROLE_SIGNS[r.role], notBefore: r.notBefore?.toISOString(), notAfter: r.notAfter?.toISOString() })), warnings }));

@@ -1,8 +1,8 @@
 import { X509Certificate } from 'node:crypto';
-import type { PinnedCertificate } from '../verify/approvedCaPolicy.js';
+import type { ApprovedCaPolicy, PinnedCertificate } from '../verify/approvedCaPolicy.js';
 import type { LoadedRules, PinnedEntry } from './rulesFile.js';
-import { pinEntry } from './trustMaterial.js';
 import type { TrustChannels } from './trustChannels.js';
+import { pinEntry } from './trustMaterial.js';
 
 export type AnchorRole = 'code' | 'timestamp' | 'trust-list';
 
@@ -29,8 +29,7 @@ export interface AnchorRow {
 export const EXPIRY_WARNING_DAYS = 90;
 const DAY = 24 * 3600 * 1000;
 
-function rowFor(role: AnchorRole, entry: PinnedEntry, pin: PinnedCertificate, now: Date): AnchorRow {
-  let name = entry.name;
+function rowFor(role: AnchorRole, name: string | undefined, pin: PinnedCertificate, now: Date): AnchorRow {
   let notBefore: Date | undefined;
   let notAfter: Date | undefined;
   if (pin.der) {
@@ -49,31 +48,34 @@ function rowFor(role: AnchorRole, entry: PinnedEntry, pin: PinnedCertificate, no
   return { role, name: name ?? pin.label, sha256: pin.sha256, notBefore, notAfter, status, channels: [] };
 }
 
-/** Every anchor the rules name (code, timestamp, trust list, and channels' own), with its validity at `now`. */
-export function anchorRows(loaded: LoadedRules, now: Date, channels?: TrustChannels): AnchorRow[] {
+/**
+ * Every anchor in force (the policy's, command-line overrides included, and the channels' own),
+ * named as the rules name it, with its validity at `now` and the channels where it applies.
+ */
+export function anchorRows(loaded: LoadedRules, policy: ApprovedCaPolicy, now: Date, channels?: TrustChannels): AnchorRow[] {
   const r = loaded.rules;
+  const names = new Map<string, string>();
+  const entries: PinnedEntry[] = [...r.anchors, ...(r.tsaAnchors ?? []), ...(r.ctlAnchors ?? [])];
+  for (const c of r.channels ?? []) {
+    if (Array.isArray(c.anchors)) entries.push(...c.anchors);
+    if (Array.isArray(c.ctlAnchors)) entries.push(...c.ctlAnchors);
+  }
+  for (const e of entries) if (e.name) for (const p of pinEntry(e, e.name)) names.set(p.sha256, e.name);
   const rows: AnchorRow[] = [];
-  const add = (role: AnchorRole, entries: PinnedEntry[] | undefined, what: string) =>
-    (entries ?? []).forEach((e, i) => pinEntry(e, `${what}[${i}]`).forEach((p) => {
-      if (!rows.some((x) => x.role === role && x.sha256 === p.sha256)) rows.push(rowFor(role, e, p, now));
-    }));
-  add('code', r.anchors, 'anchors');
-  add('timestamp', r.tsaAnchors, 'tsaAnchors');
-  add('trust-list', r.ctlAnchors, 'ctlAnchors');
-  (r.channels ?? []).forEach((c, i) => {
-    if (Array.isArray(c.anchors)) add('code', c.anchors, `channels[${i}].anchors`);
-    if (Array.isArray(c.ctlAnchors)) add('trust-list', c.ctlAnchors, `channels[${i}].ctlAnchors`);
-  });
-  if (channels) {
-    for (const ch of channels.all()) {
-      const label = ch.name;
-      for (const p of ch.policy.anchors) rows.find((x) => x.role === 'code' && x.sha256 === p.sha256)?.channels.push(label);
-      for (const p of ch.policy.ctlAnchors ?? []) rows.find((x) => x.role === 'trust-list' && x.sha256 === p.sha256)?.channels.push(label);
-      for (const p of ch.policy.tsaAnchors) {
-        const row = rows.find((x) => x.role === 'timestamp' && x.sha256 === p.sha256);
-        if (row && !row.channels.includes(label)) row.channels.push(label);
-      }
+  const add = (role: AnchorRole, pins: PinnedCertificate[], channel?: string) => {
+    for (const p of pins) {
+      let row = rows.find((x) => x.role === role && x.sha256 === p.sha256);
+      if (!row) rows.push((row = rowFor(role, names.get(p.sha256), p, now)));
+      if (channel && !row.channels.includes(channel)) row.channels.push(channel);
     }
+  };
+  add('code', policy.anchors);
+  add('timestamp', policy.tsaAnchors);
+  add('trust-list', policy.ctlAnchors ?? []);
+  for (const ch of channels?.all() ?? []) {
+    add('code', ch.policy.anchors, ch.name);
+    add('timestamp', ch.policy.tsaAnchors, ch.name);
+    add('trust-list', ch.policy.ctlAnchors ?? [], ch.name);
   }
   return rows;
 }

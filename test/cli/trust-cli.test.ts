@@ -1,10 +1,11 @@
 /** `patchgate trust list`, `trust import-ctl`, `verify X.cat` and `verify --catalog`, run as real processes on lab-made lists. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO } from '../support/fixtures.js';
+import { waitFor } from '../support/gateHarness.js';
 import { signTrustList, singleFileCabinet } from '../../src/lab/trustListSigner.js';
 import { memberDigest } from '../../src/verify/ctl/catalogMembership.js';
 import { OID } from '../../src/verify/oids.js';
@@ -74,6 +75,22 @@ describe('patchgate trust list', () => {
     expect(r.err).toMatch(/no approved code-signing anchor is valid now/);
     expect(pg('rules', 'check', rules).err).not.toMatch(/no approved code-signing anchor is valid now/);
   });
+});
+
+describe('patchgate run at startup', () => {
+  it('warns when no code-signing anchor is valid now (here: only an expired PCA, given with --anchor)', async () => {
+    const child = spawn(process.execPath, [BIN, 'run', '--listen', '127.0.0.1:0', '--admin', 'off', '--update-host', '127.0.0.1',
+      '--anchor', join(REPO, 'certs', 'microsoft', 'windows-production-pca-2011.pem'), '--audit', join(dir, 'run-audit.jsonl'), '--ca-dir', join(dir, 'ca'), '--spool-dir', dir],
+    { cwd: REPO, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise((r) => child.once('exit', r));
+    await waitFor(() => /gating update downloads/.test(err), 20_000);
+    child.kill('SIGTERM');
+    await exited;
+    expect(err).toMatch(/warning: no approved code-signing anchor is valid now/);
+    expect(err).toMatch(/warning: code anchor "Microsoft Windows Production PCA 2011".*expired 2026-10-19/);
+  }, 30_000);
 });
 
 describe('patchgate trust import-ctl', () => {
