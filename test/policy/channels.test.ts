@@ -20,6 +20,12 @@ describe('trust channels (default rules)', () => {
     expect(c.nonPayload).toBe('pass');
     expect(c.policy.tsaAnchors.length).toBe(base.tsaAnchors.length);
   });
+  it('the older trust-list path on the download host is a trust-list channel too; the rest of that host is not', () => {
+    const c = channels.trustFor('www.download.windowsupdate.com', '/msdownload/update/v3/static/trustedr/en/authrootstl.cab');
+    expect(c.name).toBe('certificate-trust-lists-legacy');
+    expect(c.policy.anchors).toEqual([]);
+    expect(channels.trustFor('www.download.windowsupdate.com', '/msdownload/update/software/secu/2026/12/x.cab').name).toBe('default');
+  });
   it('payload hosts: the code-signing PCAs, no CTL anchor', () => {
     for (const host of ['download.windowsupdate.com', 'au.download.windowsupdate.com', '7.tlu.dl.delivery.mp.microsoft.com']) {
       const c = channels.trustFor(host, '/d/x.cab');
