@@ -11,7 +11,9 @@ import { catalogMembership, memberDigest } from '../../src/verify/ctl/catalogMem
 import { verifyTrustList } from '../../src/verify/ctl/trustListVerification.js';
 import { singleCabinetFile } from '../../src/verify/ctl/cabinetFile.js';
 import { OID } from '../../src/verify/oids.js';
-import { buildPE } from '../fixtures/build-unsigned.mjs';
+import { DigestStream } from '../../src/verify/digestStream.js';
+import { buildCab, buildPE } from '../fixtures/build-unsigned.mjs';
+import { signCab } from '../../src/lab/authenticodeSigner.js';
 import { makeTrustListPki, pin, rootList, signedPe, type TrustListPki } from '../support/trustListPki.js';
 import { deflateRawSync } from 'node:zlib';
 import { readFileSync } from 'node:fs';
@@ -88,6 +90,23 @@ describe('a cabinet wrapping a CTL (authrootstl.cab)', () => {
     expect(v.reasons).toEqual([]);
     expect(v.format).toBe('ctl-cab');
     expect(codes(verifyBytes(cab, channels.payload))).toContain('UNTRUSTED_ROOT');
+  });
+  it('with the digests computed on another thread (the proxy mode for big or chunked bodies) the verdict is the same', () => {
+    // A signed cabinet too: the cabinet wrapper must hand the thread's digests to the cabinet stream it wraps.
+    const signedCab = signCab(buildCab() as Uint8Array, { signerCertDer: pki.codeLeaf.der, signerKey: pki.codeLeaf.keyObject, extraCertsDer: [pki.codePca.der] });
+    const cases = [[singleFileCabinet('authroot.stl', ctl), 'ctl-cab', channels.ctl], [ctl, 'ctl', channels.ctl], [signedCab, 'cab', channels.payload]] as const;
+    for (const [bytes, format, policy] of cases) {
+      const inc = new IncrementalVerifier(policy, { digests: 'external' });
+      const ds = new DigestStream(policy.fileDigests, policy.limits);
+      for (let i = 0; i < bytes.byteLength; i += 1000) {
+        inc.update(bytes.subarray(i, i + 1000));
+        ds.update(bytes.subarray(i, i + 1000));
+      }
+      const v = inc.finishWith(ds.finish());
+      expect(v.reasons).toEqual([]);
+      expect(v.format).toBe(format);
+      expect(v.sha256).toBe(createHash('sha256').update(bytes).digest('hex'));
+    }
   });
   it('an MSZIP-compressed cabinet is read too (one deflate block per CFDATA)', () => {
     const stored = singleFileCabinet('authroot.stl', ctl);
