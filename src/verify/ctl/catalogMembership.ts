@@ -9,7 +9,7 @@ import { parsePeLayout, peDigestRanges } from '../pe/peLayout.js';
 import { parseCabLayout } from '../cab/cabLayout.js';
 import { sniffFormat } from '../format/sniffFormat.js';
 import { judgeDigestName } from '../cms/signerCheck.js';
-import type { CertificateTrustList } from './certificateTrustList.js';
+import { memberDigests, type CertificateTrustList } from './certificateTrustList.js';
 
 /**
  * The digest a catalog records for a member file, as Windows' subject interface packages compute
@@ -47,17 +47,21 @@ export function catalogMembership(catalog: CertificateTrustList, file: Uint8Arra
   }
   const byAlg = new Map<DigestName, Buffer>();
   const weak: VerdictReason[] = [];
+  // The file's digest in every algorithm catalogs use, computed once: an entry whose bytes hold
+  // none of them cannot match and is not parsed (a catalog may list a hundred thousand files).
+  for (const alg of ['sha1', 'sha256', 'sha384', 'sha512'] as const) byAlg.set(alg, memberDigest(file, alg, policy.limits.maxHeaderBytes));
   for (const s of catalog.subjects) {
-    for (const ind of s.indirectData) {
+    const attrs = s.attributesDer ? Buffer.from(s.attributesDer.buffer, s.attributesDer.byteOffset, s.attributesDer.byteLength) : undefined;
+    if (!attrs || ![...byAlg.values()].some((d) => attrs.includes(d))) continue;
+    for (const ind of memberDigests(s)) {
       const alg = digestFromOid(ind.digestAlgorithmOid);
       if (!alg) continue;
-      if (!byAlg.has(alg)) byAlg.set(alg, memberDigest(file, alg, policy.limits.maxHeaderBytes));
-      if (!byAlg.get(alg)!.equals(Buffer.from(ind.digest))) continue;
+      if (!byAlg.get(alg)?.equals(Buffer.from(ind.digest))) continue;
       judgeDigestName(alg, policy, 'catalog member digest', weak);
       return { member: weak.length === 0, reasons: weak, digest: { algorithm: alg, actual: byAlg.get(alg)!.toString('hex') } };
     }
   }
-  const shown = [...byAlg].map(([a, d]) => `${a} ${d.toString('hex')}`).join(', ') || 'none computed: no member carries a known digest';
+  const shown = (['sha256', 'sha1'] as const).map((a) => `${a} ${byAlg.get(a)!.toString('hex')}`).join(', ');
   return { member: false, reasons: [reason('DIGEST_MISMATCH', `the file is not a member of the catalog (${catalog.subjects.length} members; its digests: ${shown})`)] };
 }
 

@@ -2,15 +2,19 @@ import * as asn1js from 'asn1js';
 import { OID } from '../oids.js';
 import { MalformedError } from '../malformed.js';
 import { parseSpcIndirectDataContent, type SpcIndirectDataContent } from '../cms/spcIndirectDataContent.js';
+import { asn1Of, rawChildren, rawTlv, type RawTlv } from '../cms/signedDataParts.js';
 
 /** Entries beyond this many are refused: authroot.stl holds ~500, disallowedcert.stl ~100, big catalogs some thousands. */
 export const MAX_TRUST_LIST_ENTRIES = 200_000;
 
-/** One TrustedSubject: its identifier (a certificate thumbprint, or a catalog member's tag) and, for catalogs, its file digests. */
+/**
+ * One TrustedSubject: its identifier (a certificate thumbprint, or a catalog member's tag) and its
+ * attributes' DER, read on demand (`memberDigests`): verifying a list never parses its entries.
+ */
 export interface TrustedSubject {
   identifier: Uint8Array;
-  /** SpcIndirectDataContent attributes (catalog members): what the member file's Authenticode digest is. */
-  indirectData: SpcIndirectDataContent[];
+  /** The DER of the SET OF attributes, if any. */
+  attributesDer?: Uint8Array;
 }
 
 /**
@@ -45,33 +49,46 @@ function oidOf(el: asn1js.AsnType | undefined, what: string): string {
   return el.valueBlock.toString();
 }
 
-/** Parses the CTL content element (the SEQUENCE inside eContent [0]). */
-export function parseCertificateTrustList(el: asn1js.AsnType | undefined): CertificateTrustList {
-  const fields = seq(el, 'CertificateTrustList');
+const TAG = { integer: 0x02, octetString: 0x04, sequence: 0x30, set: 0x31, utcTime: 0x17, generalizedTime: 0x18, ctx0: 0xa0 } as const;
+
+/**
+ * Parses the CTL content (the DER of the SEQUENCE inside eContent [0], already checked as strict
+ * DER). Walked by offsets: the small fields and each TrustedSubject go through asn1js one at a
+ * time, so a catalog of many thousands of members costs memory for one entry, not for all.
+ */
+export function parseCertificateTrustList(der: Uint8Array | undefined): CertificateTrustList {
+  if (!der) throw new MalformedError('the trust list has no content');
+  const top = rawTlv(der, 0, der.byteLength);
+  if (top.tag !== TAG.sequence || top.end !== der.byteLength) throw new MalformedError('CertificateTrustList is not one SEQUENCE');
+  const fields = rawChildren(der, top, 'CertificateTrustList', 10);
+  const el = (i: number, what: string) => asn1Of(der, fields[i]!, what);
   let i = 0;
-  if (fields[i] instanceof asn1js.Integer) {
-    if ((fields[i] as asn1js.Integer).valueBlock.valueDec !== 0) throw new MalformedError('CertificateTrustList version is not v1 (0)');
-    i++;
+  if (fields[i]?.tag === TAG.integer) {
+    const v = el(i++, 'CTL version');
+    if (!(v instanceof asn1js.Integer) || v.valueBlock.valueDec !== 0) throw new MalformedError('CertificateTrustList version is not v1 (0)');
   }
-  const subjectUsage = seq(fields[i++], 'CTL subjectUsage').map((u) => oidOf(u, 'CTL subjectUsage entry'));
+  if (fields[i]?.tag !== TAG.sequence) throw new MalformedError('CTL subjectUsage missing');
+  const subjectUsage = seq(el(i++, 'CTL subjectUsage'), 'CTL subjectUsage').map((u) => oidOf(u, 'CTL subjectUsage entry'));
   let listIdentifier: Uint8Array | undefined;
-  if (fields[i] instanceof asn1js.OctetString) listIdentifier = (fields[i++] as asn1js.OctetString).valueBlock.valueHexView;
+  if (fields[i]?.tag === TAG.octetString) listIdentifier = (el(i++, 'CTL listIdentifier') as asn1js.OctetString).valueBlock.valueHexView;
   let sequenceNumber: string | undefined;
-  if (fields[i] instanceof asn1js.Integer) sequenceNumber = Buffer.from((fields[i++] as asn1js.Integer).valueBlock.valueHexView).toString('hex');
-  const thisEl = fields[i++];
-  if (!isTime(thisEl)) throw new MalformedError('CTL ctlThisUpdate missing');
+  if (fields[i]?.tag === TAG.integer) sequenceNumber = Buffer.from((el(i++, 'CTL sequenceNumber') as asn1js.Integer).valueBlock.valueHexView).toString('hex');
+  const isTimeTag = (t: number | undefined) => t === TAG.utcTime || t === TAG.generalizedTime;
+  if (!isTimeTag(fields[i]?.tag)) throw new MalformedError('CTL ctlThisUpdate missing');
+  const thisEl = el(i++, 'CTL ctlThisUpdate');
+  if (!isTime(thisEl)) throw new MalformedError('CTL ctlThisUpdate is not a time');
   const thisUpdate = thisEl.toDate();
   let nextUpdate: Date | undefined;
-  if (isTime(fields[i])) nextUpdate = (fields[i++] as asn1js.UTCTime).toDate();
-  const subjectAlgorithmOid = oidOf(seq(fields[i++], 'CTL subjectAlgorithm')[0], 'CTL subjectAlgorithm');
+  if (isTimeTag(fields[i]?.tag)) nextUpdate = (el(i++, 'CTL ctlNextUpdate') as asn1js.UTCTime).toDate();
+  if (fields[i]?.tag !== TAG.sequence) throw new MalformedError('CTL subjectAlgorithm missing');
+  const subjectAlgorithmOid = oidOf(seq(el(i++, 'CTL subjectAlgorithm'), 'CTL subjectAlgorithm')[0], 'CTL subjectAlgorithm');
   const subjects: TrustedSubject[] = [];
-  if (fields[i] instanceof asn1js.Sequence) {
-    const list = (fields[i++] as asn1js.Sequence).valueBlock.value;
-    if (list.length > MAX_TRUST_LIST_ENTRIES) throw new MalformedError(`${list.length} entries in one trust list (limit ${MAX_TRUST_LIST_ENTRIES})`);
-    for (const s of list) subjects.push(parseTrustedSubject(s));
+  if (fields[i]?.tag === TAG.sequence) {
+    const list = rawChildren(der, fields[i++]!, 'CTL trustedSubjects', MAX_TRUST_LIST_ENTRIES + 1);
+    if (list.length > MAX_TRUST_LIST_ENTRIES) throw new MalformedError(`more than ${MAX_TRUST_LIST_ENTRIES} entries in one trust list`);
+    for (const s of list) subjects.push(trustedSubject(der, s));
   }
-  const ext = fields[i];
-  if (ext && ext.idBlock.tagClass === 3 && ext.idBlock.tagNumber === 0) i++;
+  if (fields[i]?.tag === TAG.ctx0) i++; // ctlExtensions
   if (i !== fields.length) throw new MalformedError('CertificateTrustList has unexpected fields');
   if (!subjectUsage.length) throw new MalformedError('CTL subjectUsage is empty');
   return {
@@ -80,18 +97,27 @@ export function parseCertificateTrustList(el: asn1js.AsnType | undefined): Certi
   };
 }
 
-function parseTrustedSubject(el: asn1js.AsnType): TrustedSubject {
-  const [idEl, attrs, ...rest] = seq(el, 'TrustedSubject');
-  if (!(idEl instanceof asn1js.OctetString) || rest.length) throw new MalformedError('TrustedSubject malformed');
-  const indirectData: SpcIndirectDataContent[] = [];
-  if (attrs !== undefined) {
-    if (!(attrs instanceof asn1js.Set)) throw new MalformedError('TrustedSubject attributes are not a SET');
-    for (const a of attrs.valueBlock.value) {
-      const [typeEl, values] = seq(a, 'TrustedSubject attribute');
-      if (!(values instanceof asn1js.Set)) throw new MalformedError('TrustedSubject attribute values are not a SET');
-      if (oidOf(typeEl, 'TrustedSubject attribute type') !== OID.spcIndirectData) continue;
-      for (const v of values.valueBlock.value) indirectData.push(parseSpcIndirectDataContent(v));
-    }
+/** TrustedSubject ::= SEQUENCE { subjectIdentifier OCTET STRING, subjectAttributes SET OF Attribute OPTIONAL }, by offsets. */
+function trustedSubject(der: Uint8Array, el: RawTlv): TrustedSubject {
+  if (el.tag !== TAG.sequence) throw new MalformedError('TrustedSubject is not a SEQUENCE');
+  const [id, attrs, ...rest] = rawChildren(der, el, 'TrustedSubject', 3);
+  if (!id || id.tag !== TAG.octetString || rest.length || (attrs && attrs.tag !== TAG.set)) throw new MalformedError('TrustedSubject malformed');
+  return { identifier: der.subarray(id.valueStart, id.end), attributesDer: attrs ? der.subarray(attrs.start, attrs.end) : undefined };
+}
+
+// DER of the SpcIndirectDataContent OID (1.3.6.1.4.1.311.2.1.4): attributes are matched by their type's bytes.
+const SPC_INDIRECT_DATA_OID_DER = Buffer.from('060a2b060104018237020104', 'hex');
+
+/** A catalog member's file digests: the SpcIndirectDataContent values among its attributes. */
+export function memberDigests(subject: TrustedSubject): SpcIndirectDataContent[] {
+  const der = subject.attributesDer;
+  if (!der) return [];
+  const out: SpcIndirectDataContent[] = [];
+  for (const attr of rawChildren(der, rawTlv(der, 0, der.byteLength), 'TrustedSubject attributes', 64)) {
+    const [type, values] = rawChildren(der, attr, 'TrustedSubject attribute', 3);
+    if (!type || !values || values.tag !== TAG.set) throw new MalformedError('TrustedSubject attribute malformed');
+    if (!Buffer.from(der.buffer, der.byteOffset + type.start, type.end - type.start).equals(SPC_INDIRECT_DATA_OID_DER)) continue;
+    for (const v of rawChildren(der, values, 'SpcIndirectDataContent values', 8)) out.push(parseSpcIndirectDataContent(asn1Of(der, v, 'SpcIndirectDataContent')));
   }
-  return { identifier: idEl.valueBlock.valueHexView, indirectData };
+  return out;
 }

@@ -31,7 +31,7 @@ export function verifyTrustList(der: Uint8Array, policy: ApprovedCaPolicy, now: 
     return { verdict: { verdict: 'block', reasons: [reason('UNSUPPORTED_FORMAT', `a bare CMS/PKCS#7 object with content ${parts.eContentType}, not a certificate trust list or catalog: verify it with the content it signs (--detached)`)] } };
   }
   if (parts.signers.length !== 1) throw new MalformedError(`a trust list needs exactly one signer, found ${parts.signers.length}`);
-  const list = parseCertificateTrustList(parts.eContentElement);
+  const list = parseCertificateTrustList(parts.eContentDer);
   const kind: PayloadFormat = list.isCatalog ? 'catalog' : format === 'ctl-cab' ? 'ctl-cab' : 'ctl';
   const purpose: ChainPurpose = list.isCatalog ? 'codeSigning' : 'trustListSigning';
   const anchors = list.isCatalog ? policy.anchors : (policy.ctlAnchors ?? []);
