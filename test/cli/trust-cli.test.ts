@@ -85,7 +85,7 @@ describe('patchgate run at startup', () => {
     let err = '';
     child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
     const exited = new Promise((r) => child.once('exit', r));
-    await waitFor(() => /gating update downloads/.test(err), 20_000);
+    await waitFor(() => /approved anchor\(s\)/.test(err), 20_000); // printed after the warnings
     child.kill('SIGTERM');
     await exited;
     expect(err).toMatch(/warning: no approved code-signing anchor is valid now/);
