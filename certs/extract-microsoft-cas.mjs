@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Obtain Microsoft's dedicated code-signing / time-stamping issuing CAs from Debian packages
-// (offline provenance: the bytes come out of .deb files fetched by apt from Debian's archive),
+// Obtain Microsoft's dedicated code-signing / time-stamping issuing CAs from Debian and npm packages
+// (offline provenance: the bytes come out of .deb files fetched by apt from Debian's archive, and out
+// of the certificate bags of genuinely Microsoft-signed files in npm tarballs fetched by `npm pack`),
 // check each one by the SHA-256 of its DER against the fingerprints recorded in MICROSOFT-CAS.md,
 // and write them as PEM to certs/microsoft/<short-name>.pem, with certs/microsoft/sources.json
 // recording where every certificate was found.
@@ -11,7 +12,7 @@
 //   options: --out DIR (default: certs/microsoft next to this script), --keep (keep the temp dir)
 //
 // Needs: apt-get (download only; `apt-get update` is run once if the package lists are missing and
-// we are root), dpkg-deb. Node builtins only.
+// we are root), dpkg-deb, npm (pack only), tar. Node builtins only.
 import { execFileSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
@@ -36,6 +37,24 @@ export const WANTED = [
     role: 'code-signing anchor (issues the "Microsoft Corporation" leaf that signs Microsoft tools)',
   },
   {
+    short: 'code-signing-pca-2024',
+    name: 'Microsoft Code Signing PCA 2024',
+    sha256: '3dadfaf812dd1bbaef45834ccbd188f3cd97139e2ed1aca69c2dd63082142f8f',
+    role: 'code-signing anchor (successor of Code Signing PCA 2011: issues the "Microsoft Corporation" leaf since 2026)',
+  },
+  {
+    short: 'windows-code-signing-pca-2024',
+    name: 'Microsoft Windows Code Signing PCA 2024',
+    sha256: 'fe229efc927f6d77b738896752a21803a59736baa17bf5be9a50c72e219cbcd2',
+    role: 'code-signing anchor (successor of Microsoft Code Signing PCA 2010); not carried by every signature',
+  },
+  {
+    short: 'certificate-list-ca-2024',
+    name: 'Microsoft Certificate List CA 2024',
+    sha256: '56625ec7886445706fe74ccd2abf69b7c9c9ccde3c7354903af1c8f0e30e9d1c',
+    role: 'certificate-trust-list anchor (issues "Microsoft Certificate Trust List Publisher", which signs authroot.stl / disallowedcert.stl)',
+  },
+  {
     short: 'time-stamp-pca-2010',
     name: 'Microsoft Time-Stamp PCA 2010 (2010-07-01 .. 2025-07-01)',
     sha256: '86ec118d1ee69670a46e2be29c4b4208be043e36600d4e1dd3f3d515ca119020',
@@ -56,6 +75,12 @@ export const WANTED = [
 //  - shim-signed: shimx64.efi.signed is signed by Microsoft's UEFI CAs; the RFC 3161 timestamps in
 //    its signatures carry "Microsoft Time-Stamp PCA 2010" (the 2021 reissue).
 export const SOURCES = ['ovmf', 'refind', 'shim-signed'];
+
+// npm tarballs (exact versions: a tarball never changes once published) holding genuinely
+// Microsoft-signed Windows binaries; their Authenticode certificate bags carry the issuing PCAs.
+//  - @typescript/native-preview-win32-x64: lib/tsgo.exe, signed 2026-07-07 under Code Signing PCA 2024.
+//  - node-pty: the bundled conpty.dll / OpenConsole.exe, signed 2025 under Code Signing PCA 2011.
+export const NPM_SOURCES = ['@typescript/native-preview-win32-x64@7.0.0-dev.20260707.2', 'node-pty@1.1.0'];
 
 function parseArgs(argv) {
   const opts = { out: path.join(here, 'microsoft'), keep: false, verify: false };
@@ -205,6 +230,30 @@ function main() {
       }
     }
 
+    for (const spec of NPM_SOURCES) {
+      const pdir = path.join(tmp, `npm-${NPM_SOURCES.indexOf(spec)}`);
+      fs.mkdirSync(pdir);
+      let tgz;
+      try {
+        tgz = path.join(pdir, run('npm', ['pack', '--silent', spec], { cwd: pdir }).trim().split('\n').pop());
+      } catch (err) {
+        process.stderr.write(`warning: npm pack ${spec}: ${(err.stderr || err.message).trim()}\n`);
+        continue;
+      }
+      const root = path.join(pdir, 'root');
+      fs.mkdirSync(root);
+      run('tar', ['-xzf', tgz, '-C', root]);
+      for (const file of walk(root)) {
+        if (!/\.(exe|dll|sys|node|cat|cab|msi)$/i.test(file)) continue;
+        const buf = fs.readFileSync(file);
+        for (const f of carve(buf, wanted)) {
+          const entry = hits.get(f.sha256) ?? { der: f.der, sources: [] };
+          entry.sources.push({ npm: spec, tarball: path.basename(tgz), path: `/${path.relative(root, file)}`, offset: f.offset });
+          hits.set(f.sha256, entry);
+        }
+      }
+    }
+
     fs.mkdirSync(opts.out, { recursive: true });
     const manifest = [];
     for (const w of WANTED) {
@@ -216,13 +265,14 @@ function main() {
         continue;
       }
       fs.writeFileSync(file, toPem(hit.der));
-      hit.sources.sort((a, b) => (a.package + a.path).localeCompare(b.package + b.path));
-      console.log(`wrote ${path.relative(process.cwd(), file)}  ${w.sha256}  from ${hit.sources.map((s) => `${s.package} ${s.version}:${s.path}`).join(', ')}`);
+      const origin = (s) => (s.npm ? `npm ${s.npm}` : `deb ${s.package} ${s.version}`);
+      hit.sources.sort((a, b) => (origin(a) + a.path).localeCompare(origin(b) + b.path));
+      console.log(`wrote ${path.relative(process.cwd(), file)}  ${w.sha256}  from ${hit.sources.map((s) => `${origin(s)}:${s.path}`).join(', ')}`);
       manifest.push({ short: w.short, name: w.name, sha256: w.sha256, role: w.role, pem: `${w.short}.pem`, ...describe(hit.der), sources: hit.sources });
     }
     fs.writeFileSync(path.join(opts.out, 'sources.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     const got = manifest.filter((m) => m.pem).length;
-    console.log(`${got} of ${WANTED.length} certificates obtained from Debian packages; the rest are fingerprint-only`);
+    console.log(`${got} of ${WANTED.length} certificates obtained from Debian and npm packages; the rest are fingerprint-only`);
   } finally {
     if (opts.keep) console.log(`kept ${tmp}`);
     else fs.rmSync(tmp, { recursive: true, force: true });

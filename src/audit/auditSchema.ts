@@ -36,7 +36,7 @@ export const AUDIT_LINE_SCHEMA = {
     bytes: nonNegInt,
     bytesToClient: nonNegInt,
     sha256: hex64,
-    format: { enum: ['pe', 'cab', 'msi', 'cms-detached', 'unknown'] },
+    format: { enum: ['pe', 'cab', 'msi', 'cms-detached', 'ctl', 'catalog', 'ctl-cab', 'unknown'] },
     verdict: { enum: ['allow', 'block', 'pass'] },
     reasons: {
       type: 'array',
@@ -48,6 +48,7 @@ export const AUDIT_LINE_SCHEMA = {
     },
     chain: { type: 'array', items: hex64 },
     timestamp: { type: 'object', required: ['time', 'authority'], properties: { time: str, authority: str } },
+    trustChannel: str,
     rulesSha256: { type: 'string', minLength: 1 },
     durations: {
       type: 'object', additionalProperties: false,

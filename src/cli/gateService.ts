@@ -2,6 +2,7 @@ import type http from 'node:http';
 import { loadRulesFile, type HostRule, type LoadedRules, type UnverifiableRule } from '../policy/rulesFile.js';
 import { buildPolicy } from '../policy/buildPolicy.js';
 import { HostRules } from '../policy/hostRules.js';
+import { buildTrustChannels, type TrustChannels } from '../policy/trustChannels.js';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import { AuditLog } from '../audit/auditLog.js';
 import { GateMetrics } from '../metrics/gateMetrics.js';
@@ -29,6 +30,8 @@ export interface GateServiceArgs {
 export interface GateServiceConfig {
   loaded: LoadedRules;
   policy: ApprovedCaPolicy;
+  /** Per-channel trust: the proxy and the ICAP service ask it for each request's policy. */
+  channels: TrustChannels;
   hostRules: HostRules;
   limits: { maxPayloadBytes: number; idleTimeoutMs: number; totalTimeoutMs: number; memoryHoldBytes: number; cacheTtlMs: number; maxSpoolBytes?: number; maxSpoolBytesPerClient?: number; tunnelIdleTimeoutMs?: number; requestHeadTimeoutMs?: number };
   nonPayload: 'pass' | 'block';
@@ -63,7 +66,7 @@ export function loadGateConfig(args: GateServiceArgs): GateServiceConfig {
   const hostRules = new HostRules([...extra, ...(loaded.rules.hosts ?? [])]);
   const l = loaded.rules.limits ?? {};
   return {
-    loaded, policy, hostRules,
+    loaded, policy, hostRules, channels: buildTrustChannels(loaded, policy),
     limits: {
       maxPayloadBytes: l.maxPayloadBytes ?? 8 * 1024 ** 3,
       idleTimeoutMs: l.upstreamIdleTimeoutMs ?? 30_000,

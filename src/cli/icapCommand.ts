@@ -1,3 +1,4 @@
+import { anchorRows, trustWarnings } from '../policy/trustReport.js';
 import { tmpdir } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { IcapService, ICAP_SERVICE_PATH } from '../icap/icapService.js';
@@ -43,7 +44,7 @@ export async function runIcap(args: IcapArgs): Promise<number> {
   }
   const { audit, metrics } = openAudit(args, cfg.loaded.sha256);
   const service = new IcapService({
-    listen, policy: cfg.policy, hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, limits: cfg.limits,
+    listen, policy: cfg.policy, trustFor: (h, p) => cfg.channels.trustFor(h, p), hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, limits: cfg.limits,
     auditOnError: cfg.auditOnError, nonPayload: cfg.nonPayload, unsignedDeltas: cfg.unsignedDeltas, unverifiable: cfg.unverifiable, spoolBase: args.spoolDir ?? tmpdir(),
     maxConnections: args.maxConnections, previewBytes: args.previewBytes, observer: metrics, version: packageVersion(), allowedPeers,
   });
@@ -53,6 +54,7 @@ export async function runIcap(args: IcapArgs): Promise<number> {
   const say = (s: string) => process.stderr.write(s + '\n');
   say(`patchgate: ICAP RESPMOD service on icap://${host.includes(':') ? `[${host}]` : host}:${port}${ICAP_SERVICE_PATH} (ISTag ${service.istag}; rules ${cfg.loaded.path}, sha256 ${cfg.loaded.sha256.slice(0, 16)}…)`);
   say(`patchgate: ICAP clients allowed from ${allowedPeers.blocks.join(', ')} (--allow-peer); others are closed unanswered`);
+  for (const w of trustWarnings(anchorRows(cfg.loaded, cfg.policy, new Date(), cfg.channels))) say(`patchgate: warning: ${w}`);
   say(`patchgate: ${cfg.policy.anchors.length} approved anchor(s), ${cfg.hostRules.patterns('inspect').length} inspected host pattern(s); audit to ${args.audit === '-' ? 'stdout' : args.audit}`);
   return serveUntilSignal({ args, audit, metrics, gauges: service, rulesSha256: cfg.loaded.sha256, stop: () => service.stop() });
 }

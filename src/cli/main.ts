@@ -11,6 +11,9 @@ import { UsageError } from './usageError.js';
 import { RulesError, loadRulesFile } from '../policy/rulesFile.js';
 import { buildPolicy } from '../policy/buildPolicy.js';
 import { DEFAULT_CLIENTS, DEFAULT_CONNECT_PORTS, DEFAULT_HTTP_PORTS } from '../policy/accessPolicy.js';
+import { buildTrustChannels } from '../policy/trustChannels.js';
+import { anchorRows, trustWarnings } from '../policy/trustReport.js';
+import { runImportCtl, runTrustList } from './trustCommand.js';
 
 const trustOptions = (y: Argv) =>
   y
@@ -41,11 +44,13 @@ export async function main(argv: string[]): Promise<number> {
           .positional('files', { type: 'string', array: true, describe: 'files to verify' })
           .option('at', { type: 'string', describe: 'verify as at this ISO-8601 instant instead of now' })
           .option('detached', { type: 'string', describe: 'a detached CMS/PKCS#7 signature (DER or PEM) over FILE' })
+          .option('url', { type: 'string', describe: 'judge FILE as the gate would for this URL: with the trust channel (rules `channels`) its host and path select' })
+          .option('catalog', { type: 'string', describe: 'a signed catalog (.cat): FILE passes if the catalog verifies and lists FILE\'s Authenticode hash' })
           .option('json', { type: 'boolean', describe: 'one JSON object per line per file (the Verdict plus "file")' }),
       async (a) => {
         code = await runVerify({
           files: (a.files ?? []) as string[], rules: a.rules, anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust,
-          allowSha1: a['allow-sha1'], at: a.at, detached: a.detached, json: a.json,
+          allowSha1: a['allow-sha1'], at: a.at, detached: a.detached, catalog: a.catalog, url: a.url, json: a.json,
           ekuMode: a['eku-mode'], signatureMode: a['signature-mode'],
         }, out);
       },
@@ -178,6 +183,38 @@ export async function main(argv: string[]): Promise<number> {
           .demandCommand(1, 'name a subcommand: audit verify FILE... or audit summary FILE...'),
     )
     .command(
+      'trust <list|import-ctl>',
+      'the trust store: list every anchor (trust list), or import a certificate trust list into a distrust file (trust import-ctl FILE --out F)',
+      (y) =>
+        y
+          .command(
+            'list',
+            'every anchor: name, fingerprint, validity, what it may sign and where; warns about anchors expired or expiring within 90 days',
+            (v) =>
+              v
+                .option('rules', { type: 'string', default: DEFAULT_RULES, describe: 'rules file (YAML)', defaultDescription: 'rules/default.yaml' })
+                .option('at', { type: 'string', describe: 'judge validity at this ISO-8601 instant instead of now' })
+                .option('json', { type: 'boolean', describe: 'one JSON object: anchors and warnings' }),
+            (a) => {
+              code = runTrustList({ rules: a.rules, at: a.at, json: a.json }, out, err);
+            },
+          )
+          .command(
+            'import-ctl <file>',
+            'verify a certificate trust list (disallowedcert.stl or its .cab) under the rules\' CTL anchors and add its entries to a distrust file',
+            (v) =>
+              v
+                .positional('file', { type: 'string', describe: 'the .stl (or the .cab that wraps it)' })
+                .option('rules', { type: 'string', default: DEFAULT_RULES, describe: 'rules file (YAML)', defaultDescription: 'rules/default.yaml' })
+                .option('out', { type: 'string', demandOption: true, describe: 'distrust file to add the entries to (made if absent; name it in the rules\' distrustFiles)' })
+                .option('at', { type: 'string', describe: 'verify as at this ISO-8601 instant instead of now' }),
+            (a) => {
+              code = runImportCtl({ rules: a.rules, file: a.file as string, out: a.out, at: a.at }, out);
+            },
+          )
+          .demandCommand(1, 'name a subcommand: trust list, or trust import-ctl FILE --out F'),
+    )
+    .command(
       'rules check [file]',
       'validate a rules file and the trust material it names',
       (y) => y.positional('file', { type: 'string', default: DEFAULT_RULES, describe: 'rules file', defaultDescription: 'rules/default.yaml' }),
@@ -190,6 +227,9 @@ export async function main(argv: string[]): Promise<number> {
         const r = loaded.rules;
         out(`  access: clients ${(r.clients ?? DEFAULT_CLIENTS).join(' ')}; passThrough ${r.passThrough ?? 'forward'}; CONNECT ports ${(r.ports?.connect ?? DEFAULT_CONNECT_PORTS).join(',')}; HTTP ports ${(r.ports?.http ?? DEFAULT_HTTP_PORTS).join(',')}; inspectAddresses ${r.inspectAddresses ?? false}`);
         out(`  content: nonPayload ${r.nonPayload ?? 'pass'} (metadata only), unsignedDeltas ${r.unsignedDeltas ?? 'block'}, unverifiable ${(r.unverifiable ?? []).map((u) => `${u.name}=${u.action}`).join(' ') || 'none'}; audit.onError ${r.audit?.onError ?? 'block'}`);
+        const channels = buildTrustChannels(loaded, policy);
+        for (const c of channels.all()) out(`  channel ${c.name}: ${c.policy.anchors.length} code anchor(s), ${c.policy.ctlAnchors?.length ?? 0} trust-list anchor(s)${c.nonPayload ? `, nonPayload ${c.nonPayload}` : ''}`);
+        for (const w of trustWarnings(anchorRows(loaded, policy, new Date(), channels))) err(`patchgate: warning: ${w}`);
       },
     )
     .demandCommand(1, 'name a command (patchgate --help lists them)')

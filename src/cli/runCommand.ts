@@ -1,3 +1,4 @@
+import { anchorRows, trustWarnings } from '../policy/trustReport.js';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { format } from 'node:util';
@@ -46,7 +47,7 @@ export async function runGate(args: RunArgs): Promise<number> {
   const { audit, metrics } = openAudit(args, cfg.loaded.sha256);
   const ownEndpoints: { host: string; port: number }[] = [];
   const gate = new UpdateGate({
-    listen, policy: cfg.policy, hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, caDir: args.caDir ?? DEFAULT_CA_DIR, upstreamProxy: upstream,
+    listen, policy: cfg.policy, trustFor: (h, p) => cfg.channels.trustFor(h, p), hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, caDir: args.caDir ?? DEFAULT_CA_DIR, upstreamProxy: upstream,
     limits: cfg.limits, nonPayload: cfg.nonPayload, unsignedDeltas: cfg.unsignedDeltas, unverifiable: cfg.unverifiable, spoolBase: args.spoolDir ?? tmpdir(),
     upstreamCaFile: args.upstreamCa, observer: metrics, access: cfg.access, auditOnError: cfg.auditOnError,
     ownEndpoints, // the admin address, once it listens (its port may be chosen by the OS)
@@ -59,6 +60,7 @@ export async function runGate(args: RunArgs): Promise<number> {
   say(`patchgate: gating update downloads on http://${shown}:${port} (rules ${cfg.loaded.path}, sha256 ${cfg.loaded.sha256.slice(0, 16)}…)`);
   say(`patchgate: clients must trust the interception CA ${gate.caCertificatePath}`);
   say(`patchgate: PAC file http://${shown}:${port}/wpad.dat`);
+  for (const w of trustWarnings(anchorRows(cfg.loaded, cfg.policy, new Date(), cfg.channels))) say(`patchgate: warning: ${w}`);
   say(`patchgate: ${cfg.policy.anchors.length} approved anchor(s), ${cfg.hostRules.patterns('inspect').length} inspected host pattern(s); audit to ${args.audit === '-' ? 'stdout' : args.audit}`);
   let stopGuard = async () => {};
   if (args.wpadGuard) {

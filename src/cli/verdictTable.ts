@@ -8,6 +8,7 @@ export function formatVerdictText(file: string, v: Verdict): string {
   if (v.signer) lines.push(`  signer   ${v.signer.subject}`);
   if (v.chain?.length) lines.push(`  chain    ${v.chain.map((c) => c.subject.replace(/^.*CN=/, '')).join(' -> ')}`);
   if (v.digest) lines.push(`  digest   ${v.digest.algorithm} ${v.digest.actual === v.digest.expected ? 'matches' : 'computed ' + v.digest.actual}`);
+  if (v.trustList) lines.push(`  list     usage ${v.trustList.usage.join(', ')}; ${v.trustList.entries} entries; thisUpdate ${v.trustList.thisUpdate}${v.trustList.sequenceNumber ? `; sequence ${v.trustList.sequenceNumber}` : ''}`);
   if (v.timestamp) lines.push(`  time     ${v.timestamp.time} (timestamp by ${v.timestamp.authority})`);
   else if (v.verifiedAt) lines.push(`  time     ${v.verifiedAt}`);
   for (const r of v.reasons) lines.push(`  reason   ${r.code}: ${r.message}`);

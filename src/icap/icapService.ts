@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { reason } from '../verify/verdict.js';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import type { HostRules } from '../policy/hostRules.js';
+import type { TrustChannel } from '../policy/trustChannels.js';
 import type { AuditLog } from '../audit/auditLog.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
 import { DiskBudget, MEMORY_TOTAL_FACTOR, MemoryBudget, SPOOL_CLIENT_FRACTION, SPOOL_FREE_FRACTION, makeSpoolDir, removeSpoolDir } from '../proxy/spool.js';
@@ -39,6 +40,8 @@ export interface IcapLimits {
 export interface IcapServiceOptions {
   listen: { host: string; port: number };
   policy: ApprovedCaPolicy;
+  /** Per-channel trust (src/policy/trustChannels.ts); without it every request gets `policy`. */
+  trustFor?: (host: string, path: string) => TrustChannel;
   hostRules: HostRules;
   rulesSha256: string;
   audit: AuditLog;
@@ -147,7 +150,7 @@ export class IcapService {
     this.ctx = {
       hostRules: this.o.hostRules, rulesSha256: this.o.rulesSha256, istag: this.istag,
       inspection: {
-        policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
+        policy: this.o.policy, trustFor: this.o.trustFor, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
         memory: this.memory, digests: this.digests, disk: this.diskBudget(),
         nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, unverifiable: this.o.unverifiable, now: this.o.now, observer: this.o.observer,
       },

@@ -143,6 +143,7 @@ export class RespmodTransaction {
     const cl = this.r.resHead!.get('content-length');
     this.inspection = new PayloadInspection(this.ctx.inspection, {
       contentEncoding: this.contentEncoding,
+      host: this.host,
       pathname: this.pathname,
       owner: this.client,
       declaredLength: cl !== undefined && /^\d{1,15}$/.test(cl.trim()) ? Number(cl) : undefined,
@@ -417,6 +418,7 @@ export class RespmodTransaction {
       inspected: x.inspected ?? v !== undefined, served: x.served, status: x.status, upstreamStatus: this.upstreamStatus,
       bytes: v?.size, bytesToClient: x.bytesToClient, sha256: v?.sha256, format: v?.format,
       verdict: x.verdict, reasons: x.reasons, signer: v?.signer, chain: v?.chain?.map((c) => c.sha256), timestamp: v?.timestamp,
+      trustChannel: this.inspection?.channel,
       rulesSha256: this.ctx.rulesSha256,
       durations: { upstreamMs: (this.lastByte || Date.now()) - this.started, verifyMs: this.verifyMs, toClientMs: x.toClientMs },
       icapClient: this.io.peer, icapStatus: x.icapStatus, rule: this.rule,

@@ -107,7 +107,7 @@ function obsoleteSpcLinkFile(): asn1js.Constructed {
 }
 
 /** The `value` of SpcAttributeTypeAndOptionalValue, as osslsigncode writes it for each file type. */
-function spcDataValue(dataType: AuthenticodeDataType): { type: string; value: asn1js.AsnType } {
+export function spcDataValue(dataType: AuthenticodeDataType): { type: string; value: asn1js.AsnType } {
   if (dataType === 'cab') return { type: OID.spcCabData, value: obsoleteSpcLinkFile() };
   // SpcPeImageData ::= SEQUENCE { flags SpcPeImageFlags (BIT STRING) DEFAULT includeResources,
   //                               file [0] EXPLICIT SpcLink OPTIONAL }

@@ -24,6 +24,7 @@ export function buildPolicy(loaded: LoadedRules, o: TrustOverrides = {}): Approv
   const tsaAnchors = o.tsaAnchorFiles?.length
     ? o.tsaAnchorFiles.flatMap(pinCertificateFile)
     : (r.tsaAnchors ?? []).flatMap((e, i) => pinEntry(e, `tsaAnchors[${i}]`));
+  const ctlAnchors = (r.ctlAnchors ?? []).flatMap((e, i) => pinEntry(e, `ctlAnchors[${i}]`));
   const distrust = new Set<string>();
   (r.distrust ?? []).forEach((e, i) => pinEntry(e, `distrust[${i}]`).forEach((p) => distrust.add(p.sha256)));
   (r.distrustFiles ?? []).forEach((f) => readDistrustFile(f).forEach((fp) => distrust.add(fp)));
@@ -32,6 +33,7 @@ export function buildPolicy(loaded: LoadedRules, o: TrustOverrides = {}): Approv
   return {
     anchors,
     tsaAnchors,
+    ctlAnchors,
     distrust,
     allowSha1,
     ekuMode: o.ekuMode ?? r.policy?.ekuMode ?? 'strict',

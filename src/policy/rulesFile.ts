@@ -22,12 +22,25 @@ export interface HostRule {
   source?: string;
 }
 
+/** Which requests get which trust (README "Trust channels"); first match wins. */
+export interface ChannelRule {
+  name: string;
+  hosts: string[];
+  paths?: string[];
+  anchors?: 'rules' | 'none' | PinnedEntry[];
+  ctlAnchors?: 'rules' | 'none' | PinnedEntry[];
+  nonPayload?: 'pass' | 'block';
+  note?: string;
+}
+
 /** The rules file as written (validated), with file paths resolved against the file's folder. */
 export interface Rules {
   version: 1;
   description?: string;
   anchors: PinnedEntry[];
   tsaAnchors?: PinnedEntry[];
+  ctlAnchors?: PinnedEntry[];
+  channels?: ChannelRule[];
   distrust?: PinnedEntry[];
   distrustFiles?: string[];
   policy?: { allowSha1?: boolean; ekuMode?: 'strict' | 'nested'; signatureMode?: 'primary' | 'best' | 'all'; minRsaBits?: number; fileDigests?: ('sha256' | 'sha384' | 'sha512')[] };
@@ -129,6 +142,12 @@ export function loadRulesFile(path: string): LoadedRules {
   const fix = (e: PinnedEntry): PinnedEntry => (e.file ? { ...e, file: resolve(base, e.file) } : e);
   rules.anchors = rules.anchors.map(fix);
   rules.tsaAnchors = rules.tsaAnchors?.map(fix);
+  rules.ctlAnchors = rules.ctlAnchors?.map(fix);
+  rules.channels = rules.channels?.map((c) => ({
+    ...c,
+    anchors: Array.isArray(c.anchors) ? c.anchors.map(fix) : c.anchors,
+    ctlAnchors: Array.isArray(c.ctlAnchors) ? c.ctlAnchors.map(fix) : c.ctlAnchors,
+  }));
   rules.distrust = rules.distrust?.map(fix);
   rules.distrustFiles = rules.distrustFiles?.map((f) => resolve(base, f));
   return { rules, path: abs, sha256: createHash('sha256').update(bytes).digest('hex') };

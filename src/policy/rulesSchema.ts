@@ -12,6 +12,8 @@ const pinned = {
 } as const;
 
 const portList = { type: 'array', uniqueItems: true, items: { type: 'integer', minimum: 1, maximum: 65535 } } as const;
+/** A channel's anchors: the rules' own (`rules`), none at all (`none`), or a list of its own. */
+const channelAnchors = { anyOf: [{ enum: ['rules', 'none'] }, { type: 'array', items: pinned }] } as const;
 
 export const RULES_SCHEMA = {
   type: 'object',
@@ -22,6 +24,24 @@ export const RULES_SCHEMA = {
     description: { type: 'string' },
     anchors: { type: 'array', items: pinned },
     tsaAnchors: { type: 'array', items: pinned },
+    ctlAnchors: { type: 'array', items: pinned },
+    channels: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'hosts'],
+        properties: {
+          name: { type: 'string', minLength: 1 },
+          hosts: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+          paths: { type: 'array', items: { type: 'string', minLength: 1 } },
+          anchors: channelAnchors,
+          ctlAnchors: channelAnchors,
+          nonPayload: { enum: ['pass', 'block'] },
+          note: { type: 'string' },
+        },
+      },
+    },
     distrust: { type: 'array', items: pinned },
     distrustFiles: { type: 'array', items: { type: 'string', minLength: 1 } },
     policy: {

@@ -83,6 +83,8 @@ export class HeldDownload {
   private aborted = false;
   /** The body on its way through decoding, sniffing and holding, until there is an outcome. */
   private inspection: PayloadInspection | undefined;
+  /** The trust channel that judged the entity (kept after the inspection is let go of). */
+  private trustChannel: string | undefined;
 
   /** The fetching request carried credentials (Authorization). */
   credentials = false;
@@ -268,8 +270,9 @@ export class HeldDownload {
     // Decoding, sniffing, holding (verifier, digest thread, spool) and limits: one PayloadInspection,
     // the same as the ICAP service's. Content that is not a payload streams to the waiting clients.
     let pathname: string;
+    let hostname: string;
     try {
-      pathname = new URL(this.key).pathname;
+      ({ pathname, hostname } = new URL(this.key));
     } catch {
       res.destroy();
       return this.fail(reason('INTERNAL_ERROR', `not a URL: ${this.key}`));
@@ -277,6 +280,7 @@ export class HeldDownload {
     const cl = res.headers['content-length'];
     const inspection = new PayloadInspection(this.settings, {
       contentEncoding: res.headers['content-encoding'],
+      host: hostname,
       pathname,
       owner: this.owner,
       declaredLength: cl !== undefined && /^\d{1,15}$/.test(cl) ? Number(cl) : undefined,
@@ -288,6 +292,7 @@ export class HeldDownload {
       },
     });
     this.inspection = inspection;
+    this.trustChannel = inspection.channel;
     inspection.result.then((r) => this.inspected(r, status, res.headers), (e: Error) => this.fail(reason('INTERNAL_ERROR', e.message)))
       // Serving the outcome runs here, outside any library entry: its own guard (an unhandled rejection would end the process).
       .catch((e: unknown) => {
@@ -478,6 +483,7 @@ export class HeldDownload {
       inspected: r.inspected ?? v !== undefined, served: r.served, status: r.status, upstreamStatus: this.upstreamStatus,
       range: w.range, bytes: v?.size, bytesToClient: r.bytesToClient, sha256: v?.sha256, format: v?.format,
       verdict: r.verdict, reasons: r.reasons, signer: v?.signer, chain: v?.chain?.map((c) => c.sha256), timestamp: v?.timestamp,
+      trustChannel: this.trustChannel,
       rulesSha256: this.settings.rulesSha256, durations: r.durations ?? { upstreamMs: this.lastByte ? this.lastByte - this.started : undefined },
       shared: w.shared || undefined, rule: r.rule,
     });

@@ -10,9 +10,12 @@ import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import { reportFault, type GateObserver } from '../metrics/gateObserver.js';
 import { Spool, type DiskBudget, type MemoryBudget } from './spool.js';
 import type { DigestJob, DigestPool } from './digestPool.js';
+import type { TrustChannel } from '../policy/trustChannels.js';
 
 export interface InspectionSettings {
   policy: ApprovedCaPolicy;
+  /** Per-channel trust (rules `channels`): when set, it decides the policy for each request's host and path. */
+  trustFor?: (host: string, path: string) => TrustChannel;
   spoolDir: string;
   memoryHoldBytes: number;
   /** What all bodies in flight may keep in memory together; past it a spool goes to disk. */
@@ -94,18 +97,24 @@ export class PayloadInspection {
   private waits = 0;
   private readonly job: DigestJob | undefined;
 
+  /** The trust channel that judged this body (rules `channels`), when channels are in use. */
+  readonly channel: string | undefined;
+
   constructor(
-    private readonly s: InspectionSettings,
-    private readonly o: { contentEncoding?: string | string[]; pathname: string; pass?: PassSink; declaredLength?: number; owner?: string },
+    private s: InspectionSettings,
+    private readonly o: { contentEncoding?: string | string[]; host?: string; pathname: string; pass?: PassSink; declaredLength?: number; owner?: string },
   ) {
+    const channel = s.trustFor && o.host !== undefined ? s.trustFor(o.host, o.pathname) : undefined;
+    if (channel) this.s = { ...s, policy: channel.policy, nonPayload: channel.nonPayload ?? s.nonPayload };
+    this.channel = channel?.name;
     this.result = new Promise((r) => (this.resolveResult = r));
     const chain = contentDecoders(o.contentEncoding);
     // Big or unknown-length bodies are hashed by a digest thread; small ones here (a round trip costs
     // more). A decoded body's length is unknown.
     const declared = 'decoders' in chain && chain.decoders.length === 0 ? Number(o.declaredLength ?? NaN) : NaN;
     const offload = 'decoders' in chain && !!s.digests && !(Number.isFinite(declared) && declared <= (s.inlineDigestBytes ?? 1 << 20));
-    this.verifier = new IncrementalVerifier(s.policy, { now: s.now?.(), digests: offload ? 'external' : 'inline' });
-    if (offload) this.job = s.digests!.job(s.policy);
+    this.verifier = new IncrementalVerifier(this.s.policy, { now: s.now?.(), digests: offload ? 'external' : 'inline' });
+    if (offload) this.job = s.digests!.job(this.s.policy);
     if ('unsupported' in chain) {
       this.fail(reason('UNSUPPORTED_FORMAT', `unsupported Content-Encoding "${chain.unsupported}"`));
       return;

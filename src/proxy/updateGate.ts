@@ -12,6 +12,7 @@ import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import { reason } from '../verify/verdict.js';
 import type { HostRules } from '../policy/hostRules.js';
 import type { UnverifiableRule } from '../policy/rulesFile.js';
+import type { TrustChannel } from '../policy/trustChannels.js';
 import { canonicalHost, targetHost } from '../policy/hostRules.js';
 import type { AuditLog } from '../audit/auditLog.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
@@ -58,6 +59,8 @@ export interface GateLimits {
 export interface GateOptions {
   listen: { host: string; port: number };
   policy: ApprovedCaPolicy;
+  /** Per-channel trust (src/policy/trustChannels.ts); without it every request gets `policy`. */
+  trustFor?: (host: string, path: string) => TrustChannel;
   hostRules: HostRules;
   rulesSha256: string;
   audit: AuditLog;
@@ -726,7 +729,7 @@ export class UpdateGate {
   private holdSettings(): HoldSettings {
     const l = this.o.limits;
     return {
-      cacheTtlMs: l.cacheTtlMs, disk: this.disk, sameEntity: this.sameEntity, policy: this.o.policy, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
+      cacheTtlMs: l.cacheTtlMs, disk: this.disk, sameEntity: this.sameEntity, policy: this.o.policy, trustFor: this.o.trustFor, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, unverifiable: this.o.unverifiable,
       rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), auditOnError: this.o.auditOnError, now: this.o.now, observer: this.o.observer, digests: this.digests,
       redirectAllowed: (u) => (u.protocol === 'http:' || u.protocol === 'https:') && this.o.hostRules.decide(canonicalHost(u.hostname), u.pathname).mode === 'inspect',

@@ -22,6 +22,12 @@ export interface ApprovedCaPolicy {
   /** Anchors accepted for timestamps (RFC 3161 and Authenticode countersignatures). */
   tsaAnchors: PinnedCertificate[];
   /**
+   * Anchors for certificate trust lists (authroot.stl, disallowedcert.stl): their signer needs the
+   * root-list-signer EKU below the anchor. Absent or empty: no CTL is accepted. Code-signing
+   * anchors never approve a CTL, and these never approve code.
+   */
+  ctlAnchors?: PinnedCertificate[];
+  /**
    * Fingerprints (lower-case hex) of distrusted certificates: SHA-256, or SHA-1 where only a
    * thumbprint was ever published (Microsoft's advisories give SHA-1). Beats everything else.
    */
@@ -54,6 +60,7 @@ export function emptyPolicy(overrides: Partial<ApprovedCaPolicy> = {}): Approved
   return {
     anchors: [],
     tsaAnchors: [],
+    ctlAnchors: [],
     distrust: new Set(),
     allowSha1: false,
     ekuMode: 'strict',

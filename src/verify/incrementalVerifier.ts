@@ -11,8 +11,10 @@ import { parseCabLayout, type CabLayout } from './cab/cabLayout.js';
 import { sniffFormat, SNIFF_BYTES } from './format/sniffFormat.js';
 import { authenticodeVerdict } from './authenticodeVerification.js';
 import { DetachedCmsCheck } from './detachedCmsVerification.js';
+import { TrustListCabinetStream, TrustListStream } from './ctl/trustListStreams.js';
 
-type Partial = Omit<Verdict, 'format' | 'sha256' | 'size'>;
+/** A format stream's verdict; `format` refines the sniffed one (a cabinet that holds a trust list). */
+type Partial = Omit<Verdict, 'format' | 'sha256' | 'size'> & { format?: PayloadFormat };
 
 /** One container format's streaming state: fed bytes at absolute offsets, then asked for a verdict. */
 interface FormatStream {
@@ -269,9 +271,9 @@ export class IncrementalVerifier {
     const sniffed = sniffFormat(head);
     switch (sniffed) {
       case 'pe': this.format = 'pe'; this.stream = new PeStream(this.policy, this.now, this.hashing); break;
-      case 'cab': this.format = 'cab'; this.stream = new CabStream(this.policy, this.now, this.hashing); break;
+      case 'cab': this.format = 'cab'; this.stream = new TrustListCabinetStream(new CabStream(this.policy, this.now, this.hashing), this.policy, this.now); break;
       case 'msi': this.format = 'msi'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'MSI (OLE compound file) signatures are not verified yet')); break;
-      case 'cms': this.format = 'unknown'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'a bare CMS/PKCS#7 object: verify it with the content it signs (--detached)')); break;
+      case 'cms': this.format = 'unknown'; this.stream = new TrustListStream(this.policy, this.now); break;
       default: this.format = 'unknown'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'not a PE, CAB or MSI file (format sniffed from the bytes)'));
     }
     this.stream.update(head, 0);
@@ -302,11 +304,12 @@ export class IncrementalVerifier {
     try {
       if (!this.hashing && !this.early) {
         if (!this.stream) this.startStream(Buffer.concat(this.sniffBuffer));
-        if (this.stream instanceof LayoutStream) {
-          const mine = this.stream.ranges;
+        const layoutStream = this.stream instanceof TrustListCabinetStream ? this.stream.inner : this.stream;
+        if (layoutStream instanceof LayoutStream) {
+          const mine = layoutStream.ranges;
           const theirs = this.external!.ranges;
           if (mine && JSON.stringify(mine) !== JSON.stringify(theirs)) throw new Error('the digest thread hashed other ranges than the layout gives');
-          this.stream.external = this.external!.fileDigests;
+          layoutStream.external = this.external!.fileDigests;
         }
       }
       if (this.early) partial = block(this.early);
@@ -320,7 +323,7 @@ export class IncrementalVerifier {
     // The one rule every path obeys: allow only with no reason to block.
     const verdict = partial.reasons.length === 0 && partial.verdict === 'allow' ? 'allow' : 'block';
     if (verdict === 'block' && partial.reasons.length === 0) partial.reasons.push(reason('INTERNAL_ERROR', 'blocked without a recorded reason'));
-    this.finished = { ...partial, verdict, format: this.format, sha256, size: this.total };
+    this.finished = { ...partial, verdict, format: partial.format ?? this.format, sha256, size: this.total };
     return this.finished;
   }
 }

@@ -15,11 +15,18 @@ export const OID = {
   spcCabData: '1.3.6.1.4.1.311.2.1.25',
   spcNestedSignature: '1.3.6.1.4.1.311.2.4.1',
   msRfc3161Timestamp: '1.3.6.1.4.1.311.3.3.1',
+  // Certificate trust lists and catalogs (MS-CAESO)
+  certTrustList: '1.3.6.1.4.1.311.10.1',
+  catalogList: '1.3.6.1.4.1.311.12.1.1',
+  catalogListMember: '1.3.6.1.4.1.311.12.1.2',
+  catalogListMemberV2: '1.3.6.1.4.1.311.12.1.3',
   // EKUs
   ekuCodeSigning: '1.3.6.1.5.5.7.3.3',
   ekuTimeStamping: '1.3.6.1.5.5.7.3.8',
   ekuAny: '2.5.29.37.0',
   ekuLifetimeSigning: '1.3.6.1.4.1.311.10.3.13',
+  /** Microsoft root list signer: what signs authroot.stl / disallowedcert.stl (CTLs). */
+  ekuRootListSigner: '1.3.6.1.4.1.311.10.3.9',
   // X.509 extensions
   extSubjectKeyIdentifier: '2.5.29.14',
   extKeyUsage: '2.5.29.15',

@@ -1,6 +1,7 @@
 import type { ReasonCode } from './reasonCodes.js';
 
-export type PayloadFormat = 'pe' | 'cab' | 'msi' | 'cms-detached' | 'unknown';
+/** `ctl`: a signed certificate trust list (.stl); `catalog`: a signed catalog (.cat); `ctl-cab`: an unsigned cabinet holding one .stl (authrootstl.cab). */
+export type PayloadFormat = 'pe' | 'cab' | 'msi' | 'cms-detached' | 'ctl' | 'catalog' | 'ctl-cab' | 'unknown';
 
 export interface VerdictReason {
   code: ReasonCode;
@@ -50,6 +51,8 @@ export interface Verdict {
   /** How several signatures were combined, and what each said. */
   signatureMode?: 'primary' | 'best' | 'all';
   signatures?: SignatureSummary[];
+  /** For a CTL or catalog: what the signed list says (the entries themselves are not copied here). */
+  trustList?: { usage: string[]; entries: number; thisUpdate: string; nextUpdate?: string; sequenceNumber?: string };
   /** Set when the rules relaxed the EKU rule to Windows' nesting semantics. */
   ekuMode?: 'strict' | 'nested';
 }

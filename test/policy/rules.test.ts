@@ -14,6 +14,7 @@ describe('rules file', () => {
     const p = buildPolicy(loaded);
     expect(p.anchors.map((a) => a.sha256)).toContain('e8e95f0733a55e8bad7be0a1413ee23c51fcea64b3c8fa6a786935fddcc71961');
     expect(p.anchors.map((a) => a.sha256)).toContain('56da8722afd94066ffe1e4595473a4854892b843a0827d53fb7d8f4aeed1e18b');
+    expect(p.anchors.map((a) => a.sha256)).toContain('3dadfaf812dd1bbaef45834ccbd188f3cd97139e2ed1aca69c2dd63082142f8f');
     expect(p.distrust.has('2a83e9020591a55fc6ddad3fb102794c52b24e70')).toBe(true);
     expect(p.ekuMode).toBe('strict');
     expect(p.allowSha1).toBe(false);

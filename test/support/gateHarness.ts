@@ -25,6 +25,7 @@ import type { GateObserver } from '../../src/metrics/gateObserver.js';
 import { issueCertificate } from '../../src/pki/certificateFactory.js';
 import { createSyntheticSignedPe, type SyntheticSignedPe } from '../../src/lab/syntheticPe.js';
 import { labPolicy, pki } from './fixtures.js';
+import type { ApprovedCaPolicy } from '../../src/verify/approvedCaPolicy.js';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -342,6 +343,10 @@ export interface StartGateOptions {
   access?: Partial<AccessRules>;
   /** The gate's other endpoints (as the admin address is for `patchgate run`). */
   ownEndpoints?: { host: string; port: number }[];
+  /** The gate's policy (default: the lab fixtures' labPolicy()). */
+  policy?: ApprovedCaPolicy;
+  /** Per-channel trust, as `patchgate run` wires it from the rules' channels. */
+  trustFor?: GateOptions['trustFor'];
 }
 
 export async function startGate(o: StartGateOptions): Promise<GateHandle> {
@@ -358,7 +363,8 @@ export async function startGate(o: StartGateOptions): Promise<GateHandle> {
   }
   const opts: GateOptions & { upstreamCaFile?: string } = {
     listen: { host: '127.0.0.1', port: 0 },
-    policy: labPolicy(),
+    policy: o.policy ?? labPolicy(),
+    trustFor: o.trustFor,
     // Test origins listen on random ports: a host the test names is reachable on any port, as with `--update-host HOST`.
     hostRules: new HostRules(o.hosts.map((h) => ({ ports: 'any' as const, ...h }))),
     access: { ...defaultAccessRules(), ...o.access },

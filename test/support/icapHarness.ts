@@ -8,7 +8,7 @@ import net, { type Socket } from 'node:net';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IcapService, type IcapLimits } from '../../src/icap/icapService.js';
+import { IcapService, type IcapLimits, type IcapServiceOptions } from '../../src/icap/icapService.js';
 import { HostRules } from '../../src/policy/hostRules.js';
 import type { HostRule } from '../../src/policy/rulesFile.js';
 import { AuditLog } from '../../src/audit/auditLog.js';
@@ -38,13 +38,15 @@ export interface IcapHandle {
 export async function startIcap(o: {
   hosts: HostRule[]; limits?: Partial<IcapLimits>; policy?: ApprovedCaPolicy; nonPayload?: 'pass' | 'block'; unsignedDeltas?: 'pass' | 'block';
   previewBytes?: number; maxConnections?: number; port?: number; allowedPeers?: AllowedPeers; observer?: GateObserver; keepAliveMs?: number; spoolBase?: string; auditOnError?: 'block' | 'serve';
+  /** Per-channel trust, as `patchgate icap` wires it from the rules' channels. */
+  trustFor?: IcapServiceOptions['trustFor'];
 } = { hosts: [] }): Promise<IcapHandle> {
   const base = mkdtempSync(join(tmpdir(), 'patchgate-icap-'));
   const spoolBase = o.spoolBase ?? join(base, 'spool');
   const auditFile = join(base, 'audit.jsonl');
   const audit = new AuditLog(auditFile);
   const service = new IcapService({
-    listen: { host: '127.0.0.1', port: o.port ?? 0 }, policy: o.policy ?? labPolicy(), hostRules: new HostRules(o.hosts), rulesSha256: 'test', audit,
+    listen: { host: '127.0.0.1', port: o.port ?? 0 }, policy: o.policy ?? labPolicy(), trustFor: o.trustFor, hostRules: new HostRules(o.hosts), rulesSha256: 'test', audit,
     limits: { ...ICAP_LIMITS, ...o.limits }, nonPayload: o.nonPayload ?? 'pass', unsignedDeltas: o.unsignedDeltas ?? 'block', spoolBase,
     previewBytes: o.previewBytes, maxConnections: o.maxConnections, version: 'test', allowedPeers: o.allowedPeers, observer: o.observer, keepAliveMs: o.keepAliveMs, auditOnError: o.auditOnError,
   });

@@ -4,9 +4,9 @@ import { reason, type VerdictReason } from '../verdict.js';
 import { CertificateInfo } from './certificateInfo.js';
 import { checkSignature, type SignatureCheck } from './signatureCheck.js';
 
-export type ChainPurpose = 'codeSigning' | 'timeStamping';
+export type ChainPurpose = 'codeSigning' | 'timeStamping' | 'trustListSigning';
 
-const PURPOSE_EKU: Record<ChainPurpose, string> = { codeSigning: OID.ekuCodeSigning, timeStamping: OID.ekuTimeStamping };
+const PURPOSE_EKU: Record<ChainPurpose, string> = { codeSigning: OID.ekuCodeSigning, timeStamping: OID.ekuTimeStamping, trustListSigning: OID.ekuRootListSigner };
 
 /** Extensions whose meaning the checks below account for; any other critical extension blocks. */
 const UNDERSTOOD_EXTENSIONS = new Set<string>([

@@ -23,8 +23,14 @@ export interface SignedDataParts {
   eContentType: string;
   /** The content octets that messageDigest covers (value of the OCTET STRING, or of Authenticode's SEQUENCE). */
   eContentValue: Uint8Array | undefined;
-  /** The element inside eContent [0], for content types with structure (SpcIndirectDataContent). */
+  /**
+   * The element inside eContent [0], for content types with structure (SpcIndirectDataContent).
+   * Not made for a certificate trust list, which may hold hundreds of thousands of elements: its
+   * parser walks `eContentDer` itself, one entry at a time.
+   */
   eContentElement: asn1js.AsnType | undefined;
+  /** The DER of the element inside eContent [0] (tag and length included). */
+  eContentDer?: Uint8Array;
   certificates: readonly CertificateInfo[];
   digestAlgorithmOids: readonly string[];
   signers: readonly SignerParts[];
@@ -78,9 +84,9 @@ export function parseSingleDer(bytes: Uint8Array, what: string): asn1js.AsnType 
 }
 
 /** One TLV of bytes already checked by scanDer (definite, minimal, nested exactly): offsets only. */
-interface RawTlv { tag: number; start: number; valueStart: number; end: number }
+export interface RawTlv { tag: number; start: number; valueStart: number; end: number }
 
-function rawTlv(bytes: Uint8Array, at: number, limit: number): RawTlv {
+export function rawTlv(bytes: Uint8Array, at: number, limit: number): RawTlv {
   let i = at;
   const tag = bytes[i++]!;
   if ((tag & 0x1f) === 0x1f) while (bytes[i++]! & 0x80) { /* high tag number form */ }
@@ -96,7 +102,7 @@ function rawTlv(bytes: Uint8Array, at: number, limit: number): RawTlv {
 }
 
 /** The first `max` children of a constructed element (the callers need a few; a bomb may hold millions). */
-function rawChildren(bytes: Uint8Array, el: RawTlv, what: string, max: number): RawTlv[] {
+export function rawChildren(bytes: Uint8Array, el: RawTlv, what: string, max: number): RawTlv[] {
   if (!(el.tag & 0x20)) throw new MalformedError(`${what} is not a constructed element`);
   const out: RawTlv[] = [];
   for (let i = el.valueStart; i < el.end && out.length < max; i = out[out.length - 1]!.end) out.push(rawTlv(bytes, i, el.end));
@@ -104,9 +110,10 @@ function rawChildren(bytes: Uint8Array, el: RawTlv, what: string, max: number): 
 }
 
 /** asn1js over one element's bytes (a part of a blob that parseStrictDer's scan has already checked). */
-function asn1Of(bytes: Uint8Array, el: RawTlv, what: string): asn1js.AsnType {
-  const slice = bytes.subarray(el.start, el.end);
-  const parsed = asn1js.fromBER(slice);
+export function asn1Of(bytes: Uint8Array, el: RawTlv, what: string): asn1js.AsnType {
+  // A copy of the element alone: asn1js over a view into a large buffer costs time in proportion to the buffer.
+  const slice = bytes.slice(el.start, el.end);
+  const parsed = asn1js.fromBER(slice, { copyInput: false });
   if (parsed.offset === -1) throw new MalformedError(`${what}: ${parsed.result.error || 'bad ASN.1'}`);
   if (parsed.offset !== slice.byteLength) throw new MalformedError(`${what}: bytes after the ASN.1 element`);
   return parsed.result;
@@ -172,29 +179,34 @@ function parseSignedDataUncached(der: Uint8Array, what: string): SignedDataParts
     if (!isExactInteger(version) || !digestAlgsRaw || !encapRaw) throw new MalformedError('SignedData fields missing');
     if (!signerInfosRaw || i !== fRaw.length) throw new MalformedError('SignedData has unexpected fields');
     const digestAlgs = asn1Of(der, digestAlgsRaw, 'SignedData.digestAlgorithms');
-    const encap = asn1Of(der, encapRaw, 'EncapsulatedContentInfo');
     const signerInfosEl = asn1Of(der, signerInfosRaw, 'SignedData.signerInfos');
     expectShape(version.valueBlock.valueHexView.length === 1, 'SignedData.version');
     expectShape(isUniversal(digestAlgs, 17), 'SignedData.digestAlgorithms');
     for (const a of children(digestAlgs, 'digestAlgorithms')) checkDigestAlgorithmShape(a, 'SignedData.digestAlgorithms');
-    expectShape(isUniversal(encap, 16), 'EncapsulatedContentInfo');
+    expectShape(encapRaw.tag === 0x30, 'EncapsulatedContentInfo');
     expectShape(isUniversal(signerInfosEl, 17), 'SignedData.signerInfos');
     if (certsRaw) expectShape((certsRaw.tag & 0x20) !== 0, 'SignedData.certificates');
 
     const digestAlgorithmOids = children(digestAlgs, 'digestAlgorithms').map((a) => new pkijs.AlgorithmIdentifier({ schema: a }).algorithmId);
 
-    const encapFields = children(encap, 'EncapsulatedContentInfo');
-    const eTypeEl = encapFields[0];
+    // Split by offsets: the content may be a large trust list, parsed by its own code entry by entry.
+    const encapFields = rawChildren(der, encapRaw, 'EncapsulatedContentInfo', 3);
+    if (encapFields.length > 2) throw new MalformedError('EncapsulatedContentInfo has unexpected fields');
+    const eTypeEl = encapFields[0] ? asn1Of(der, encapFields[0], 'eContentType') : undefined;
     if (!(eTypeEl instanceof asn1js.ObjectIdentifier)) throw new MalformedError('eContentType missing');
     let eContentValue: Uint8Array | undefined;
     let eContentElement: asn1js.AsnType | undefined;
+    let eContentDer: Uint8Array | undefined;
     const eWrap = encapFields[1];
     if (eWrap) {
-      if (!isContext(eWrap, 0)) throw new MalformedError('bad eContent tag');
-      const inner = children(eWrap, 'eContent');
+      if (eWrap.tag !== 0xa0) throw new MalformedError('bad eContent tag');
+      const inner = rawChildren(der, eWrap, 'eContent', 2);
       if (inner.length !== 1) throw new MalformedError('eContent must hold one element');
-      eContentElement = inner[0]!;
-      eContentValue = valueOctets(eContentElement);
+      const el = inner[0]!;
+      // Copies: a parse is cached by the bytes' digest and must not change if the caller's buffer does.
+      eContentDer = der.slice(el.start, el.end);
+      eContentValue = eContentDer.subarray(el.valueStart - el.start);
+      if (eTypeEl.valueBlock.toString() !== OID.certTrustList) eContentElement = asn1Of(der, el, 'eContent');
     }
 
     const certificates: CertificateInfo[] = [];
@@ -238,14 +250,16 @@ function parseSignedDataUncached(der: Uint8Array, what: string): SignedDataParts
       return { info, signedAttrsDer };
     });
 
-    // The SignedData version is not free either. Authenticode (SpcIndirectDataContent) keeps
+    // The SignedData version is not free either. Authenticode (SpcIndirectDataContent) and CTLs keep
     // PKCS#7's 1, with issuerAndSerialNumber signers; otherwise RFC 5652 5.1: 3 when a signer is
     // identified by key identifier or the content is not id-data (timestamp tokens), else 1.
     // Attribute and other certificate or CRL formats (4, 5) are not used here.
     const eContentType = eTypeEl.valueBlock.toString();
-    const expected = eContentType === OID.spcIndirectData ? (anyV3 ? -1 : 1) : anyV3 || eContentType !== OID.data ? 3 : 1;
+    // Microsoft's certificate trust lists and catalogs are PKCS#7 objects too: version 1, like Authenticode.
+    const pkcs7Style = eContentType === OID.spcIndirectData || eContentType === OID.certTrustList;
+    const expected = pkcs7Style ? (anyV3 ? -1 : 1) : anyV3 || eContentType !== OID.data ? 3 : 1;
     expectShape(version.valueBlock.valueDec === expected, 'SignedData.version');
-    return { eContentType, eContentValue, eContentElement, certificates, digestAlgorithmOids, signers };
+    return { eContentType, eContentValue, eContentElement, eContentDer, certificates, digestAlgorithmOids, signers };
   });
 }
 

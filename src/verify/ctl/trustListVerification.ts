@@ -1,0 +1,84 @@
+import { OID } from '../oids.js';
+import type { ApprovedCaPolicy } from '../approvedCaPolicy.js';
+import { dedupeReasons, reason, type PayloadFormat, type Verdict, type VerdictReason } from '../verdict.js';
+import { MalformedError } from '../malformed.js';
+import { parseSignedData } from '../cms/signedDataParts.js';
+import { checkSigner } from '../cms/signerCheck.js';
+import { checkTimestamps } from '../cms/timestampCheck.js';
+import { hasLifetimeSigning, validateChain, type ChainPurpose } from '../chain/chainValidator.js';
+import { parseCertificateTrustList, type CertificateTrustList } from './certificateTrustList.js';
+
+export type TrustListPartial = Omit<Verdict, 'format' | 'sha256' | 'size'> & { format?: PayloadFormat };
+
+export interface TrustListResult {
+  verdict: TrustListPartial;
+  /** The parsed list, when the SignedData held a CTL (whatever the verdict). */
+  list?: CertificateTrustList;
+}
+
+/**
+ * Verifies a CMS SignedData that encapsulates a CTL: a certificate trust list (authroot.stl,
+ * disallowedcert.stl) or a catalog (.cat). The same checks as an Authenticode signature, with the
+ * content bound by the signer's messageDigest over the encapsulated CTL octets (checkSigner hashes
+ * eContent), and the chain judged for what the list is:
+ *  - a catalog vouches for files: code-signing anchors, codeSigning EKU below them;
+ *  - any other CTL vouches for certificates: CTL anchors, root-list-signer EKU below them.
+ * So a CTL signer cannot sign code and a code-signing leaf cannot sign a trust list.
+ */
+export function verifyTrustList(der: Uint8Array, policy: ApprovedCaPolicy, now: Date, format: PayloadFormat): TrustListResult {
+  const parts = parseSignedData(der, format === 'ctl-cab' ? 'trust list in the cabinet' : 'trust list');
+  if (parts.eContentType !== OID.certTrustList) {
+    return { verdict: { verdict: 'block', reasons: [reason('UNSUPPORTED_FORMAT', `a bare CMS/PKCS#7 object with content ${parts.eContentType}, not a certificate trust list or catalog: verify it with the content it signs (--detached)`)] } };
+  }
+  if (parts.signers.length !== 1) throw new MalformedError(`a trust list needs exactly one signer, found ${parts.signers.length}`);
+  const list = parseCertificateTrustList(parts.eContentDer);
+  const kind: PayloadFormat = list.isCatalog ? 'catalog' : format === 'ctl-cab' ? 'ctl-cab' : 'ctl';
+  const purpose: ChainPurpose = list.isCatalog ? 'codeSigning' : 'trustListSigning';
+  const anchors = list.isCatalog ? policy.anchors : (policy.ctlAnchors ?? []);
+
+  const out: VerdictReason[] = [];
+  const signerParts = parts.signers[0]!;
+  const signer = checkSigner(parts, signerParts, policy);
+  out.push(...signer.reasons);
+  let at = now;
+  const ts = checkTimestamps(parts, signerParts, policy, now);
+  if (ts.accepted && signer.signer && !hasLifetimeSigning(signer.signer)) at = ts.accepted.time;
+  let path: import('../chain/certificateInfo.js').CertificateInfo[] = [];
+  if (signer.signer) {
+    const result = validateChain(signer.signer, parts.certificates, anchors, purpose, at, policy);
+    path = result.path;
+    if (!anchors.length) out.push(reason('UNTRUSTED_ROOT', list.isCatalog ? 'no code-signing anchor approves catalogs here' : 'no certificate-trust-list anchor is approved here (rules: ctlAnchors, or a channel\'s)'));
+    out.push(...result.reasons);
+    if (result.reasons.some((r) => r.code === 'CERT_EXPIRED') && !ts.accepted) {
+      out.push(...(ts.rejected.length ? ts.rejected : [reason('CERT_EXPIRED', 'no valid timestamp proves the signing time')]));
+    }
+  }
+  const reasons = dedupeReasons(out);
+  const leaf = signer.signer;
+  return {
+    list,
+    verdict: {
+      format: kind,
+      verdict: reasons.length ? 'block' : 'allow',
+      reasons,
+      signer: leaf ? { subject: leaf.subject, issuer: leaf.issuer, serial: leaf.serialHex, sha256: leaf.sha256 } : undefined,
+      chain: path.length ? path.map((c) => ({ subject: c.subject, issuer: c.issuer, sha256: c.sha256, notBefore: c.notBefore.toISOString(), notAfter: c.notAfter.toISOString() })) : undefined,
+      timestamp: ts.accepted && at !== now ? { time: ts.accepted.time.toISOString(), authority: ts.accepted.authority } : undefined,
+      verifiedAt: at.toISOString(),
+      ekuMode: policy.ekuMode,
+      trustList: {
+        usage: list.subjectUsage, entries: list.subjects.length, thisUpdate: list.thisUpdate.toISOString(),
+        nextUpdate: list.nextUpdate?.toISOString(), sequenceNumber: list.sequenceNumber,
+      },
+    },
+  };
+}
+
+/** verifyTrustList that never throws: a parse failure is MALFORMED, anything else INTERNAL_ERROR. */
+export function trustListVerdict(der: Uint8Array, policy: ApprovedCaPolicy, now: Date, format: PayloadFormat = 'ctl'): TrustListResult {
+  try {
+    return verifyTrustList(der, policy, now, format);
+  } catch (err) {
+    return { verdict: { verdict: 'block', reasons: [reason(err instanceof MalformedError ? 'MALFORMED' : 'INTERNAL_ERROR', `trust list: ${(err as Error).message}`)] } };
+  }
+}
