@@ -11,6 +11,9 @@ import { parseCabLayout, type CabLayout } from './cab/cabLayout.js';
 import { sniffFormat, SNIFF_BYTES } from './format/sniffFormat.js';
 import { authenticodeVerdict } from './authenticodeVerification.js';
 import { DetachedCmsCheck } from './detachedCmsVerification.js';
+import { bytesSource, type RandomAccessFormat, type RandomAccessSource } from './format/signedFileFormat.js';
+import { verifyRandomAccess } from './format/randomAccessVerification.js';
+import { msiFormat } from './msi/msiFormat.js';
 
 type Partial = Omit<Verdict, 'format' | 'sha256' | 'size'>;
 
@@ -169,6 +172,18 @@ class UnsupportedStream implements FormatStream {
   finish(): Partial { return block(this.why); }
 }
 
+/**
+ * A random-access format (MSI): nothing to do while bytes stream past (the whole-file digest is the
+ * verifier's); the verdict needs the finished payload, through IncrementalVerifier.finishFrom().
+ */
+class RandomAccessPending implements FormatStream {
+  constructor(readonly format: RandomAccessFormat) {}
+  update(): void {}
+  finish(): Partial {
+    return block(reason('INTERNAL_ERROR', `${this.format.name.toUpperCase()} is verified from the finished payload (random access), and none was given`));
+  }
+}
+
 class DetachedStream implements FormatStream {
   private readonly hashes: Map<DigestName, Hash>;
   constructor(private readonly check: DetachedCmsCheck) {
@@ -270,7 +285,7 @@ export class IncrementalVerifier {
     switch (sniffed) {
       case 'pe': this.format = 'pe'; this.stream = new PeStream(this.policy, this.now, this.hashing); break;
       case 'cab': this.format = 'cab'; this.stream = new CabStream(this.policy, this.now, this.hashing); break;
-      case 'msi': this.format = 'msi'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'MSI (OLE compound file) signatures are not verified yet')); break;
+      case 'msi': this.format = 'msi'; this.stream = new RandomAccessPending(msiFormat); break;
       case 'cms': this.format = 'unknown'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'a bare CMS/PKCS#7 object: verify it with the content it signs (--detached)')); break;
       default: this.format = 'unknown'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'not a PE, CAB or MSI file (format sniffed from the bytes)'));
     }
@@ -286,6 +301,46 @@ export class IncrementalVerifier {
     if (this.finished) return this.finished;
     this.external = d;
     return this.finish();
+  }
+
+  /**
+   * True when the sniffed format is verified from the finished payload (MSI): the caller then ends
+   * with finishFrom() instead of finish()/finishWith().
+   */
+  get needsRandomAccess(): boolean {
+    if (this.early || this.finished) return false;
+    if (!this.stream && this.total > 0) {
+      try { this.startStream(Buffer.concat(this.sniffBuffer)); } catch { return false; }
+    }
+    return this.stream instanceof RandomAccessPending;
+  }
+
+  /**
+   * The verdict of a random-access format, read from the finished payload through `source` (which
+   * must hold exactly the bytes fed to update()). With `digests: 'external'`, `external` carries the
+   * whole-file SHA-256 from the digest thread. Never rejects: failures are blocks.
+   */
+  async finishFrom(source: RandomAccessSource, external?: ExternalDigests): Promise<Verdict> {
+    if (this.finished) return this.finished;
+    if (!this.needsRandomAccess) return external ? this.finishWith(external) : this.finish();
+    let sha256: string;
+    if (this.hashing) sha256 = this.whole.digest('hex');
+    else if (external && /^[0-9a-f]{64}$/.test(external.sha256)) sha256 = external.sha256;
+    else return this.conclude(block(reason('INTERNAL_ERROR', 'the file digests were not computed')), '');
+    if (source.size !== this.total) {
+      return this.conclude(block(reason('INTERNAL_ERROR', `the finished payload holds ${source.size} bytes, ${this.total} were verified`)), sha256);
+    }
+    const pending = this.stream as RandomAccessPending;
+    return this.conclude(await verifyRandomAccess(pending.format, source, this.policy, this.now), sha256);
+  }
+
+  /** The one rule every path obeys: allow only with no reason to block. */
+  private conclude(partial: Partial, sha256: string): Verdict {
+    if (this.finished) return this.finished;
+    const verdict = partial.reasons.length === 0 && partial.verdict === 'allow' ? 'allow' : 'block';
+    if (verdict === 'block' && partial.reasons.length === 0) partial.reasons.push(reason('INTERNAL_ERROR', 'blocked without a recorded reason'));
+    this.finished = { ...partial, verdict, format: this.format, sha256, size: this.total };
+    return this.finished;
   }
 
   finish(): Verdict {
@@ -317,15 +372,18 @@ export class IncrementalVerifier {
     } catch (err) {
       partial = block(reason(err instanceof MalformedError ? 'MALFORMED' : 'INTERNAL_ERROR', (err as Error).message));
     }
-    // The one rule every path obeys: allow only with no reason to block.
-    const verdict = partial.reasons.length === 0 && partial.verdict === 'allow' ? 'allow' : 'block';
-    if (verdict === 'block' && partial.reasons.length === 0) partial.reasons.push(reason('INTERNAL_ERROR', 'blocked without a recorded reason'));
-    this.finished = { ...partial, verdict, format: this.format, sha256, size: this.total };
-    return this.finished;
+    return this.conclude(partial, sha256);
   }
 }
 
-/** Whole-buffer convenience over the streaming verifier. */
+/** Whole-buffer convenience over the verifier, for every format (random-access ones read the buffer itself). */
+export async function verifyBuffer(bytes: Uint8Array, policy: ApprovedCaPolicy, options: IncrementalVerifierOptions = {}): Promise<Verdict> {
+  const v = new IncrementalVerifier(policy, options);
+  v.update(bytes);
+  return v.needsRandomAccess ? v.finishFrom(bytesSource(bytes)) : v.finish();
+}
+
+/** Whole-buffer convenience over the streaming verifier (streaming formats only: an MSI needs verifyBuffer). */
 export function verifyBytes(bytes: Uint8Array, policy: ApprovedCaPolicy, options: IncrementalVerifierOptions = {}): Verdict {
   const v = new IncrementalVerifier(policy, options);
   v.update(bytes);
