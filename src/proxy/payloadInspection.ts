@@ -249,9 +249,23 @@ export class PayloadInspection {
       return v;
     };
     const job = this.job;
-    const verdictReady: Promise<Verdict> = job
-      ? job.end().then((d) => judge(() => this.verifier.finishWith(d)), (e: Error) => { throw new Error(`digest thread: ${e.message}`); })
-      : Promise.resolve().then(() => judge(() => this.verifier.finish()));
+    const external = job?.end().catch((e: Error) => { throw new Error(`digest thread: ${e.message}`); });
+    let verdictReady: Promise<Verdict>;
+    if (this.verifier.needsRandomAccess) {
+      // MSI: its digest covers streams scattered over the package, read from the finished spool a
+      // piece at a time (memory stays bounded whatever the size); the verdict time counts the reads.
+      verdictReady = Promise.all([external, flushed]).then(async ([d]) => {
+        const t0 = process.hrtime.bigint();
+        const v = await this.verifier.finishFrom({ size: spool.size, readAt: (offset, length) => spool.readAt(offset, length) }, d);
+        verifyMs = Number(process.hrtime.bigint() - t0) / 1e6;
+        this.s.observer?.verified(verifyMs, v.verdict);
+        return v;
+      });
+    } else {
+      verdictReady = external
+        ? external.then((d) => judge(() => this.verifier.finishWith(d)))
+        : Promise.resolve().then(() => judge(() => this.verifier.finish()));
+    }
     Promise.all([verdictReady, flushed]).then(
       ([verdict]) => {
         if (this.done) return;
