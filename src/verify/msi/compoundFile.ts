@@ -13,6 +13,7 @@ import type { RandomAccessSource } from '../format/signedFileFormat.js';
 const HEADER_BYTES = 512;
 const MAGIC = [0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1];
 const MAXREGSECT = 0xfffffffa;
+const DIFSECT = 0xfffffffc;
 const FATSECT = 0xfffffffd;
 const ENDOFCHAIN = 0xfffffffe;
 const NOSTREAM = 0xffffffff;
@@ -79,6 +80,9 @@ export class CompoundFile {
     if (!((major === 3 && sectorShift === 9) || (major === 4 && sectorShift === 12))) throw new MalformedError(`compound file version ${major} with sector shift ${sectorShift}`);
     if (u16(h, 32) !== 6) throw new MalformedError('compound file mini sector size is not 64');
     if (u32(h, 56) !== MINI_CUTOFF) throw new MalformedError('compound file mini stream cutoff is not 4096');
+    // Fields MS-CFB fixes: a reader that ignores them and one that does not must never disagree.
+    if (h.subarray(34, 40).some((b) => b !== 0)) throw new MalformedError('compound file header reserved bytes are not zero');
+    if (major === 3 && u32(h, 40) !== 0) throw new MalformedError('compound file version 3 with a directory sector count');
     const sectorSize = 1 << sectorShift;
     if (source.size < sectorSize * 2) throw new MalformedError('compound file too short for its sector size');
     // Sector n starts at (n + 1) * sectorSize; the last one may be cut short by the end of the file.
@@ -99,10 +103,12 @@ export class CompoundFile {
     if (numDifat * sectorSize > MAX_TABLE_BYTES || numDifat > fileSectors) throw new MalformedError(`compound file: ${numDifat} DIFAT sectors exceed the limit`);
     const fatSectors: number[] = [];
     for (let i = 0; i < 109 && fatSectors.length < numFat; i++) fatSectors.push(u32(h, 76 + 4 * i));
+    const difatSectors: number[] = [];
     let difat = u32(h, 68);
     for (let n = 0; n < numDifat; n++) {
       if (difat > MAXREGSECT) throw new MalformedError('compound file: DIFAT chain ends early');
       claim(difat, 'DIFAT');
+      difatSectors.push(difat);
       const d = await read(sectorOffset(difat), sectorSize, 'DIFAT sector');
       for (let i = 0; i < perSector - 1 && fatSectors.length < numFat; i++) fatSectors.push(u32(d, 4 * i));
       difat = u32(d, sectorSize - 4);
@@ -117,6 +123,15 @@ export class CompoundFile {
     }
     // The FAT must mark its own sectors (and the DIFAT's) as such: else a stream could claim them.
     for (const s of fatSectors) if (fat[s] !== FATSECT) throw new MalformedError(`compound file: FAT sector ${s} is not marked FATSECT`);
+    for (const s of difatSectors) if (fat[s] !== DIFSECT) throw new MalformedError(`compound file: DIFAT sector ${s} is not marked DIFSECT`);
+    // ...and mark nothing else so: the special markers count exactly the FAT and DIFAT sectors.
+    let fatMarks = 0;
+    let difatMarks = 0;
+    for (const v of fat) {
+      if (v === FATSECT) fatMarks++;
+      else if (v === DIFSECT) difatMarks++;
+    }
+    if (fatMarks !== numFat || difatMarks !== numDifat) throw new MalformedError(`compound file: the FAT marks ${fatMarks} FAT and ${difatMarks} DIFAT sectors, the header counts ${numFat} and ${numDifat}`);
 
     /** Follows a FAT chain, claiming each sector; a loop or a shared sector is MALFORMED. */
     const chain = (start: number, what: string, maxSectors: number): number[] => {
@@ -154,6 +169,7 @@ export class CompoundFile {
     const link = (id: number, at: number) => u32(dirBytes, id * ENTRY_BYTES + at);
     const root = parseEntry(0);
     if (root.type !== ENTRY_ROOT || root.name.toString('utf16le') !== 'Root Entry') throw new MalformedError('compound file: first directory entry is not the root');
+    if (link(0, 68) !== NOSTREAM || link(0, 72) !== NOSTREAM) throw new MalformedError('compound file: the root entry has siblings');
 
     // The tree: children of each storage form a red-black tree through left/right sibling links.
     const visited = new Uint8Array(entryCount);
@@ -177,6 +193,8 @@ export class CompoundFile {
         const key = child.name.toString('utf16le').toUpperCase();
         if (names.has(key)) throw new MalformedError(`compound file: two entries named "${child.name.toString('utf16le')}" in one storage`);
         names.add(key);
+        // A stream has no children: a child link on one is something only some readers would follow.
+        if (child.type === ENTRY_STREAM && link(id, 76) !== NOSTREAM) throw new MalformedError(`compound file: stream entry ${id} has a child link`);
         storage.children.push(child);
         if (child.type === ENTRY_STORAGE) storages.push([child, depth + 1]);
         else streams.push(child);
