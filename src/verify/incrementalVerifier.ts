@@ -1,19 +1,14 @@
 import { createHash, type Hash } from 'node:crypto';
-import { OID } from './oids.js';
 import type { DigestName } from './algorithms.js';
 import type { ApprovedCaPolicy } from './approvedCaPolicy.js';
 import { reason, type PayloadFormat, type Verdict, type VerdictReason } from './verdict.js';
 import { MalformedError } from './malformed.js';
 import { RangeHasher } from './rangeHasher.js';
-import { parsePeLayout, peDigestRanges, type PeLayout } from './pe/peLayout.js';
-import { derElementLength, parseCertificateTable } from './pe/winCertificate.js';
-import { parseCabLayout, type CabLayout } from './cab/cabLayout.js';
 import { sniffFormat, SNIFF_BYTES } from './format/sniffFormat.js';
-import { authenticodeVerdict } from './authenticodeVerification.js';
+import { formatFor } from './format/formats.js';
+import { signedContentVerdict, verifyRandomAccess } from './format/signedContentVerdict.js';
 import { DetachedCmsCheck } from './detachedCmsVerification.js';
-import { bytesSource, type RandomAccessFormat, type RandomAccessSource } from './format/signedFileFormat.js';
-import { verifyRandomAccess } from './format/randomAccessVerification.js';
-import { msiFormat } from './msi/msiFormat.js';
+import { bytesSource, type RandomAccessFormat, type RandomAccessSource, type StreamingFormat } from './format/signedFileFormat.js';
 
 type Partial = Omit<Verdict, 'format' | 'sha256' | 'size'>;
 
@@ -26,42 +21,38 @@ interface FormatStream {
 const block = (...reasons: VerdictReason[]): Partial => ({ verdict: 'block', reasons });
 
 /**
- * Buffers the header region until the layout is known, then hashes ranges as bytes arrive and
- * keeps only the signature blob. Shared by PE and CAB, which differ in layout only.
+ * A streaming format's state: buffers the header region until the format finds its layout, then
+ * hashes the format's digest plan as bytes arrive and keeps only the signature span.
  */
-abstract class LayoutStream<L> implements FormatStream {
-  protected head: Uint8Array[] = [];
-  protected headBytes = 0;
-  protected layout: L | undefined;
-  protected hasher: RangeHasher | undefined;
-  protected signature: Uint8Array | undefined;
-  protected signatureFilled = 0;
-  protected failure: VerdictReason | undefined;
-  protected trailing = 0;
+class LayoutStream<L> implements FormatStream {
+  private head: Uint8Array[] = [];
+  private layout: L | undefined;
+  private hasher: RangeHasher | undefined;
+  private signature: Uint8Array | undefined;
+  private signatureFilled = 0;
+  private failure: VerdictReason | undefined;
+  private trailing = 0;
   /** Digests computed elsewhere (another thread) over the same bytes; then this stream hashes nothing. */
   external: Map<DigestName, Buffer> | undefined;
 
-  constructor(protected readonly policy: ApprovedCaPolicy, protected readonly hashing = true) {}
+  constructor(
+    private readonly format: StreamingFormat<L>,
+    private readonly policy: ApprovedCaPolicy,
+    private readonly now: Date,
+    private readonly hashing = true,
+  ) {}
 
   /** The byte ranges the Authenticode digest covers, once the layout is known. */
   get ranges(): readonly (readonly [number, number])[] | undefined {
-    return this.layout ? this.digestRanges(this.layout) : undefined;
+    return this.layout ? this.format.digestRanges(this.layout) : undefined;
   }
 
   /** The file digests: computed here, or supplied by finishWith. */
-  protected fileDigests(): Map<DigestName, Buffer> {
+  private fileDigests(): Map<DigestName, Buffer> {
     if (this.hashing) return this.hasher!.digests();
     if (!this.external) throw new Error('file digests were not supplied');
     return this.external;
   }
-
-
-
-  protected abstract tryLayout(head: Uint8Array): { layout: L } | { need: number };
-  /** Signature blob position once the layout is known; size 0 when unsigned. */
-  protected abstract signatureSpan(layout: L): { offset: number; size: number };
-  protected abstract digestRanges(layout: L): readonly (readonly [number, number])[];
-  protected abstract verdict(layout: L, signature: Uint8Array, total: number): Partial;
 
   update(chunk: Uint8Array, at: number): void {
     if (this.failure) return;
@@ -71,21 +62,20 @@ abstract class LayoutStream<L> implements FormatStream {
         // a later try are copied (the caller may reuse its buffer).
         const first = this.head.length === 0;
         const head = first ? chunk : Buffer.concat([...this.head, chunk]);
-        this.headBytes += chunk.byteLength;
-        const r = this.tryLayout(head);
+        const r = this.format.layout(head, this.policy.limits.maxHeaderBytes);
         if ('need' in r) {
           if (r.need > this.policy.limits.maxHeaderBytes) throw new MalformedError('headers exceed the header limit');
           this.head = [first ? new Uint8Array(head) : head];
           return;
         }
         this.layout = r.layout;
-        const span = this.signatureSpan(r.layout);
+        const span = this.format.signatureSpan(r.layout);
         if (span.size > this.policy.limits.maxSignatureBytes) {
           this.failure = reason('OVERSIZE', `signature of ${span.size} bytes exceeds the ${this.policy.limits.maxSignatureBytes}-byte limit`);
           return;
         }
         if (span.size) this.signature = new Uint8Array(span.size);
-        this.hasher = new RangeHasher(this.digestRanges(r.layout), this.policy.fileDigests);
+        this.hasher = new RangeHasher(this.format.digestRanges(r.layout), this.policy.fileDigests);
         this.head = [];
         this.consume(head, 0);
         return;
@@ -98,7 +88,7 @@ abstract class LayoutStream<L> implements FormatStream {
 
   private consume(chunk: Uint8Array, at: number): void {
     if (this.hashing) this.hasher!.update(chunk, at);
-    const span = this.signatureSpan(this.layout!);
+    const span = this.format.signatureSpan(this.layout!);
     if (!span.size) return;
     const end = at + chunk.byteLength;
     const from = Math.max(at, span.offset);
@@ -113,55 +103,17 @@ abstract class LayoutStream<L> implements FormatStream {
   finish(total: number): Partial {
     if (this.failure) return block(this.failure);
     if (!this.layout) return block(reason('MALFORMED', `payload ends (${total} bytes) before its headers are complete`));
-    const span = this.signatureSpan(this.layout);
+    const span = this.format.signatureSpan(this.layout);
     if (!span.size) return block(reason('NOT_SIGNED', 'the file carries no Authenticode signature'));
     if (total < span.offset + span.size || this.signatureFilled !== span.size) {
       return block(reason('MALFORMED', `payload is truncated: ${total} bytes, the signature ends at ${span.offset + span.size}`));
     }
-    const partial = this.verdict(this.layout, this.signature!, total);
+    const partial = signedContentVerdict(this.format.signatures(this.layout, this.signature!, this.fileDigests()), this.policy, this.now);
     if (this.trailing > 0) {
       const t = reason('TRAILING_DATA', `${this.trailing} bytes after the signature, outside what the signature covers`);
       return { ...partial, verdict: 'block', reasons: [t, ...partial.reasons] };
     }
     return partial;
-  }
-}
-
-class PeStream extends LayoutStream<PeLayout> {
-  constructor(policy: ApprovedCaPolicy, private readonly now: Date, hashing = true) { super(policy, hashing); }
-
-  protected tryLayout(head: Uint8Array) {
-    const r = parsePeLayout(head, this.policy.limits.maxHeaderBytes);
-    return r.kind === 'need' ? { need: r.bytes } : { layout: r.layout };
-  }
-  protected signatureSpan(l: PeLayout) { return { offset: l.certTableOffset, size: l.certTableSize }; }
-  protected digestRanges(l: PeLayout) { return peDigestRanges(l, Number.MAX_SAFE_INTEGER); }
-  protected verdict(_l: PeLayout, table: Uint8Array): Partial {
-    const { entries, problems } = parseCertificateTable(table);
-    const v = authenticodeVerdict(entries, { dataType: OID.spcPeImageData, fileDigests: this.fileDigests() }, this.policy, this.now);
-    if (!problems.length) return v;
-    return { ...v, verdict: 'block', reasons: [...problems, ...v.reasons] };
-  }
-}
-
-class CabStream extends LayoutStream<CabLayout> {
-  constructor(policy: ApprovedCaPolicy, private readonly now: Date, hashing = true) { super(policy, hashing); }
-
-  protected tryLayout(head: Uint8Array) {
-    const r = parseCabLayout(head, this.policy.limits.maxHeaderBytes);
-    return r.kind === 'need' ? { need: r.bytes } : { layout: r.layout };
-  }
-  protected signatureSpan(l: CabLayout) { return { offset: l.signatureOffset, size: l.signatureSize }; }
-  protected digestRanges(l: CabLayout) { return l.ranges; }
-  protected verdict(_l: CabLayout, signature: Uint8Array): Partial {
-    // The signature area holds one DER blob plus at most 7 zero bytes of alignment, nothing else.
-    const derLen = derElementLength(signature);
-    if (derLen > signature.byteLength) throw new MalformedError('CAB signature blob longer than its area');
-    const slack = signature.subarray(derLen);
-    const v = authenticodeVerdict([signature.subarray(0, derLen)], { dataType: OID.spcCabData, fileDigests: this.fileDigests() }, this.policy, this.now);
-    if (slack.byteLength < 8 && slack.every((b) => b === 0)) return v;
-    const t = reason('TRAILING_DATA', `${slack.byteLength} bytes after the CAB signature's PKCS#7 blob`);
-    return { ...v, verdict: 'block', reasons: [t, ...v.reasons] };
   }
 }
 
@@ -281,13 +233,16 @@ export class IncrementalVerifier {
 
   private startStream(head: Uint8Array): void {
     this.sniffBuffer = [];
-    const sniffed = sniffFormat(head);
-    switch (sniffed) {
-      case 'pe': this.format = 'pe'; this.stream = new PeStream(this.policy, this.now, this.hashing); break;
-      case 'cab': this.format = 'cab'; this.stream = new CabStream(this.policy, this.now, this.hashing); break;
-      case 'msi': this.format = 'msi'; this.stream = new RandomAccessPending(msiFormat); break;
-      case 'cms': this.format = 'unknown'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'a bare CMS/PKCS#7 object: verify it with the content it signs (--detached)')); break;
-      default: this.format = 'unknown'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'not a PE, CAB or MSI file (format sniffed from the bytes)'));
+    const format = formatFor(head);
+    if (format) {
+      this.format = format.name;
+      this.stream = format.mode === 'streaming' ? new LayoutStream(format, this.policy, this.now, this.hashing) : new RandomAccessPending(format);
+    } else if (sniffFormat(head) === 'cms') {
+      this.format = 'unknown';
+      this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'a bare CMS/PKCS#7 object: verify it with the content it signs (--detached)'));
+    } else {
+      this.format = 'unknown';
+      this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'not a PE, CAB or MSI file (format sniffed from the bytes)'));
     }
     this.stream.update(head, 0);
   }

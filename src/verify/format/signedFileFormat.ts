@@ -2,6 +2,7 @@ import type { DigestName } from '../algorithms.js';
 import type { ApprovedCaPolicy } from '../approvedCaPolicy.js';
 import type { PayloadFormat, VerdictReason } from '../verdict.js';
 import type { FileEvidence } from '../authenticodeVerification.js';
+import type { ByteRange } from '../rangeHasher.js';
 
 /**
  * The bytes of a finished payload, read where they lie (a spool in memory or on disk, a file):
@@ -33,10 +34,33 @@ export type SignedContent =
 export type FormatLimits = Pick<ApprovedCaPolicy['limits'], 'maxSignatureBytes' | 'maxHeaderBytes'>;
 
 /**
- * One signed file format, recognised from its first bytes. Streaming formats (PE, CAB) find their
- * layout in a bounded prefix and are hashed as bytes arrive (IncrementalVerifier's layout streams);
- * random-access formats (MSI) are read after the last byte through `readAt`, because their digest
- * covers parts scattered over the file in an order of their own.
+ * One signed file format, recognised from its first bytes. Adding a format is one folder under
+ * src/verify/ implementing one of the two modes, plus its line in format/formats.ts.
+ */
+export type SignedFileFormat = StreamingFormat<any> | RandomAccessFormat; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/**
+ * Streaming mode (PE, CAB): the layout comes from a bounded prefix; it hands the digest threads a
+ * plan (byte ranges in file order) and names one signature span, so the file digest and the
+ * signature are ready at the last byte and nothing but the headers and the signature is kept.
+ */
+export interface StreamingFormat<L> {
+  readonly name: PayloadFormat;
+  readonly mode: 'streaming';
+  sniff(head: Uint8Array): boolean;
+  /** The layout once `head` holds the headers, else how many bytes it needs. MalformedError for bad headers. */
+  layout(head: Uint8Array, maxHeaderBytes: number): { layout: L } | { need: number };
+  /** The digest plan: the half-open byte ranges the file digest covers, in file order. */
+  digestRanges(layout: L): readonly ByteRange[];
+  /** Where the signature blob lies; size 0 when the file is unsigned. */
+  signatureSpan(layout: L): { offset: number; size: number };
+  /** The signatures found in the (complete) signature span, and how they bind to the file digests. */
+  signatures(layout: L, span: Uint8Array, fileDigests: Map<DigestName, Buffer>): SignedContent;
+}
+
+/**
+ * Random-access mode (MSI): the digest covers parts scattered over the file in an order of its
+ * own, so the format reads the finished payload through `readAt` after the last byte.
  */
 export interface RandomAccessFormat {
   readonly name: PayloadFormat;
