@@ -12,6 +12,7 @@ import { FIXTURES, codes, fx, labPolicy, manifest, verifyMsiFixture } from '../s
 /** Where patchgate blocks what osslsigncode accepts, and why (its policy is stricter). */
 const EXPECTED_DIFFERENCES: Record<string, { codes: ReasonCode[]; why: string }> = {
   'flame-msi': { codes: ['NO_CODESIGN_EKU', 'WEAK_ALGORITHM'], why: 'Flame-like chain: OpenSSL accepts the MD5 certificate signature and absent EKUs; patchgate refuses both.' },
+  'appended-msi': { codes: ['TRAILING_DATA'], why: 'Bytes after the compound file (GlueBall, CVE-2020-1464): osslsigncode ignores them; patchgate refuses what no signature covers.' },
   'sha1-digest-msi': { codes: ['WEAK_ALGORITHM'], why: 'osslsigncode accepts a SHA-1 digest; patchgate only where the rules allow SHA-1.' },
 };
 

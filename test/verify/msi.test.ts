@@ -35,6 +35,7 @@ describe('MSI and MSP packages', () => {
     ['tampered-msp', ['DIGEST_MISMATCH']],
     ['tampered-ex-msi', ['DIGEST_MISMATCH']],
     ['sha1-digest-msi', ['WEAK_ALGORITHM']],
+    ['appended-msi', ['TRAILING_DATA']],
   ])('%s is blocked with %j', async (name, expected) => {
     const v = await verifyMsiFixture(name);
     expect(v.verdict).toBe('block');

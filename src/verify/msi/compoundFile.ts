@@ -15,6 +15,7 @@ const MAGIC = [0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1];
 const MAXREGSECT = 0xfffffffa;
 const DIFSECT = 0xfffffffc;
 const FATSECT = 0xfffffffd;
+const FREESECT = 0xffffffff;
 const ENDOFCHAIN = 0xfffffffe;
 const NOSTREAM = 0xffffffff;
 const MINI_SECTOR = 64;
@@ -62,6 +63,8 @@ export class CompoundFile {
     /** File sector numbers of the mini stream, in order. */
     private readonly miniStreamSectors: Uint32Array,
     readonly root: DirectoryEntry,
+    /** Bytes after the last sector the FAT allocates: covered by no signature (CVE-2020-1464, "GlueBall"). */
+    readonly trailingBytes: number,
   ) {}
 
   static async open(source: RandomAccessSource): Promise<CompoundFile> {
@@ -238,7 +241,10 @@ export class CompoundFile {
         if (sectorOffset(c[c.length - 1]!) + (s.size - (need - 1) * sectorSize) > source.size) throw new MalformedError(`compound file: stream ${s.id} ends past the end of the file`);
       }
     }
-    return new CompoundFile(source, sectorSize, fat, miniFat, miniStreamSectors, root);
+    let lastUsed = -1;
+    for (let i = Math.min(fat.length, fileSectors) - 1; i >= 0; i--) if (fat[i] !== FREESECT) { lastUsed = i; break; }
+    const trailingBytes = Math.max(0, source.size - (lastUsed + 2) * sectorSize);
+    return new CompoundFile(source, sectorSize, fat, miniFat, miniStreamSectors, root, trailingBytes);
   }
 
   /** The file ranges holding a stream's bytes (validated by open), merged where contiguous. */

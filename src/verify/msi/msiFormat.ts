@@ -48,6 +48,7 @@ export const msiFormat: RandomAccessFormat = {
     if (ex && (ex.size === 0 || ex.size > MAX_EX_BYTES)) throw new MalformedError(`MsiDigitalSignatureEx of ${ex.size} bytes is not a digest`);
     const signature = await cf.readStream(ds);
     const problems: VerdictReason[] = [];
+    if (cf.trailingBytes > 0) problems.push(reason('TRAILING_DATA', `${cf.trailingBytes} bytes after the last sector the compound file allocates, outside what the signature covers`));
     const derLen = derElementLength(signature);
     if (derLen > signature.byteLength) throw new MalformedError('DigitalSignature stream shorter than its PKCS#7 blob');
     if (derLen < signature.byteLength) problems.push(reason('TRAILING_DATA', `${signature.byteLength - derLen} bytes after the PKCS#7 blob in the DigitalSignature stream`));
