@@ -61,6 +61,28 @@ export function contentDecoders(contentEncoding: string | string[] | undefined):
 }
 
 /**
+ * Random-access verifications (MSI) of this process run at most this many at once: each keeps its
+ * container's tables (a FAT of 1/128 of the file, at most 16 MiB; a directory of at most 2 MiB)
+ * and one read of at most 1 MiB in memory, so together they stay bounded whatever the number of
+ * packages held. The others wait their turn (their bytes are in the spool).
+ */
+const RANDOM_ACCESS_CONCURRENCY = 4;
+let randomAccessRunning = 0;
+const randomAccessQueue: (() => void)[] = [];
+
+async function withRandomAccessSlot<T>(f: () => Promise<T>): Promise<T> {
+  if (randomAccessRunning < RANDOM_ACCESS_CONCURRENCY) randomAccessRunning++;
+  else await new Promise<void>((resolve) => randomAccessQueue.push(resolve)); // a finishing one hands its slot over
+  try {
+    return await f();
+  } finally {
+    const next = randomAccessQueue.shift();
+    if (next) next();
+    else randomAccessRunning--;
+  }
+}
+
+/**
  * One response body on its way through the gate, pushed in as it arrives (raw, as on the wire):
  * decoded, sniffed from its bytes (names and Content-Types are never trusted), then either held
  * (hashed by the incremental verifier while it is spooled, memory bounded) until the core's
@@ -254,13 +276,15 @@ export class PayloadInspection {
     if (this.verifier.needsRandomAccess) {
       // MSI: its digest covers streams scattered over the package, read from the finished spool a
       // piece at a time (memory stays bounded whatever the size); the verdict time counts the reads.
-      verdictReady = Promise.all([external, flushed]).then(async ([d]) => {
+      verdictReady = Promise.all([external, flushed]).then(([d]) => withRandomAccessSlot(async () => {
+        // Decided meanwhile (a timeout, a shutdown): its spool is gone, nothing to read.
+        if (this.done) return this.verifier.finish();
         const t0 = process.hrtime.bigint();
         const v = await this.verifier.finishFrom({ size: spool.size, readAt: (offset, length) => spool.readAt(offset, length) }, d);
         verifyMs = Number(process.hrtime.bigint() - t0) / 1e6;
         this.s.observer?.verified(verifyMs, v.verdict);
         return v;
-      });
+      }));
     } else {
       verdictReady = external
         ? external.then((d) => judge(() => this.verifier.finishWith(d)))

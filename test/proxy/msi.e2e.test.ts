@@ -67,6 +67,23 @@ describe('patchgate run', () => {
     expect(rec).toMatchObject({ verdict: 'block', format: 'msi', served: 'blocked' });
   });
 
+  it('ten packages at once (more than the random-access verifications allowed at a time) are all verified', async () => {
+    const good = file('good-big.msi');
+    const bad = file('tampered-big.msi');
+    const paths = Array.from({ length: 10 }, (_, i) => `/msi/par-${i}.msi`);
+    paths.forEach((p, i) => origin.route(p, send(i % 3 === 2 ? bad : good, { chunk: 64 * 1024 })));
+    const rs = await Promise.all(paths.map((p) => proxyRequest(gate.port, origin.url(p))));
+    rs.forEach((r, i) => {
+      if (i % 3 === 2) {
+        expect(r.status).toBe(403);
+        expect(reasonSet(r.headers['x-patchgate-reason'])).toEqual(['DIGEST_MISMATCH']);
+      } else {
+        expect(r.status).toBe(200);
+        expect(sha256(r.body)).toBe(sha256(good));
+      }
+    });
+  });
+
   it('leaves no spool file behind', async () => {
     await waitFor(() => filesBelow(gate.spoolBase).length === 0);
     expect(filesBelow(gate.spoolBase)).toEqual([]);

@@ -23,8 +23,10 @@ const MINI_CUTOFF = 4096;
 const ENTRY_BYTES = 128;
 /** FAT, mini FAT and DIFAT tables above this size are refused (16 MiB of FAT maps 2 GiB of 512-byte sectors). */
 const MAX_TABLE_BYTES = 16 << 20;
-/** Directory entries read at most (an MSI has tens to a few thousand). */
-export const MAX_DIRECTORY_ENTRIES = 65536;
+/** Directory entries read at most (an MSI has tens to a few thousand): 2 MiB of directory. */
+export const MAX_DIRECTORY_ENTRIES = 16384;
+/** Largest single read: contiguous sectors are read together up to this. */
+const MAX_READ_BYTES = 1 << 20;
 /** Storage nesting deeper than this is refused (MSI uses one level at most). */
 const MAX_DEPTH = 32;
 
@@ -97,6 +99,17 @@ export class CompoundFile {
       seen[s >> 3]! |= 1 << (s & 7);
     };
     const sectorOffset = (s: number) => (s + 1) * sectorSize;
+    /** The given sectors' bytes in order, contiguous ones read together (a FAT is usually one run). */
+    const readSectors = async (list: readonly number[], what: string): Promise<Buffer> => {
+      const parts: Buffer[] = [];
+      for (let i = 0; i < list.length;) {
+        let n = 1;
+        while (i + n < list.length && list[i + n] === list[i]! + n && (n + 1) * sectorSize <= MAX_READ_BYTES) n++;
+        parts.push(await read(sectorOffset(list[i]!), n * sectorSize, what));
+        i += n;
+      }
+      return Buffer.concat(parts);
+    };
     const perSector = sectorSize / 4;
 
     // FAT sector locations: 109 in the header, the rest in the DIFAT chain.
@@ -117,13 +130,10 @@ export class CompoundFile {
       difat = u32(d, sectorSize - 4);
     }
     if (fatSectors.length !== numFat) throw new MalformedError('compound file: DIFAT lists fewer FAT sectors than the header counts');
+    for (const s of fatSectors) claim(s, 'FAT');
+    const fatBytes = await readSectors(fatSectors, 'FAT');
     const fat = new Uint32Array(numFat * perSector);
-    for (let i = 0; i < numFat; i++) {
-      const s = fatSectors[i]!;
-      claim(s, 'FAT');
-      const d = await read(sectorOffset(s), sectorSize, 'FAT sector');
-      for (let j = 0; j < perSector; j++) fat[i * perSector + j] = u32(d, 4 * j);
-    }
+    for (let j = 0; j < fat.length; j++) fat[j] = u32(fatBytes, 4 * j);
     // The FAT must mark its own sectors (and the DIFAT's) as such: else a stream could claim them.
     for (const s of fatSectors) if (fat[s] !== FATSECT) throw new MalformedError(`compound file: FAT sector ${s} is not marked FATSECT`);
     for (const s of difatSectors) if (fat[s] !== DIFSECT) throw new MalformedError(`compound file: DIFAT sector ${s} is not marked DIFSECT`);
@@ -153,7 +163,7 @@ export class CompoundFile {
     // Directory.
     const dirSectors = chain(u32(h, 48), 'directory', Math.ceil((MAX_DIRECTORY_ENTRIES * ENTRY_BYTES) / sectorSize));
     if (!dirSectors.length) throw new MalformedError('compound file has no directory');
-    const dirBytes = Buffer.concat(await Promise.all(dirSectors.map((s) => read(sectorOffset(s), sectorSize, 'directory sector'))));
+    const dirBytes = await readSectors(dirSectors, 'directory');
     const entryCount = dirBytes.byteLength / ENTRY_BYTES;
     const parseEntry = (id: number): DirectoryEntry => {
       const e = dirBytes.subarray(id * ENTRY_BYTES, (id + 1) * ENTRY_BYTES);
@@ -207,14 +217,15 @@ export class CompoundFile {
 
     // Mini FAT and the mini stream (held in the root entry's chain).
     const numMiniFat = u32(h, 64);
-    if (numMiniFat * sectorSize > MAX_TABLE_BYTES) throw new MalformedError('compound file: mini FAT exceeds the limit');
+    // Not much larger than the mini stream needs (one entry per 64 bytes of it, with slack for writers
+    // that allocate ahead), so its memory follows the mini stream's size, not a header field.
+    const miniFatNeeded = Math.ceil((Math.ceil(root.size / MINI_SECTOR) * 4) / sectorSize);
+    if (numMiniFat > 2 * miniFatNeeded + 4) throw new MalformedError(`compound file: ${numMiniFat} mini FAT sectors for a mini stream that needs ${miniFatNeeded}`);
     const miniFatSectors = numMiniFat ? chain(u32(h, 60), 'mini FAT', numMiniFat) : [];
     if (miniFatSectors.length !== numMiniFat) throw new MalformedError('compound file: mini FAT chain length differs from the header');
+    const miniFatBytes = await readSectors(miniFatSectors, 'mini FAT');
     const miniFat = new Uint32Array(numMiniFat * perSector);
-    for (let i = 0; i < miniFatSectors.length; i++) {
-      const d = await read(sectorOffset(miniFatSectors[i]!), sectorSize, 'mini FAT sector');
-      for (let j = 0; j < perSector; j++) miniFat[i * perSector + j] = u32(d, 4 * j);
-    }
+    for (let j = 0; j < miniFat.length; j++) miniFat[j] = u32(miniFatBytes, 4 * j);
     const needMini = Math.ceil(root.size / sectorSize);
     const miniStreamSectors = Uint32Array.from(root.size ? chain(root.startSector, 'mini stream', needMini) : []);
     if (miniStreamSectors.length !== needMini) throw new MalformedError('compound file: mini stream chain length differs from its size');
