@@ -229,6 +229,7 @@ export class CompoundFile {
     const needMini = Math.ceil(root.size / sectorSize);
     const miniStreamSectors = Uint32Array.from(root.size ? chain(root.startSector, 'mini stream', needMini) : []);
     if (miniStreamSectors.length !== needMini) throw new MalformedError('compound file: mini stream chain length differs from its size');
+    if (needMini && sectorOffset(miniStreamSectors[needMini - 1]!) + (root.size - (needMini - 1) * sectorSize) > source.size) throw new MalformedError('compound file: the mini stream ends past the end of the file');
 
     // Every stream's chain, claimed now so overlaps are found before anything is hashed.
     const miniSeen = new Uint8Array(Math.ceil(miniFat.length / 8));
