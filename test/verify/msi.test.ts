@@ -148,3 +148,98 @@ function id(b: Buffer, entryOffset: number): string {
   const len = b.readUInt16LE(entryOffset + 64);
   return b.subarray(entryOffset, entryOffset + len - 2).toString('utf16le');
 }
+
+describe('compound-file structure checks (each one a test that fails without it)', () => {
+  const load = (name = 'good.msi') => Buffer.from(readFileSync(fx(name)));
+  const verify = (b: Buffer) => verifyBuffer(b, labPolicy(), { now: AT });
+  /** The file offset of the directory entry named `name` (its UTF-16LE name, NUL and length field). */
+  const entryAt = (b: Buffer, name: string) => {
+    const field = Buffer.alloc(66);
+    const encoded = Buffer.from(`${name}\u0000`, 'utf16le');
+    encoded.copy(field);
+    field.writeUInt16LE(encoded.length, 64);
+    const at = b.indexOf(field);
+    expect(at, name).toBeGreaterThan(0);
+    expect(at % 128).toBe(0);
+    return at;
+  };
+  const rename = (b: Buffer, at: number, name: string) => {
+    b.fill(0, at, at + 64);
+    const encoded = Buffer.from(`${name}\u0000`, 'utf16le');
+    encoded.copy(b, at);
+    b.writeUInt16LE(encoded.length, at + 64);
+  };
+  const expectMalformed = async (b: Buffer, message: RegExp) => {
+    const v = await verify(b);
+    expect(codes(v)).toEqual(['MALFORMED']);
+    expect(v.reasons[0]!.message).toMatch(message);
+  };
+
+  it('the unchanged package is allowed (the mutations below are the only difference)', async () => {
+    expect((await verify(load())).verdict).toBe('allow');
+  });
+
+  it('two entries of one storage whose names differ only in case', async () => {
+    // "Empty" holds no bytes: renamed, it changes no digest, so only the name check can refuse it.
+    const b = load();
+    rename(b, entryAt(b, 'Empty'), 'binary');
+    await expectMalformed(b, /two entries named/);
+  });
+
+  it('a stream with a child link', async () => {
+    const b = load();
+    const inner = (await CompoundFile.open(bytesSource(b))).root.children.find((c) => c.name.toString('utf16le') === 'Sub')!.children[0]!;
+    b.writeUInt32LE(inner.id, entryAt(b, 'Empty') + 76);
+    await expectMalformed(b, /child link/);
+  });
+
+  it('a signature stream outside the root storage', async () => {
+    const b = load();
+    rename(b, entryAt(b, 'Inner'), '\u0005DigitalSignature');
+    await expectMalformed(b, /outside the root storage/);
+  });
+
+  it('DigitalSignature that is a storage', async () => {
+    const b = load();
+    b[entryAt(b, '\u0005DigitalSignature') + 66] = 1;
+    await expectMalformed(b, /is a storage/);
+  });
+
+  it('siblings on the root entry', async () => {
+    const b = load();
+    const root = entryAt(b, 'Root Entry');
+    b.writeUInt32LE(entryAt(b, 'Inner') / 128 - root / 128, root + 68);
+    await expectMalformed(b, /root entry has siblings/);
+  });
+
+  it('header fields MS-CFB fixes: reserved bytes, a version 3 directory sector count', async () => {
+    const r = load();
+    r[34] = 1;
+    await expectMalformed(r, /reserved bytes/);
+    const d = load();
+    d.writeUInt32LE(1, 40);
+    await expectMalformed(d, /directory sector count/);
+  });
+
+  it('a FAT that marks one more sector FATSECT than the header counts', async () => {
+    const b = load();
+    const fatAt = (b.readUInt32LE(76) + 1) * 512;
+    const entries = 128 * b.readUInt32LE(44);
+    let free = -1;
+    for (let i = entries - 1; i >= 0; i--) if (b.readUInt32LE(fatAt + 4 * i) === 0xffffffff) { free = i; break; }
+    expect(free).toBeGreaterThan(0);
+    b.writeUInt32LE(0xfffffffd, fatAt + 4 * free);
+    await expectMalformed(b, /marks \d+ FAT/);
+  });
+
+  it('bytes after the PKCS#7 blob inside the DigitalSignature stream are TRAILING_DATA', async () => {
+    const b = load();
+    const ds = entryAt(b, '\u0005DigitalSignature');
+    const size = b.readUInt32LE(ds + 120);
+    const grow = (64 - (size % 64)) % 64; // into the zero slack of its last mini sector: no chain changes
+    expect(grow).toBeGreaterThan(0);
+    b.writeUInt32LE(size + grow, ds + 120);
+    const v = await verify(b);
+    expect(codes(v)).toEqual(['TRAILING_DATA']);
+  });
+});
