@@ -11,8 +11,8 @@ import type { ExternalDigests } from './incrementalVerifier.js';
  * The digests of a payload without a verdict: the whole-file SHA-256 and the Authenticode digests
  * over the plan (byte ranges) the payload's streaming format hands out, found the way
  * IncrementalVerifier finds them (same format registry, same layout parsers, same limits).
- * Random-access formats (MSI) get the whole-file SHA-256 only: their digest is read after the last byte. It imports no ASN.1 library, so a digest
- * thread running it stays small. Its result is only ever used by an IncrementalVerifier made with
+ * Random-access formats (MSI) get the whole-file SHA-256 only: their digest is read after the
+ * last byte. It imports no ASN.1 library, so a digest thread running it stays small. Its result is only ever used by an IncrementalVerifier made with
  * `digests: 'external'`, which blocks unless these ranges are exactly the ones it found itself.
  */
 export class DigestStream {

@@ -37,7 +37,7 @@ export type FormatLimits = Pick<ApprovedCaPolicy['limits'], 'maxSignatureBytes' 
  * One signed file format, recognised from its first bytes. Adding a format is one folder under
  * src/verify/ implementing one of the two modes, plus its line in format/formats.ts.
  */
-export type SignedFileFormat = StreamingFormat<any> | RandomAccessFormat; // eslint-disable-line @typescript-eslint/no-explicit-any
+export type SignedFileFormat = StreamingFormat<unknown> | RandomAccessFormat;
 
 /**
  * Streaming mode (PE, CAB): the layout comes from a bounded prefix; it hands the digest threads a
