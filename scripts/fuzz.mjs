@@ -284,7 +284,7 @@ async function msiPhase(o, log) {
   const manifest = JSON.parse(readFileSync(join(FIXTURES, 'manifest.json'), 'utf8'));
   const policy = emptyPolicy({ anchors: pinCertificateFile(join(FIXTURES, 'pki', 'updateca.pem')), tsaAnchors: pinCertificateFile(join(FIXTURES, 'pki', 'tsaroot.pem')), fileDigests: fileDigestsFor(false) });
   const verify = (b) => verifyBuffer(b, policy, { now: AT });
-  const targets = Object.entries(manifest.msiFixtures ?? {}).filter(([n]) => /^good|^nested-good/.test(n) && !/big/.test(n)).map(([name, f]) => {
+  const targets = Object.entries(manifest.randomAccessFixtures ?? {}).filter(([n]) => /^good|^nested-good/.test(n) && !/big/.test(n)).map(([name, f]) => {
     const bytes = readFileSync(join(FIXTURES, f.file));
     return { name, bytes, layout: msiLayout(bytes) };
   });

@@ -35,7 +35,7 @@ export const AUDIT_LINE_SCHEMA = {
     bytes: nonNegInt,
     bytesToClient: nonNegInt,
     sha256: hex64,
-    format: { enum: ['pe', 'cab', 'msi', 'cms-detached', 'unknown'] },
+    format: { enum: ['pe', 'cab', 'msi', 'msix', 'cms-detached', 'unknown'] },
     verdict: { enum: ['allow', 'block', 'pass'] },
     reasons: {
       type: 'array',

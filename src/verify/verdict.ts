@@ -1,6 +1,6 @@
 import type { ReasonCode } from './reasonCodes.js';
 
-export type PayloadFormat = 'pe' | 'cab' | 'msi' | 'cms-detached' | 'unknown';
+export type PayloadFormat = 'pe' | 'cab' | 'msi' | 'msix' | 'cms-detached' | 'unknown';
 
 export interface VerdictReason {
   code: ReasonCode;

@@ -23,7 +23,7 @@ describe('MSI mutation fuzzing (seeded)', () => {
     const policy = labPolicy();
     const verify = (b: Uint8Array) => verifyBuffer(b, policy, { now: AT });
     const targets = ['good-msi', 'good-ex-msi', 'good-msp', 'nested-good-msi'].map((name) => {
-      const bytes = readFileSync(fx(manifest().msiFixtures[name]!.file));
+      const bytes = readFileSync(fx(manifest().randomAccessFixtures[name]!.file));
       return { name, bytes, layout: msiLayout(bytes) };
     });
     const rss0 = process.memoryUsage().rss;

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { codes, fx, verifyMsiFixture } from '../support/fixtures.js';
+import { codes, fx, verifyRandomAccessFixture } from '../support/fixtures.js';
 import { type GateHandle, type Origin, proxyRequest, quietLibraryConsole, send, startGate, startOrigin, waitFor, filesBelow } from '../support/gateHarness.js';
 import { type IcapHandle, httpRequestHead, httpResponseHead, respmodOnce, startIcap } from '../support/icapHarness.js';
 
@@ -55,7 +55,7 @@ describe('patchgate run', () => {
 
   it.each(BLOCKED)('%s is blocked with the core\'s reasons and none of its bytes', async (name, fixture) => {
     const bytes = file(name);
-    const expected = codes(await verifyMsiFixture(fixture));
+    const expected = codes(await verifyRandomAccessFixture(fixture));
     expect(expected.length).toBeGreaterThan(0);
     const path = `/msi/${name}`;
     origin.route(path, send(bytes, { chunk: 8192 }));
@@ -111,7 +111,7 @@ describe('patchgate icap', () => {
 
   it.each(BLOCKED)('%s is replaced by the block page with the core\'s reasons', async (name, fixture) => {
     const bytes = file(name);
-    const expected = codes(await verifyMsiFixture(fixture));
+    const expected = codes(await verifyRandomAccessFixture(fixture));
     const a = await respmodOnce(icap.port, { reqHead: httpRequestHead(U(`b-${name}`)), resHead: ok(bytes), body: bytes, preview: 4096, allow204: true });
     expect(a.status).toBe(200);
     expect(a.http?.status).toBe(403);

@@ -28,8 +28,8 @@ export interface Manifest {
   pkiChains: Record<string, string>;
   pkiCertBags: Record<string, string>;
   fixtures: Record<string, FixtureEntry>;
-  /** MSI/MSP: verified from the finished file (verifyMsiFixture). */
-  msiFixtures: Record<string, FixtureEntry>;
+  /** MSI/MSP: verified from the finished file (verifyRandomAccessFixture). */
+  randomAccessFixtures: Record<string, FixtureEntry>;
 }
 
 let cached: Manifest | undefined;
@@ -68,8 +68,8 @@ export function verifyFixture(name: string, policy: ApprovedCaPolicy = labPolicy
 }
 
 /** An MSI/MSP fixture through the whole verifier (streamed, then read back at random). */
-export function verifyMsiFixture(name: string, policy: ApprovedCaPolicy = labPolicy(), now?: Date): Promise<Verdict> {
-  const f = manifest().msiFixtures[name];
+export function verifyRandomAccessFixture(name: string, policy: ApprovedCaPolicy = labPolicy(), now?: Date): Promise<Verdict> {
+  const f = manifest().randomAccessFixtures[name];
   if (!f) throw new Error(`no MSI fixture ${name}`);
   return verifyBuffer(readFileSync(fx(f.file)), policy, { now: now ?? (f.at ? new Date(f.at) : new Date()) });
 }

@@ -9,11 +9,11 @@ import { createHash } from 'node:crypto';
 import { verifyBuffer } from '../../src/verify/incrementalVerifier.js';
 import { bytesSource } from '../../src/verify/format/signedFileFormat.js';
 import { CompoundFile } from '../../src/verify/msi/compoundFile.js';
-import { codes, fx, labPolicy, verifyMsiFixture, AT } from '../support/fixtures.js';
+import { codes, fx, labPolicy, verifyRandomAccessFixture, AT } from '../support/fixtures.js';
 
 describe('MSI and MSP packages', () => {
   it.each(['good-msi', 'good-ex-msi', 'good-msp', 'nested-good-msi'])('%s is allowed', async (name) => {
-    const v = await verifyMsiFixture(name);
+    const v = await verifyRandomAccessFixture(name);
     expect(v.reasons).toEqual([]);
     expect(v.verdict).toBe('allow');
     expect(v.format).toBe('msi');
@@ -22,7 +22,7 @@ describe('MSI and MSP packages', () => {
   });
 
   it('reports the SHA-256 of the whole package', async () => {
-    const v = await verifyMsiFixture('good-msi');
+    const v = await verifyRandomAccessFixture('good-msi');
     expect(v.sha256).toBe(createHash('sha256').update(readFileSync(fx('good.msi'))).digest('hex'));
   });
 
@@ -37,24 +37,24 @@ describe('MSI and MSP packages', () => {
     ['sha1-digest-msi', ['WEAK_ALGORITHM']],
     ['appended-msi', ['TRAILING_DATA']],
   ])('%s is blocked with %j', async (name, expected) => {
-    const v = await verifyMsiFixture(name);
+    const v = await verifyRandomAccessFixture(name);
     expect(v.verdict).toBe('block');
     expect(codes(v)).toEqual(expected);
   });
 
   it('the Flame-like chain is blocked: it does not reach the pinned CA', async () => {
-    const v = await verifyMsiFixture('flame-msi');
+    const v = await verifyRandomAccessFixture('flame-msi');
     expect(v.verdict).toBe('block');
     expect(codes(v)).toContain('UNTRUSTED_ROOT');
   });
 
   it('SHA-1 passes only where the rules allow it', async () => {
-    const v = await verifyMsiFixture('sha1-digest-msi', labPolicy({ allowSha1: true, fileDigests: ['sha1', 'sha256', 'sha384', 'sha512'] }));
+    const v = await verifyRandomAccessFixture('sha1-digest-msi', labPolicy({ allowSha1: true, fileDigests: ['sha1', 'sha256', 'sha384', 'sha512'] }));
     expect(v.reasons).toEqual([]);
   });
 
   it('a tampered stream keeps its valid chain yet blocks (the digest comes first)', async () => {
-    const v = await verifyMsiFixture('tampered-msi');
+    const v = await verifyRandomAccessFixture('tampered-msi');
     expect(v.chain?.at(-1)?.subject).toMatch(/Update CA/);
     expect(v.digest?.expected).not.toBe(v.digest?.actual);
   });
