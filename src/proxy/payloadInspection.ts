@@ -215,7 +215,7 @@ export class PayloadInspection {
     const isDelta = /\.psf$/i.test(this.o.pathname);
     const rule = isDelta ? this.s.unsignedDeltas : this.s.nonPayload;
     if (rule === 'block' || !this.o.pass) {
-      return this.fail(reason('UNSUPPORTED_FORMAT', isDelta ? 'an unsigned Express delta (.psf): the rules block them' : 'not a PE, CAB, MSI or CMS payload, and the rules block other content on update hosts'));
+      return this.fail(reason('UNSUPPORTED_FORMAT', isDelta ? 'an unsigned Express delta (.psf): the rules block them' : 'not a PE, CAB, MSI, MSIX (ZIP) or CMS payload, and the rules block other content on update hosts'));
     }
     this.mode = 'pass';
     this.finish({ kind: 'pass' });

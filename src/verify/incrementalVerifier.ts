@@ -242,7 +242,7 @@ export class IncrementalVerifier {
       this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'a bare CMS/PKCS#7 object: verify it with the content it signs (--detached)'));
     } else {
       this.format = 'unknown';
-      this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'not a PE, CAB or MSI file (format sniffed from the bytes)'));
+      this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'not a PE, CAB, MSI or MSIX file (format sniffed from the bytes)'));
     }
     this.stream.update(head, 0);
   }

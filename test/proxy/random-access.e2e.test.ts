@@ -1,7 +1,7 @@
 /**
- * MSI packages through `patchgate run` and `patchgate icap` end to end (real sockets, the real
- * verifier): an MSI's digest covers streams scattered over the package, so the gate verifies it
- * from the finished spool (memory or disk) after the last byte. Expected reason codes come from
+ * MSI and APPX/MSIX packages through `patchgate run` and `patchgate icap` end to end (real sockets,
+ * the real verifier): their digests cover parts scattered over the package, so the gate verifies
+ * them from the finished spool (memory or disk) after the last byte. Expected reason codes come from
  * the core on the same bytes, never from constants.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -37,8 +37,12 @@ afterAll(async () => {
 });
 
 // good.msi (40 KiB: hashed inline) and good-big.msi (3 MiB: a digest thread hashes the whole file).
-const ALLOWED = [['good.msi', 'good-msi'], ['good.msp', 'good-msp'], ['good-big.msi', 'good-big-msi']] as const;
-const BLOCKED = [['tampered.msi', 'tampered-msi'], ['tampered-big.msi', 'tampered-big-msi'], ['rogue.msi', 'rogue-msi'], ['flame.msi', 'flame-msi'], ['unsigned.msi', 'unsigned-msi']] as const;
+const ALLOWED = [['good.msi', 'good-msi'], ['good.msp', 'good-msp'], ['good-big.msi', 'good-big-msi'], ['good.appx', 'good-appx'], ['good-big.appx', 'good-big-appx']] as const;
+const BLOCKED = [
+  ['tampered.msi', 'tampered-msi'], ['tampered-big.msi', 'tampered-big-msi'], ['rogue.msi', 'rogue-msi'], ['flame.msi', 'flame-msi'], ['unsigned.msi', 'unsigned-msi'],
+  ['tampered.appx', 'tampered-appx'], ['rogue.appx', 'rogue-appx'], ['unsigned.appx', 'unsigned-appx'], ['appended.appx', 'appended-appx'],
+] as const;
+const formatOf = (name: string) => (name.endsWith('.appx') ? 'msix' : 'msi');
 
 describe('patchgate run', () => {
   it.each(ALLOWED)('%s passes byte-identical, verified from the spool', async (name) => {
@@ -50,7 +54,7 @@ describe('patchgate run', () => {
     expect(r.headers['x-patchgate-verdict']).toBe('allow');
     expect(sha256(r.body)).toBe(sha256(bytes));
     const [rec] = await gate.waitRecords((x) => x.url === origin.url(path));
-    expect(rec).toMatchObject({ verdict: 'allow', format: 'msi', served: 'full', sha256: sha256(bytes), bytes: bytes.length });
+    expect(rec).toMatchObject({ verdict: 'allow', format: formatOf(name), served: 'full', sha256: sha256(bytes), bytes: bytes.length });
   });
 
   it.each(BLOCKED)('%s is blocked with the core\'s reasons and none of its bytes', async (name, fixture) => {
@@ -64,7 +68,7 @@ describe('patchgate run', () => {
     expect(reasonSet(r.headers['x-patchgate-reason'])).toEqual(expected);
     expect(r.body.includes(bytes.subarray(2048, 2112))).toBe(false);
     const [rec] = await gate.waitRecords((x) => x.url === origin.url(path));
-    expect(rec).toMatchObject({ verdict: 'block', format: 'msi', served: 'blocked' });
+    expect(rec).toMatchObject({ verdict: 'block', format: formatOf(name), served: 'blocked' });
   });
 
   it('ten packages at once (more than the random-access verifications allowed at a time) are all verified', async () => {
@@ -99,7 +103,7 @@ describe('patchgate icap', () => {
     const a = await respmodOnce(icap.port, { reqHead: httpRequestHead(U(name)), resHead: ok(bytes), body: bytes, preview: 4096, allow204: true });
     expect(a.status).toBe(204);
     const [rec] = await icap.waitRecords((x) => x.url === U(name));
-    expect(rec).toMatchObject({ verdict: 'allow', format: 'msi', sha256: sha256(bytes) });
+    expect(rec).toMatchObject({ verdict: 'allow', format: formatOf(name), sha256: sha256(bytes) });
   });
 
   it('echoes the verified bytes when the proxy cannot take a 204', async () => {
