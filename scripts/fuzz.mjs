@@ -272,11 +272,11 @@ async function main() {
 }
 
 /**
- * MSI/MSP phase (test/fuzz/lib/msiFuzz.mjs), in this thread after the workers: the MSI verifier is
+ * MSI/MSP and APPX phase (test/fuzz/lib/msiFuzz.mjs), in this thread after the workers: the MSI verifier is
  * asynchronous (random access), and every allowed mutant is checked with osslsigncode.
  */
 async function msiPhase(o, log) {
-  const { msiLayout, runMsiCase } = await import(pathToFileURL(join(REPO, 'test', 'fuzz', 'lib', 'msiFuzz.mjs')).href);
+  const { msiLayout, zipLayout, runMsiCase } = await import(pathToFileURL(join(REPO, 'test', 'fuzz', 'lib', 'msiFuzz.mjs')).href);
   const dist = (p) => import(pathToFileURL(join(REPO, 'dist', p)).href);
   const [{ verifyBuffer }, { emptyPolicy, fileDigestsFor }, { pinCertificateFile }] = await Promise.all([
     dist('verify/incrementalVerifier.js'), dist('verify/approvedCaPolicy.js'), dist('policy/trustMaterial.js'),
@@ -286,7 +286,7 @@ async function msiPhase(o, log) {
   const verify = (b) => verifyBuffer(b, policy, { now: AT });
   const targets = Object.entries(manifest.randomAccessFixtures ?? {}).filter(([n]) => /^good|^nested-good/.test(n) && !/big/.test(n)).map(([name, f]) => {
     const bytes = readFileSync(join(FIXTURES, f.file));
-    return { name, bytes, layout: msiLayout(bytes) };
+    return { name, bytes, layout: f.format === 'msix' ? zipLayout(bytes) : msiLayout(bytes) };
   });
   const tally = {};
   const notable = [];

@@ -1,5 +1,5 @@
 /**
- * Mutation fuzzing of MSI/MSP verification, seeded and short (the long run: `npm run fuzz`, whose
+ * Mutation fuzzing of MSI/MSP and APPX/MSIX verification, seeded and short (the long run: `npm run fuzz`, whose
  * MSI phase uses the same lib). Properties: the verifier never throws, each case returns within
  * CASE_BOUND_MS, memory stays bounded, and every allowed mutant is one osslsigncode also verifies
  * with the same digest (no false accept); hostile structures reach MALFORMED.
@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { verifyBuffer } from '../../src/verify/incrementalVerifier.js';
 import { AT, fx, labPolicy, manifest } from '../support/fixtures.js';
 // @ts-expect-error plain-JS lib shared with scripts/fuzz.mjs
-import { msiLayout, runMsiCase } from './lib/msiFuzz.mjs';
+import { msiLayout, runMsiCase, zipLayout } from './lib/msiFuzz.mjs';
 
 const SEED = 0x5eed2026;
 const CASES = 400;
@@ -18,13 +18,14 @@ const RSS_GROWTH_BOUND = 200 * 1024 * 1024;
 
 interface Outcome { target: string; index: number; desc: string; outcome: string; codes: string[]; ms: number; error?: string }
 
-describe('MSI mutation fuzzing (seeded)', () => {
-  it(`${CASES} mutations of signed MSI/MSP packages: no throw, bounded time and memory, no false accept`, async () => {
+describe('MSI and APPX mutation fuzzing (seeded)', () => {
+  it(`${CASES} mutations of signed MSI/MSP and APPX packages: no throw, bounded time and memory, no false accept`, async () => {
     const policy = labPolicy();
     const verify = (b: Uint8Array) => verifyBuffer(b, policy, { now: AT });
-    const targets = ['good-msi', 'good-ex-msi', 'good-msp', 'nested-good-msi'].map((name) => {
-      const bytes = readFileSync(fx(manifest().randomAccessFixtures[name]!.file));
-      return { name, bytes, layout: msiLayout(bytes) };
+    const targets = ['good-msi', 'good-ex-msi', 'good-msp', 'nested-good-msi', 'good-appx'].map((name) => {
+      const f = manifest().randomAccessFixtures[name]!;
+      const bytes = readFileSync(fx(f.file));
+      return { name, bytes, layout: f.format === 'msix' ? zipLayout(bytes) : msiLayout(bytes) };
     });
     const rss0 = process.memoryUsage().rss;
     let peak = rss0;
