@@ -30,7 +30,7 @@ if (flag('--help') || flag('-h')) {
   console.log(`usage: node bench/run.mjs [--quick] [--profile] [--only 1,2,...] [--spool-dir DIR] [--out FILE]
   --quick       smaller sizes and shorter runs (under a minute)
   --profile     CPU-profile the gate over each measured window (inspector, in process): bench/profiles/, top functions printed
-  --only LIST   scenario numbers to run (1 inspected, 2 throttled, 3 same payload, 4 different payloads, 5 small, 6 first TLS, 7 squid vs squid + patchgate icap, 8 MSI verdict after the last byte)
+  --only LIST   scenario numbers to run (1 inspected, 2 throttled, 3 same payload, 4 different payloads, 5 small, 6 first TLS, 7 squid vs squid + patchgate icap, 8 MSI and MSIX verdict after the last byte)
   --spool-dir   where the gate spools held payloads (default: a folder in the system temp folder)
   --out FILE    results file (default bench/results.json; the meta file sits next to it)
   --sizes LIST  payload sizes for scenarios 1 and 2, e.g. 1M,64M,1G
@@ -796,7 +796,7 @@ if (want(3)) for (const proto of CFG.s3.protos) for (const n of CFG.s3.clients) 
 if (want(4)) plan.push(() => differentPayloads({ n: CFG.s4.clients, size: CFG.s4.size }));
 if (want(5)) plan.push(() => smallRequests());
 if (want(6)) plan.push(() => firstTls());
-if (want(8)) plan.push(async () => row({ ...(await runMsiScenario({ tmp: TMP, size: QUICK ? 16 * MiB : 64 * MiB, log })), scenario: 8 }));
+if (want(8)) for (const kind of ['msi', 'appx']) plan.push(async () => row({ ...(await runMsiScenario({ tmp: TMP, size: QUICK ? 16 * MiB : 64 * MiB, log, kind })), scenario: 8 }));
 if (want(7)) plan.push(async () => { for (const r of await runIcapScenario({ origin, freePort, tmp: TMP, quick: QUICK, log, children })) row({ ...r, scenario: 7 }); });
 
 log(`patchgate bench (${QUICK ? 'quick' : 'full'}): ${cpus().length} CPUs, ${Math.round(totalmem() / GiB)} GiB RAM, node ${process.version}, load average ${LOAD_START.join(' ')}; origin pid ${origin.pid}; temp ${TMP}`);

@@ -1,7 +1,8 @@
 // Scenario 8: the verdict cost of a random-access format after the last byte. An MSI's digest
-// covers its streams in MSI order, so it cannot be hashed as bytes arrive: the gate reads the
-// finished spool back. Measured in process on the compiled core: a signed MSI (build-msi.mjs +
-// osslsigncode, Payload stream of SIZE) is streamed through IncrementalVerifier as the gate does
+// covers its streams in MSI order, an MSIX's its ZIP parts and every block against the block map,
+// so neither can be hashed as bytes arrive: the gate reads the finished spool back. Measured in
+// process on the compiled core: a signed package (build-msi.mjs or build-appx.mjs + osslsigncode,
+// payload of SIZE) is streamed through IncrementalVerifier as the gate does
 // (whole-file SHA-256), written to a file as the spool would be, then finishFrom() reads it back
 // a piece at a time. Reported: ms from the last byte to the verdict, the MSI digest's MB/s, and the
 // RSS growth over the verdict (memory must not grow with the size).
@@ -13,13 +14,13 @@ import { pathToFileURL } from 'node:url';
 import { createHash } from 'node:crypto';
 import { REPO, DIST, PKI, MiB, nowMs, round } from './common.mjs';
 
-export async function runMsiScenario({ tmp, size, log }) {
-  const dir = join(tmp, 'msi');
+export async function runMsiScenario({ tmp, size, log, kind = 'msi' }) {
+  const dir = join(tmp, kind);
   mkdirSync(dir, { recursive: true });
-  const unsigned = join(dir, 'unsigned.msi');
-  const signed = join(dir, 'signed.msi');
-  execFileSync(process.execPath, [join(REPO, 'test', 'fixtures', 'build-msi.mjs'), unsigned, '--payload-size', String(size)]);
-  execFileSync('osslsigncode', ['sign', '-certs', join(PKI, 'publisher-certs.pem'), '-key', join(PKI, 'publisher.key'), '-add-msi-dse', '-in', unsigned, '-out', signed], { stdio: 'ignore' });
+  const unsigned = join(dir, `unsigned.${kind}`);
+  const signed = join(dir, `signed.${kind}`);
+  execFileSync(process.execPath, [join(REPO, 'test', 'fixtures', kind === 'msi' ? 'build-msi.mjs' : 'build-appx.mjs'), unsigned, '--payload-size', String(size)]);
+  execFileSync('osslsigncode', ['sign', '-certs', join(PKI, 'publisher-certs.pem'), '-key', join(PKI, 'publisher.key'), ...(kind === 'msi' ? ['-add-msi-dse'] : []), '-in', unsigned, '-out', signed], { stdio: 'ignore' });
   const dist = (p) => import(pathToFileURL(join(DIST, p)).href);
   const [{ IncrementalVerifier }, { emptyPolicy, fileDigestsFor }, { pinCertificateFile }] = await Promise.all([
     dist('verify/incrementalVerifier.js'), dist('verify/approvedCaPolicy.js'), dist('policy/trustMaterial.js'),
@@ -30,7 +31,7 @@ export async function runMsiScenario({ tmp, size, log }) {
   for (let rep = 0; rep < 3; rep++) {
     const v = new IncrementalVerifier(policy, {});
     for await (const chunk of createReadStream(signed, { highWaterMark: 1 << 20 })) v.update(chunk);
-    if (!v.needsRandomAccess) throw new Error('the MSI was not recognised as random-access');
+    if (!v.needsRandomAccess) throw new Error(`the ${kind} was not recognised as random-access`);
     global.gc?.();
     const rss0 = process.memoryUsage().rss;
     let peak = rss0;
@@ -49,7 +50,7 @@ export async function runMsiScenario({ tmp, size, log }) {
     clearInterval(sampler);
     peak = Math.max(peak, process.memoryUsage().rss);
     await fh.close();
-    if (verdict.verdict !== 'allow') throw new Error(`signed MSI blocked: ${JSON.stringify(verdict.reasons)}`);
+    if (verdict.verdict !== 'allow') throw new Error(`signed ${kind} blocked: ${JSON.stringify(verdict.reasons)}`);
     runs.push({ ms, rssGrowth: (peak - rss0) / MiB });
   }
   const whole = readFileSync(signed);
@@ -57,9 +58,9 @@ export async function runMsiScenario({ tmp, size, log }) {
   createHash('sha256').update(whole).digest();
   const shaMs = nowMs() - s0;
   const best = runs.reduce((a, b) => (b.ms < a.ms ? b : a));
-  log(`  MSI ${size / MiB} MiB: verdict ${runs.map((r) => round(r.ms, 1)).join('/')} ms after the last byte`);
+  log(`  ${kind} ${size / MiB} MiB: verdict ${runs.map((r) => round(r.ms, 1)).join('/')} ms after the last byte`);
   return {
-    name: `8 MSI verdict after last byte (core, file) ${Math.round(size / MiB)} MiB`, bytes, clients: 1,
+    name: `8 ${kind === 'msi' ? 'MSI' : 'MSIX'} verdict after last byte (core, file) ${Math.round(size / MiB)} MiB`, bytes, clients: 1,
     'MB/s': round(bytes / 1e6 / (best.ms / 1000), 1), ratio_vs_sha256: round(shaMs / best.ms, 2),
     verify_ms_after_last_byte: round(best.ms, 1), verify_ms_runs: runs.map((r) => round(r.ms, 1)),
     rss_growth_mib_during_verdict: round(Math.max(...runs.map((r) => r.rssGrowth)), 1), sha256_ms: round(shaMs, 1),
