@@ -7,6 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { verifyBuffer } from '../../src/verify/incrementalVerifier.js';
+import { parseBlockMap } from '../../src/verify/appx/blockMap.js';
+import { MalformedError } from '../../src/verify/malformed.js';
 import { codes, fx, labPolicy, verifyRandomAccessFixture, AT } from '../support/fixtures.js';
 
 describe('APPX and MSIX packages', () => {
@@ -174,5 +176,27 @@ describe('ZIP strictness (hostile archives → MALFORMED / OVERSIZE / UNSUPPORTE
     const v = await verify(b);
     expect(codes(v)).toEqual(['DIGEST_MISMATCH', 'MALFORMED']);
     expect(v.reasons.find((x) => x.code === 'MALFORMED')!.message).toMatch(/block 0 of "Assets\/logo.png" does not match/);
+  });
+});
+
+describe('AppxBlockMap.xml parsing is linear (no backtracking on hostile documents)', () => {
+  it.each([
+    ['thousands of unterminated File tags', '<BlockMap HashMethod="http://www.w3.org/2001/04/xmlenc#sha256">' + '<File '.repeat(1_000_000)],
+    ['a run of "<"', '<'.repeat(4_000_000)],
+    ['one huge attribute name', '<BlockMap HashMethod="http://www.w3.org/2001/04/xmlenc#sha256"><File ' + 'a'.repeat(4_000_000) + '>'],
+    ['a comment, which a machine-written block map never has', '<BlockMap HashMethod="http://www.w3.org/2001/04/xmlenc#sha256"><!-- x --></BlockMap>'],
+    ['text between elements', '<BlockMap HashMethod="http://www.w3.org/2001/04/xmlenc#sha256">text</BlockMap>'],
+  ])('%s: MALFORMED quickly', (_, doc) => {
+    const t0 = performance.now();
+    expect(() => parseBlockMap(Buffer.from(doc))).toThrow(MalformedError);
+    expect(performance.now() - t0).toBeLessThan(2000);
+  });
+
+  it('reads the fixture\'s block map shape (self-closing and nested File elements, Blocks with and without Size)', () => {
+    const m = parseBlockMap(Buffer.from('<?xml version="1.0"?>\r\n<BlockMap HashMethod="http://www.w3.org/2001/04/xmlenc#sha256"><File Name="a\\b.txt" Size="0" LfhSize="37"/>' +
+      '<File Name="c.bin" Size="70000" LfhSize="35"><Block Hash="AAAA" Size="10"/><Block Hash="BBBB"/></File></BlockMap>'));
+    expect(m.hash).toBe('sha256');
+    expect([...m.files.keys()]).toEqual(['A/B.TXT', 'C.BIN']);
+    expect(m.files.get('C.BIN')!.blocks.length).toBe(2);
   });
 });
