@@ -12,7 +12,7 @@ import { MalformedError } from '../../src/verify/malformed.js';
 import { codes, fx, labPolicy, verifyRandomAccessFixture, AT } from '../support/fixtures.js';
 
 describe('APPX and MSIX packages', () => {
-  it.each(['good-appx', 'good-big-appx'])('%s is allowed', async (name) => {
+  it.each(['good-appx', 'good-big-appx', 'good-zip64-appx'])('%s is allowed', async (name) => {
     const v = await verifyRandomAccessFixture(name);
     expect(v.reasons).toEqual([]);
     expect(v.verdict).toBe('allow');
@@ -27,6 +27,7 @@ describe('APPX and MSIX packages', () => {
     ['rogue-appx', ['UNTRUSTED_ROOT']],
     ['flame-appx', ['NO_CODESIGN_EKU', 'UNTRUSTED_ROOT', 'WEAK_ALGORITHM']],
     ['tampered-appx', ['DIGEST_MISMATCH', 'MALFORMED']],
+    ['tampered-zip64-appx', ['DIGEST_MISMATCH', 'MALFORMED']],
     ['appended-appx', ['MALFORMED']],
   ])('%s is blocked with %j', async (name, expected) => {
     const v = await verifyRandomAccessFixture(name);
@@ -148,10 +149,23 @@ describe('ZIP strictness (hostile archives → MALFORMED / OVERSIZE / UNSUPPORTE
     await expectCode(b, 'OVERSIZE', /inflates to/);
   });
 
-  it('ZIP64 and a ZIP that is no package are UNSUPPORTED_FORMAT; an encrypted entry is MALFORMED', async () => {
+  it('ZIP64 markers without ZIP64 records, or records the end record does not announce, are MALFORMED', async () => {
     const z = good();
     z.writeUInt32LE(0xffffffff, layout(z).eocd + 16);
-    await expectCode(z, 'UNSUPPORTED_FORMAT', /ZIP64/);
+    await expectCode(z, 'MALFORMED', /ZIP64 markers without a ZIP64 locator/);
+    const z64 = Buffer.from(readFileSync(fx('good-zip64.appx')));
+    const e = z64.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+    const cdSize = z64.readBigUInt64LE(e - 20 - 56 + 40);
+    const cdOffset = z64.readBigUInt64LE(e - 20 - 56 + 48);
+    z64.writeUInt32LE(Number(cdSize), e + 12);
+    z64.writeUInt32LE(Number(cdOffset), e + 16); // plain end record, ZIP64 records still in front of it
+    await expectCode(z64, 'MALFORMED', /ZIP64 records without the end record saying so/);
+    const moved = Buffer.from(readFileSync(fx('good-zip64.appx')));
+    moved.writeBigUInt64LE(moved.readBigUInt64LE(e - 20 + 8) - 4n, e - 20 + 8); // the locator points elsewhere
+    await expectCode(moved, 'MALFORMED', /ZIP64/);
+  });
+
+  it('a ZIP that is no package is UNSUPPORTED_FORMAT; an encrypted entry is MALFORMED', async () => {
     const zip = zipOf([['readme.txt', 'hello']]);
     const v = await verify(zip);
     expect(v.format).toBe('msix');

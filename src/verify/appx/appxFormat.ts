@@ -39,9 +39,7 @@ export const appxFormat: RandomAccessFormat = {
   mode: 'random-access',
   sniff: (head) => head.byteLength >= 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04,
   async read(source, limits, algorithms): Promise<SignedContent> {
-    const opened = await ZipArchive.open(source);
-    if (opened.zip64) return { kind: 'blocked', reasons: [reason('UNSUPPORTED_FORMAT', 'a ZIP64 archive: ZIP64 MSIX/APPX packages are not verified yet')] };
-    const zip = opened.archive;
+    const zip = await ZipArchive.open(source);
     const blockMapEntry = zip.entry(BLOCK_MAP_NAME);
     const signatureEntry = zip.entry(SIGNATURE_NAME);
     if (!blockMapEntry && !signatureEntry) return { kind: 'blocked', reasons: [reason('UNSUPPORTED_FORMAT', 'a ZIP archive that is not an MSIX/APPX package (no AppxBlockMap.xml)')] };
@@ -83,14 +81,7 @@ export const appxFormat: RandomAccessFormat = {
       // AXCD: the central directory as if the signature entry did not exist, and its end record.
       const cdRecords = Buffer.concat(others.map((en) => en.cdRecord));
       const cdOffset = others.reduce((n, en) => n + (en.end - en.localOffset), 0);
-      const eocd = Buffer.alloc(22);
-      eocd.writeUInt32LE(0x06054b50, 0);
-      eocd.writeUInt16LE(others.length, 8);
-      eocd.writeUInt16LE(others.length, 10);
-      eocd.writeUInt32LE(cdRecords.length, 12);
-      eocd.writeUInt32LE(cdOffset, 16);
-      eocd.writeUInt16LE(zip.comment.length, 20);
-      const axcd = h(Buffer.concat([cdRecords, eocd, zip.comment]));
+      const axcd = h(Buffer.concat([cdRecords, endRecords(zip, others.length, cdRecords.length, cdOffset)]));
       const axct = h(await zip.readEntry(contentTypesEntry));
       const axbm = h(blockMapXml);
       const ci = zip.entry(CODE_INTEGRITY_NAME);
@@ -117,6 +108,44 @@ export const appxFormat: RandomAccessFormat = {
     };
   },
 };
+
+/**
+ * The end records as if the signature entry did not exist (what AXCD covers after the directory):
+ * for ZIP64, the ZIP64 end record and locator with the new count, size and offset and the original
+ * other fields; then the end record, its disk numbers 0, its 0xFFFF/0xFFFFFFFF markers kept.
+ */
+function endRecords(zip: ZipArchive, count: number, cdSize: number, cdOffset: number): Buffer {
+  const parts: Buffer[] = [];
+  const z = zip.zip64;
+  if (z) {
+    const rec = Buffer.alloc(56);
+    rec.writeUInt32LE(0x06064b50, 0);
+    rec.writeBigUInt64LE(z.recordSize, 4);
+    rec.writeUInt16LE(z.creatorVersion, 12);
+    rec.writeUInt16LE(z.viewerVersion, 14);
+    rec.writeUInt32LE(z.diskNumber, 16);
+    rec.writeUInt32LE(z.diskWithCd, 20);
+    rec.writeBigUInt64LE(BigInt(count), 24);
+    rec.writeBigUInt64LE(BigInt(count), 32);
+    rec.writeBigUInt64LE(BigInt(cdSize), 40);
+    rec.writeBigUInt64LE(BigInt(cdOffset), 48);
+    const loc = Buffer.alloc(20);
+    loc.writeUInt32LE(0x07064b50, 0);
+    loc.writeUInt32LE(z.locatorDisk, 4);
+    loc.writeBigUInt64LE(BigInt(cdOffset + cdSize), 8);
+    loc.writeUInt32LE(z.totalDisks, 16);
+    parts.push(rec, z.extensible, loc);
+  }
+  const eocd = Buffer.alloc(22);
+  eocd.writeUInt32LE(0x06054b50, 0);
+  eocd.writeUInt16LE(z?.countsMax ? 0xffff : count, 8);
+  eocd.writeUInt16LE(z?.countsMax ? 0xffff : count, 10);
+  eocd.writeUInt32LE(z?.sizeMax ? 0xffffffff : cdSize, 12);
+  eocd.writeUInt32LE(z?.offsetMax ? 0xffffffff : cdOffset, 16);
+  eocd.writeUInt16LE(zip.comment.length, 20);
+  parts.push(eocd, zip.comment);
+  return Buffer.concat(parts);
+}
 
 /**
  * Every file but the signature, the block map and the content types is in the block map with its

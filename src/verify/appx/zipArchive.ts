@@ -7,8 +7,10 @@ import type { RandomAccessSource } from '../format/signedFileFormat.js';
  * where two readers could see different files: the entries must tile the file from offset 0 to the
  * central directory with nothing between them, the central directory must list them in file order
  * and agree with every local header, the end record must follow the directory directly, names must
- * be unique (case-insensitive), extra fields empty, only stored and deflated entries. Anything else
- * is MALFORMED; ZIP64 and encryption are reported for the format to refuse.
+ * be unique (case-insensitive), no extra field but a ZIP64 one holding exactly the fields the
+ * record marks 0xFFFFFFFF, only stored and deflated entries, no encryption. Anything else is
+ * MALFORMED. ZIP64 end records are read when the end record's directory size or offset is
+ * 0xFFFFFFFF (as osslsigncode decides), and must then sit directly between directory and end record.
  */
 
 const EOCD_SIG = 0x06054b50;
@@ -16,11 +18,29 @@ const CD_SIG = 0x02014b50;
 const LH_SIG = 0x04034b50;
 const DD_SIG = 0x08074b50;
 const ZIP64_LOCATOR_SIG = 0x07064b50;
+const ZIP64_EOCD_SIG = 0x06064b50;
+const ZIP64_EXTRA = 0x0001;
 const FLAG_ENCRYPTED = 0x0001;
 const FLAG_DATA_DESCRIPTOR = 0x0008;
 /** Central directories above this are refused (a package lists thousands of files at most). */
 const MAX_CENTRAL_DIRECTORY_BYTES = 16 << 20;
 const PIECE = 1 << 20;
+
+/** The ZIP64 end records' fields that the APPX digest re-serialises as they are. */
+export interface Zip64End {
+  recordSize: bigint;
+  creatorVersion: number;
+  viewerVersion: number;
+  diskNumber: number;
+  diskWithCd: number;
+  extensible: Buffer;
+  locatorDisk: number;
+  totalDisks: number;
+  /** Which 32-bit end-record fields held 0xFFFF / 0xFFFFFFFF. */
+  countsMax: boolean;
+  sizeMax: boolean;
+  offsetMax: boolean;
+}
 
 export interface ZipEntry {
   name: string;
@@ -41,6 +61,22 @@ export interface ZipEntry {
 const u16 = (b: Buffer, o: number) => b.readUInt16LE(o);
 const u32 = (b: Buffer, o: number) => b.readUInt32LE(o);
 
+/** The 8-byte values of a ZIP64 extra field that must hold exactly the `marked` fields; any other extra data is refused. */
+function zip64Values(extra: Buffer, marked: boolean[], what: string): number[] {
+  const count = marked.filter(Boolean).length;
+  if (extra.length === 0 && count === 0) return [];
+  if (count === 0 || extra.length !== 4 + 8 * count || u16(extra, 0) !== ZIP64_EXTRA || u16(extra, 2) !== 8 * count) {
+    throw new MalformedError(`ZIP: ${what} has an extra field other than the ZIP64 values it needs`);
+  }
+  const out: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const v = extra.readBigUInt64LE(4 + 8 * i);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new MalformedError(`ZIP: ${what} has a ZIP64 value beyond the limits`);
+    out.push(Number(v));
+  }
+  return out;
+}
+
 export class ZipArchive {
   private constructor(
     private readonly source: RandomAccessSource,
@@ -49,9 +85,11 @@ export class ZipArchive {
     readonly cdOffset: number,
     /** The end record's comment. */
     readonly comment: Buffer,
+    /** Set for a ZIP64 archive. */
+    readonly zip64: Zip64End | undefined,
   ) {}
 
-  static async open(source: RandomAccessSource): Promise<{ zip64: true } | { zip64: false; archive: ZipArchive }> {
+  static async open(source: RandomAccessSource): Promise<ZipArchive> {
     const read = async (offset: number, length: number, what: string): Promise<Buffer> => {
       if (offset < 0 || length < 0 || offset + length > source.size) throw new MalformedError(`ZIP: ${what} lies past the end of the file`);
       const b = await source.readAt(offset, length);
@@ -70,13 +108,48 @@ export class ZipArchive {
     const e = tail.subarray(eocdAt, eocdAt + 22);
     const eocdOffset = source.size - tailLen + eocdAt;
     const diskEntries = u16(e, 8);
-    const totalEntries = u16(e, 10);
-    const cdSize = u32(e, 12);
-    const cdOffset = u32(e, 16);
-    const zip64Markers = diskEntries === 0xffff || totalEntries === 0xffff || cdSize === 0xffffffff || cdOffset === 0xffffffff;
-    if (zip64Markers || (eocdAt >= 20 && u32(tail, eocdAt - 20) === ZIP64_LOCATOR_SIG)) return { zip64: true };
-    if (u16(e, 4) !== 0 || u16(e, 6) !== 0 || diskEntries !== totalEntries) throw new MalformedError('ZIP: multi-disk archive');
-    if (cdOffset + cdSize !== eocdOffset) throw new MalformedError('ZIP: bytes between the central directory and its end record');
+    let totalEntries = u16(e, 10);
+    let cdSize = u32(e, 12);
+    let cdOffset = u32(e, 16);
+    const countsMax = diskEntries === 0xffff || totalEntries === 0xffff;
+    const sizeMax = cdSize === 0xffffffff;
+    const offsetMax = cdOffset === 0xffffffff;
+    const hasLocator = eocdAt >= 20 && u32(tail, eocdAt - 20) === ZIP64_LOCATOR_SIG;
+    let zip64: Zip64End | undefined;
+    let directoryEnd = eocdOffset;
+    if (sizeMax || offsetMax) {
+      if (!hasLocator) throw new MalformedError('ZIP: ZIP64 markers without a ZIP64 locator');
+      const loc = tail.subarray(eocdAt - 20, eocdAt);
+      const z64At = Number(loc.readBigUInt64LE(8));
+      const z64 = await read(z64At, 56, 'ZIP64 end record');
+      if (u32(z64, 0) !== ZIP64_EOCD_SIG) throw new MalformedError('ZIP: no ZIP64 end record where the locator points');
+      const recordSize = z64.readBigUInt64LE(4);
+      if (recordSize < 44n || recordSize > 44n + 0xffffn) throw new MalformedError('ZIP: ZIP64 end record of a bad size');
+      // It must end where the locator begins: nothing hides between them.
+      if (z64At + 12 + Number(recordSize) !== eocdOffset - 20) throw new MalformedError('ZIP: bytes between the ZIP64 end record and its locator');
+      const extensible = await read(z64At + 56, Number(recordSize) - 44, 'ZIP64 extensible data');
+      const entries64 = z64.readBigUInt64LE(24);
+      const cdSize64 = z64.readBigUInt64LE(40);
+      const cdOffset64 = z64.readBigUInt64LE(48);
+      if (u32(z64, 16) !== 0 || u32(z64, 20) !== 0 || z64.readBigUInt64LE(32) !== entries64 || u32(loc, 4) !== 0 || u32(loc, 16) > 1) throw new MalformedError('ZIP: multi-disk archive');
+      if (entries64 > 0xffffn || cdSize64 > BigInt(Number.MAX_SAFE_INTEGER) || cdOffset64 > BigInt(Number.MAX_SAFE_INTEGER)) throw new MalformedError('ZIP: ZIP64 counts beyond the limits');
+      if ((!countsMax && BigInt(totalEntries) !== entries64) || (!sizeMax && BigInt(cdSize) !== cdSize64) || (!offsetMax && BigInt(cdOffset) !== cdOffset64)) {
+        throw new MalformedError('ZIP: the end record and the ZIP64 end record disagree');
+      }
+      totalEntries = Number(entries64);
+      cdSize = Number(cdSize64);
+      cdOffset = Number(cdOffset64);
+      directoryEnd = z64At;
+      zip64 = {
+        recordSize, creatorVersion: u16(z64, 12), viewerVersion: u16(z64, 14), diskNumber: 0, diskWithCd: 0, extensible,
+        locatorDisk: 0, totalDisks: u32(loc, 16), countsMax, sizeMax, offsetMax,
+      };
+    } else if (hasLocator || countsMax) {
+      // Readers that look for ZIP64 records there and readers that do not would see different archives.
+      throw new MalformedError('ZIP: ZIP64 records without the end record saying so');
+    }
+    if (u16(e, 4) !== 0 || u16(e, 6) !== 0 || diskEntries !== u16(e, 10)) throw new MalformedError('ZIP: multi-disk archive');
+    if (cdOffset + cdSize !== directoryEnd) throw new MalformedError('ZIP: bytes between the central directory and its end record');
     if (cdSize > MAX_CENTRAL_DIRECTORY_BYTES) throw new MalformedError(`ZIP: central directory of ${cdSize} bytes exceeds the limit`);
     const cd = await read(cdOffset, cdSize, 'central directory');
 
@@ -92,13 +165,14 @@ export class ZipArchive {
       if (p + recordLen > cd.length) throw new MalformedError(`ZIP: central directory record ${n} runs past the directory`);
       const flags = u16(cd, p + 8);
       const method = u16(cd, p + 10);
-      const compressedSize = u32(cd, p + 20);
-      const size = u32(cd, p + 24);
-      const localOffset = u32(cd, p + 42);
-      if (compressedSize === 0xffffffff || size === 0xffffffff || localOffset === 0xffffffff || u16(cd, p + 34) === 0xffff) return { zip64: true };
-      if (flags & FLAG_ENCRYPTED) throw new MalformedError('ZIP: an encrypted entry');
-      if (extraLen !== 0) throw new MalformedError(`ZIP: central directory record ${n} has an extra field`);
       if (u16(cd, p + 34) !== 0) throw new MalformedError('ZIP: an entry on another disk');
+      // A ZIP64 extra field holds exactly the values marked 0xFFFFFFFF, in the order of the specification.
+      const marked = [u32(cd, p + 24) === 0xffffffff, u32(cd, p + 20) === 0xffffffff, u32(cd, p + 42) === 0xffffffff];
+      const wide = zip64Values(cd.subarray(p + 46 + nameLen, p + 46 + nameLen + extraLen), marked, `central directory record ${n}`);
+      const size = marked[0] ? wide.shift()! : u32(cd, p + 24);
+      const compressedSize = marked[1] ? wide.shift()! : u32(cd, p + 20);
+      const localOffset = marked[2] ? wide.shift()! : u32(cd, p + 42);
+      if (flags & FLAG_ENCRYPTED) throw new MalformedError('ZIP: an encrypted entry');
       if (method !== 0 && method !== 8) throw new MalformedError(`ZIP: compression method ${method}`);
       if (method === 0 && compressedSize !== size) throw new MalformedError('ZIP: a stored entry whose sizes differ');
       const nameBytes = cd.subarray(p + 46, p + 46 + nameLen);
@@ -128,27 +202,33 @@ export class ZipArchive {
         throw new MalformedError(`ZIP: the local header of "${en.name}" disagrees with the central directory`);
       }
       const dd = (en.flags & FLAG_DATA_DESCRIPTOR) !== 0;
-      const [crc, cs, us] = [u32(lh, 14), u32(lh, 18), u32(lh, 22)];
+      const [crc, cs32, us32] = [u32(lh, 14), u32(lh, 18), u32(lh, 22)];
+      const extra = await read(en.localOffset + 30 + nameLen, extraLen, 'local extra field');
+      const wide = zip64Values(extra, [us32 === 0xffffffff, cs32 === 0xffffffff], `the local header of "${en.name}"`);
+      const us = us32 === 0xffffffff ? wide.shift()! : us32;
+      const cs = cs32 === 0xffffffff ? wide.shift()! : cs32;
       if (dd ? crc !== 0 || cs !== 0 || us !== 0 : crc !== en.crc || cs !== en.compressedSize || us !== en.size) {
         throw new MalformedError(`ZIP: the local header of "${en.name}" disagrees with the central directory on its CRC or sizes`);
       }
-      if (extraLen !== 0) throw new MalformedError(`ZIP: the local header of "${en.name}" has an extra field`);
       const name = await read(en.localOffset + 30, nameLen, 'local name');
       if (!name.equals(cdr.subarray(46, 46 + u16(cdr, 28)))) throw new MalformedError(`ZIP: the local header names "${name.toString('utf8')}", the directory "${en.name}"`);
-      en.localHeaderSize = 30 + nameLen;
+      en.localHeaderSize = 30 + nameLen + extraLen;
       en.dataOffset = en.localOffset + en.localHeaderSize;
       en.end = en.dataOffset + en.compressedSize;
       if (dd) {
-        const d = await read(en.end, 16, 'data descriptor');
-        if (u32(d, 0) !== DD_SIG || u32(d, 4) !== en.crc || u32(d, 8) !== en.compressedSize || u32(d, 12) !== en.size) {
+        // In a ZIP64 archive every descriptor has 8-byte sizes (as osslsigncode reads and writes them).
+        const ddSize = zip64 ? 24 : 16;
+        const d = await read(en.end, ddSize, 'data descriptor');
+        const [dcs, dus] = zip64 ? [Number(d.readBigUInt64LE(8)), Number(d.readBigUInt64LE(16))] : [u32(d, 8), u32(d, 12)];
+        if (u32(d, 0) !== DD_SIG || u32(d, 4) !== en.crc || dcs !== en.compressedSize || dus !== en.size) {
           throw new MalformedError(`ZIP: the data descriptor of "${en.name}" disagrees with the central directory`);
         }
-        en.end += 16;
+        en.end += ddSize;
       }
       expected = en.end;
     }
     if (expected !== cdOffset) throw new MalformedError(`ZIP: ${cdOffset - expected} bytes between the last entry and the central directory`);
-    return { zip64: false, archive: new ZipArchive(source, entries, cdOffset, Buffer.from(tail.subarray(eocdAt + 22))) };
+    return new ZipArchive(source, entries, cdOffset, Buffer.from(tail.subarray(eocdAt + 22)), zip64);
   }
 
   entry(name: string): ZipEntry | undefined {
