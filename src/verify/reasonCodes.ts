@@ -18,7 +18,7 @@ export const REASON_CODES = {
   KEY_USAGE: 'A key usage extension forbids the use: the leaf lacks digitalSignature or an issuing CA lacks keyCertSign.',
   CRITICAL_EXTENSION: 'A certificate carries a critical extension the verifier does not understand.',
   TRAILING_DATA: 'Bytes after the certificate table, the CAB signature or the PKCS#7 blob of an MSI DigitalSignature stream or the last sector an MSI allocates (CVE-2020-1464), padding inside WIN_CERTIFICATE beyond 8-byte alignment (CVE-2013-3900), or extra WIN_CERTIFICATE entries.',
-  UNSUPPORTED_FORMAT: 'The bytes are not a format the verifier checks (not PE, CAB, MSI/MSP, APPX/MSIX or a detached CMS pair), or a variant it does not verify yet (a ZIP that is no package, a bundle).',
+  UNSUPPORTED_FORMAT: 'The bytes are not a format the verifier checks (not PE, CAB, MSI/MSP, APPX/MSIX or a detached CMS pair), a ZIP that is no package, or an encrypted package.',
   OVERSIZE: 'The payload, its headers or its signature exceed a configured size limit.',
   UPSTREAM_ERROR: 'The upstream server failed or closed the connection before the whole payload arrived.',
   TIMEOUT: 'The upstream stalled past the idle timeout, or the transfer exceeded the total time limit.',

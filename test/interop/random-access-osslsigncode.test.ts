@@ -14,6 +14,8 @@ import { FIXTURES, codes, fx, labPolicy, manifest, verifyRandomAccessFixture } f
 const EXPECTED_DIFFERENCES: Record<string, { codes: ReasonCode[]; why: string }> = {
   'flame-msi': { codes: ['NO_CODESIGN_EKU', 'WEAK_ALGORITHM'], why: 'Flame-like chain: OpenSSL accepts the MD5 certificate signature and absent EKUs; patchgate refuses both.' },
   'appended-msi': { codes: ['TRAILING_DATA'], why: 'Bytes after the compound file (GlueBall, CVE-2020-1464): osslsigncode ignores them; patchgate refuses what no signature covers.' },
+  'rogue-inner-appxbundle': { codes: ['UNTRUSTED_ROOT'], why: 'osslsigncode verifies the bundle\'s own signature only; patchgate verifies each package inside as well, and one is signed by the rogue chain.' },
+  'rogue-appxbundle': { codes: ['UNTRUSTED_ROOT'], why: 'Pinning the rogue root as osslsigncode is given it: the bundle verifies, its packages (signed by the publisher under the vendor root) do not; osslsigncode checks the bundle only.' },
   'flame-appx': { codes: ['NO_CODESIGN_EKU', 'WEAK_ALGORITHM'], why: 'Flame-like chain, as for flame-msi.' },
   'sha1-digest-msi': { codes: ['WEAK_ALGORITHM'], why: 'osslsigncode accepts a SHA-1 digest; patchgate only where the rules allow SHA-1.' },
 };

@@ -12,7 +12,7 @@ import { MalformedError } from '../../src/verify/malformed.js';
 import { codes, fx, labPolicy, verifyRandomAccessFixture, AT } from '../support/fixtures.js';
 
 describe('APPX and MSIX packages', () => {
-  it.each(['good-appx', 'good-big-appx', 'good-zip64-appx'])('%s is allowed', async (name) => {
+  it.each(['good-appx', 'good-big-appx', 'good-zip64-appx', 'good-appxbundle'])('%s is allowed', async (name) => {
     const v = await verifyRandomAccessFixture(name);
     expect(v.reasons).toEqual([]);
     expect(v.verdict).toBe('allow');
@@ -29,6 +29,10 @@ describe('APPX and MSIX packages', () => {
     ['tampered-appx', ['DIGEST_MISMATCH', 'MALFORMED']],
     ['tampered-zip64-appx', ['DIGEST_MISMATCH', 'MALFORMED']],
     ['appended-appx', ['MALFORMED']],
+    ['rogue-appxbundle', ['UNTRUSTED_ROOT']],
+    ['rogue-inner-appxbundle', ['UNTRUSTED_ROOT']],
+    ['unsigned-appxbundle', ['NOT_SIGNED']],
+    ['tampered-appxbundle', ['DIGEST_MISMATCH', 'MALFORMED']],
   ])('%s is blocked with %j', async (name, expected) => {
     const v = await verifyRandomAccessFixture(name);
     expect(v.verdict).toBe('block');
@@ -75,6 +79,14 @@ function layout(b: Buffer) {
   }
   return { eocd, cdOffset, records, record: (name: string) => records.find((r) => r.name === name)! };
 }
+
+describe('bundles', () => {
+  it('a package with a bad signature inside a well-signed bundle blocks the bundle, naming the package', async () => {
+    const v = await verifyRandomAccessFixture('rogue-inner-appxbundle');
+    expect(v.reasons.map((r) => r.message).join(' | ')).toMatch(/^package rogue\.appx: /);
+    expect(v.signer?.subject).toMatch(/CN=Patchgate Test Publisher$/); // the bundle's own signer is the good one
+  });
+});
 
 describe('ZIP strictness (hostile archives → MALFORMED / OVERSIZE / UNSUPPORTED_FORMAT, never a hang)', () => {
   const good = () => Buffer.from(readFileSync(fx('good.appx')));

@@ -14,8 +14,12 @@ export function signedContentVerdict(content: SignedContent, policy: ApprovedCaP
   if (content.kind === 'blocked') return { verdict: 'block', reasons: content.reasons };
   const { dataType, sipGuid, fileDigests } = content.binding;
   const v = authenticodeVerdict(content.signatures, { dataType, sipGuid, fileDigests }, policy, now);
-  if (!content.problems.length) return v;
-  return { ...v, verdict: 'block', reasons: [...content.problems, ...v.reasons] };
+  const innerReasons = (content.inner ?? []).flatMap(({ name, content: c }) => {
+    const iv = signedContentVerdict(c, policy, now);
+    return iv.verdict === 'allow' ? [] : iv.reasons.map((r) => ({ code: r.code, message: `package ${name}: ${r.message}` }));
+  });
+  if (!content.problems.length && !innerReasons.length) return v;
+  return { ...v, verdict: 'block', reasons: [...content.problems, ...v.reasons, ...innerReasons] };
 }
 
 /**

@@ -27,7 +27,11 @@ export interface AuthenticodeBinding {
 
 /** What a format found in a payload: its signatures (primary first) and how they bind to the content. */
 export type SignedContent =
-  | { kind: 'signed'; signatures: Uint8Array[]; binding: AuthenticodeBinding; problems: VerdictReason[] }
+  | {
+    kind: 'signed'; signatures: Uint8Array[]; binding: AuthenticodeBinding; problems: VerdictReason[];
+    /** Packages inside this one (an APPX bundle's), each verified on its own: any that blocks blocks the whole. */
+    inner?: { name: string; content: SignedContent }[];
+  }
   /** Not signed, or refused before any signature was looked at (OVERSIZE, a structural TRAILING_DATA...). */
   | { kind: 'blocked'; reasons: VerdictReason[] };
 
