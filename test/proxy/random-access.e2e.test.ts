@@ -37,12 +37,13 @@ afterAll(async () => {
 });
 
 // good.msi (40 KiB: hashed inline) and good-big.msi (3 MiB: a digest thread hashes the whole file).
-const ALLOWED = [['good.msi', 'good-msi'], ['good.msp', 'good-msp'], ['good-big.msi', 'good-big-msi'], ['good.appx', 'good-appx'], ['good-big.appx', 'good-big-appx']] as const;
+const ALLOWED = [['good.msi', 'good-msi'], ['good.msp', 'good-msp'], ['good-big.msi', 'good-big-msi'], ['good.appx', 'good-appx'], ['good-big.appx', 'good-big-appx'], ['good.appxbundle', 'good-appxbundle']] as const;
 const BLOCKED = [
   ['tampered.msi', 'tampered-msi'], ['tampered-big.msi', 'tampered-big-msi'], ['rogue.msi', 'rogue-msi'], ['flame.msi', 'flame-msi'], ['unsigned.msi', 'unsigned-msi'],
   ['tampered.appx', 'tampered-appx'], ['rogue.appx', 'rogue-appx'], ['unsigned.appx', 'unsigned-appx'], ['appended.appx', 'appended-appx'],
+  ['rogue-inner.appxbundle', 'rogue-inner-appxbundle'],
 ] as const;
-const formatOf = (name: string) => (name.endsWith('.appx') ? 'msix' : 'msi');
+const formatOf = (name: string) => (/\.appx(bundle)?$/.test(name) ? 'msix' : 'msi');
 
 describe('patchgate run', () => {
   it.each(ALLOWED)('%s passes byte-identical, verified from the spool', async (name) => {
