@@ -12,7 +12,7 @@ import { MalformedError } from '../../src/verify/malformed.js';
 import { codes, fx, labPolicy, verifyRandomAccessFixture, AT } from '../support/fixtures.js';
 
 describe('APPX and MSIX packages', () => {
-  it.each(['good-appx', 'good-big-appx', 'good-zip64-appx', 'good-appxbundle'])('%s is allowed', async (name) => {
+  it.each(['good-appx', 'good-big-appx', 'good-zip64-appx', 'good-ci-appx', 'good-appxbundle'])('%s is allowed', async (name) => {
     const v = await verifyRandomAccessFixture(name);
     expect(v.reasons).toEqual([]);
     expect(v.verdict).toBe('allow');
@@ -79,6 +79,14 @@ function layout(b: Buffer) {
   }
   return { eocd, cdOffset, records, record: (name: string) => records.find((r) => r.name === name)! };
 }
+
+describe('code integrity', () => {
+  it('a package with AppxMetadata/CodeIntegrity.cat signs its digest too (AXCI, compared with osslsigncode by the interop test)', async () => {
+    const v = await verifyRandomAccessFixture('good-ci-appx');
+    expect(v.digest?.actual).toContain(Buffer.from('AXCI').toString('hex'));
+    expect((await verifyRandomAccessFixture('good-appx')).digest?.actual).not.toContain(Buffer.from('AXCI').toString('hex'));
+  });
+});
 
 describe('bundles', () => {
   it('a package with a bad signature inside a well-signed bundle blocks the bundle, naming the package', async () => {
