@@ -18,6 +18,7 @@ import { REPO, DIST, PKI, KiB, MiB, GiB, nowMs, labSigner, median, percentile, r
 import { makeClient, loadRun, connectTunnel, connectDirectTls } from './lib/clients.mjs';
 import { profileTop, formatProfileTop } from './lib/profile-top.mjs';
 import { runIcapScenario } from './lib/icapScenario.mjs';
+import { runMsiScenario } from './lib/msiScenario.mjs';
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -29,7 +30,7 @@ if (flag('--help') || flag('-h')) {
   console.log(`usage: node bench/run.mjs [--quick] [--profile] [--only 1,2,...] [--spool-dir DIR] [--out FILE]
   --quick       smaller sizes and shorter runs (under a minute)
   --profile     CPU-profile the gate over each measured window (inspector, in process): bench/profiles/, top functions printed
-  --only LIST   scenario numbers to run (1 inspected, 2 throttled, 3 same payload, 4 different payloads, 5 small, 6 first TLS, 7 squid vs squid + patchgate icap)
+  --only LIST   scenario numbers to run (1 inspected, 2 throttled, 3 same payload, 4 different payloads, 5 small, 6 first TLS, 7 squid vs squid + patchgate icap, 8 MSI and MSIX verdict after the last byte)
   --spool-dir   where the gate spools held payloads (default: a folder in the system temp folder)
   --out FILE    results file (default bench/results.json; the meta file sits next to it)
   --sizes LIST  payload sizes for scenarios 1 and 2, e.g. 1M,64M,1G
@@ -734,6 +735,7 @@ function notes(r) {
   if (r.scenario === 4) n.push(`fds ${r.open_fds_peak}; last ${r.time_s}s vs direct ${r.direct_time_s}s; upstream ${sizeLabel(r.upstream_bytes)}`);
   if (r.scenario === 5) n.push(`direct ${r.direct_req_per_s} req/s p50 ${r.direct_p50_ms} p99 ${r.direct_p99_ms}; gate CPU ${r.gate_cpu_ms_per_request} ms/req${r.audit_verify_ms !== null ? `; audit verify ${r.audit_verify_ms} ms` : ''}${r.errors ? `; ${r.errors} errors (${r.first_error})` : ''}`);
   if (r.scenario === 7) n.push(`×squid alone ${r.ratio_vs_squid}`);
+  if (r.scenario === 8) n.push(`runs ${r.verify_ms_runs.join('/')} ms; RSS growth during the verdict ${r.rss_growth_mib_during_verdict} MiB; SHA-256 of the same bytes ${r.sha256_ms} ms`);
   if (r.scenario === 6) n.push(`added ${r.added_ms} ms (max ${r.added_ms_max}; first ever +${r.first_ever_added_ms}); known host ${r.known_host_tunnel_ms} ms, direct TLS ${r.direct_tls_ms} ms; fds kept/new host ${r.fds_kept_per_new_host}; burst of ${r.burst_hosts}: max ${r.burst_tunnel_max_ms} ms; side max ${r.side_max_ms_baseline}→${r.side_max_ms_sequential}/${r.side_max_ms_burst} ms; gate loop max ${r.event_loop_delay_max_ms_baseline}→${r.event_loop_delay_max_ms_sequential}/${r.event_loop_delay_max_ms_burst} ms${r.stall ? ' STALL' : ''}`);
   return n.join('; ');
 }
@@ -794,6 +796,7 @@ if (want(3)) for (const proto of CFG.s3.protos) for (const n of CFG.s3.clients) 
 if (want(4)) plan.push(() => differentPayloads({ n: CFG.s4.clients, size: CFG.s4.size }));
 if (want(5)) plan.push(() => smallRequests());
 if (want(6)) plan.push(() => firstTls());
+if (want(8)) for (const kind of ['msi', 'appx']) plan.push(async () => row({ ...(await runMsiScenario({ tmp: TMP, size: QUICK ? 16 * MiB : 64 * MiB, log, kind })), scenario: 8 }));
 if (want(7)) plan.push(async () => { for (const r of await runIcapScenario({ origin, freePort, tmp: TMP, quick: QUICK, log, children })) row({ ...r, scenario: 7 }); });
 
 log(`patchgate bench (${QUICK ? 'quick' : 'full'}): ${cpus().length} CPUs, ${Math.round(totalmem() / GiB)} GiB RAM, node ${process.version}, load average ${LOAD_START.join(' ')}; origin pid ${origin.pid}; temp ${TMP}`);

@@ -28,7 +28,7 @@ const AT = new Date('2026-06-01T00:00:00Z');
 const POLICIES = ['updateca', 'root'];
 
 function parseArgs(argv) {
-  const o = { minutes: 1, seed: 0x5eed2026, workers: Math.max(1, cpus().length), caseTimeoutMs: 10_000, workerHeapMb: 768, out: undefined, exhaustive: false, replay: undefined, only: undefined, selftestHang: -1 };
+  const o = { msiCases: 300, minutes: 1, seed: 0x5eed2026, workers: Math.max(1, cpus().length), caseTimeoutMs: 10_000, workerHeapMb: 768, out: undefined, exhaustive: false, replay: undefined, only: undefined, selftestHang: -1 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => argv[++i];
@@ -39,11 +39,12 @@ function parseArgs(argv) {
     else if (a === '--worker-heap-mb') o.workerHeapMb = Number(v());
     else if (a === '--out') o.out = v();
     else if (a === '--exhaustive') o.exhaustive = true;
+    else if (a === '--msi-cases') o.msiCases = Number(v());
     else if (a === '--replay') o.replay = v();
     else if (a === '--only') o.only = v().split(',');
     else if (a === '--selftest-hang') o.selftestHang = Number(v()); // checks the watchdog: case N spins forever
     else if (a === '--help' || a === '-h') {
-      console.log('usage: node scripts/fuzz.mjs [--minutes N] [--seed S] [--workers W] [--case-timeout-ms T] [--worker-heap-mb M] [--exhaustive] [--only fixture,...] [--out FILE] [--replay TARGET:INDEX]');
+      console.log('usage: node scripts/fuzz.mjs [--minutes N] [--seed S] [--workers W] [--case-timeout-ms T] [--worker-heap-mb M] [--exhaustive] [--msi-cases N] [--only fixture,...] [--out FILE] [--replay TARGET:INDEX]');
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
   }
@@ -220,6 +221,7 @@ async function main() {
 
   await Promise.all(runs);
   clearInterval(watchdog);
+  const msi = await msiPhase(o, log);
 
   const falseAccepts = notable.filter((r) => r.outcome === 'false-accept');
   const closer = lib.groupCloser(notable);
@@ -244,6 +246,7 @@ async function main() {
     falseAcceptsByElement: [...faByElement.values()].map((e) => ({ ...e, targets: [...e.targets] })),
     closerLook: closer,
     crashList: crashes.slice(0, 50), hangList: hangs,
+    msi,
   };
   const out = o.out ?? join(tmpdir(), `patchgate-fuzz-${Date.now()}.json`);
   writeFileSync(out, JSON.stringify(report, null, 2));
@@ -261,8 +264,45 @@ async function main() {
   }
   for (const c of crashes.slice(0, 10)) line(`  crash: ${c.target ?? ''} #${c.index} ${c.desc ?? ''}\n    ${String(c.error).split('\n').slice(0, 3).join('\n    ')}`);
   for (const h of hangs.slice(0, 10)) line(`  hang: case #${h.index} (worker ${h.worker}), replay with --replay X:${h.index}`);
+  line(`  MSI: ${msi.cases} cases ${JSON.stringify(msi.tally)}, slowest ${msi.maxMs} ms`);
+  for (const r of msi.notable.slice(0, 10)) line(`    ${r.outcome}: ${r.target} #${r.index} ${r.desc} ${r.error ? String(r.error).split('\n')[0] : ''}`);
   line(`  report: ${out}`);
-  process.exitCode = report.crashes || report.hangs || report.falseAccepts || memoryBreach ? 1 : 0;
+  const msiBad = (msi.tally.crash ?? 0) + (msi.tally['false-accept'] ?? 0) + (msi.tally.hang ?? 0);
+  process.exitCode = report.crashes || report.hangs || report.falseAccepts || memoryBreach || msiBad ? 1 : 0;
+}
+
+/**
+ * MSI/MSP and APPX phase (test/fuzz/lib/msiFuzz.mjs), in this thread after the workers: the MSI verifier is
+ * asynchronous (random access), and every allowed mutant is checked with osslsigncode.
+ */
+async function msiPhase(o, log) {
+  const { msiLayout, zipLayout, runMsiCase } = await import(pathToFileURL(join(REPO, 'test', 'fuzz', 'lib', 'msiFuzz.mjs')).href);
+  const dist = (p) => import(pathToFileURL(join(REPO, 'dist', p)).href);
+  const [{ verifyBuffer }, { emptyPolicy, fileDigestsFor }, { pinCertificateFile }] = await Promise.all([
+    dist('verify/incrementalVerifier.js'), dist('verify/approvedCaPolicy.js'), dist('policy/trustMaterial.js'),
+  ]);
+  const manifest = JSON.parse(readFileSync(join(FIXTURES, 'manifest.json'), 'utf8'));
+  const policy = emptyPolicy({ anchors: pinCertificateFile(join(FIXTURES, 'pki', 'updateca.pem')), tsaAnchors: pinCertificateFile(join(FIXTURES, 'pki', 'tsaroot.pem')), fileDigests: fileDigestsFor(false) });
+  const verify = (b) => verifyBuffer(b, policy, { now: AT });
+  const targets = Object.entries(manifest.randomAccessFixtures ?? {}).filter(([n]) => /^good|^nested-good/.test(n) && !/big/.test(n)).map(([name, f]) => {
+    const bytes = readFileSync(join(FIXTURES, f.file));
+    return { name, bytes, layout: f.format === 'msix' ? zipLayout(bytes) : msiLayout(bytes) };
+  });
+  const tally = {};
+  const notable = [];
+  let maxMs = 0;
+  for (let i = 0; i < o.msiCases && targets.length; i++) {
+    const t = targets[i % targets.length];
+    let timer;
+    const hang = new Promise((resolve) => { timer = setTimeout(() => resolve({ target: t.name, index: i, desc: 'timed out', outcome: 'hang', codes: [], ms: o.caseTimeoutMs }), o.caseTimeoutMs); });
+    const r = await Promise.race([runMsiCase(t, o.seed, i, verify), hang]);
+    clearTimeout(timer);
+    tally[r.outcome] = (tally[r.outcome] ?? 0) + 1;
+    maxMs = Math.max(maxMs, Math.round(r.ms));
+    if (!['block', 'allow-agreed', 'noop'].includes(r.outcome)) notable.push(r);
+  }
+  log(`fuzz: MSI ${o.msiCases} cases ${JSON.stringify(tally)}`);
+  return { cases: o.msiCases, tally, maxMs, notable };
 }
 
 if (isMainThread) {

@@ -36,7 +36,7 @@ export const AUDIT_LINE_SCHEMA = {
     bytes: nonNegInt,
     bytesToClient: nonNegInt,
     sha256: hex64,
-    format: { enum: ['pe', 'cab', 'msi', 'cms-detached', 'ctl', 'catalog', 'ctl-cab', 'unknown'] },
+    format: { enum: ['pe', 'cab', 'msi', 'msix', 'cms-detached', 'ctl', 'catalog', 'ctl-cab', 'unknown'] },
     verdict: { enum: ['allow', 'block', 'pass'] },
     reasons: {
       type: 'array',

@@ -1,4 +1,5 @@
 import { createReadStream, readFileSync, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { IncrementalVerifier } from '../verify/incrementalVerifier.js';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import type { Verdict } from '../verify/verdict.js';
@@ -27,14 +28,30 @@ export interface VerifyArgs {
   signatureMode?: 'primary' | 'best' | 'all';
 }
 
-/** Streams a file through the incremental verifier: memory stays bounded whatever its size. */
+/** Streams a file through the incremental verifier (MSI: then reads its streams): memory stays bounded whatever its size. */
 export async function verifyFile(path: string, policy: ApprovedCaPolicy, now: Date, detachedSignature?: Uint8Array): Promise<Verdict> {
   const verifier = new IncrementalVerifier(policy, { now, detachedSignature });
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
     verifier.update(chunk as Buffer);
     if (verifier.earlyBlock) break;
   }
-  return verifier.finish();
+  if (!verifier.needsRandomAccess) return verifier.finish();
+  // MSI: the digest covers streams scattered over the file; read them where they lie.
+  const file = await open(path, 'r');
+  try {
+    const size = (await file.stat()).size;
+    return await verifier.finishFrom({
+      size,
+      readAt: async (offset, length) => {
+        const buf = Buffer.allocUnsafe(length);
+        const { bytesRead } = await file.read(buf, 0, length, offset);
+        if (bytesRead !== length) throw new Error(`${path}: short read (the file changed while it was verified)`);
+        return buf;
+      },
+    });
+  } finally {
+    await file.close();
+  }
 }
 
 export function parseAt(at: string | undefined): Date {

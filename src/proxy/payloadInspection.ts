@@ -71,6 +71,28 @@ export function contentDecoders(contentEncoding: string | string[] | undefined):
 }
 
 /**
+ * Random-access verifications (MSI) of this process run at most this many at once: each keeps its
+ * container's tables (a FAT of 1/128 of the file, at most 16 MiB; a directory of at most 2 MiB)
+ * and one read of at most 1 MiB in memory, so together they stay bounded whatever the number of
+ * packages held. The others wait their turn (their bytes are in the spool).
+ */
+const RANDOM_ACCESS_CONCURRENCY = 4;
+let randomAccessRunning = 0;
+const randomAccessQueue: (() => void)[] = [];
+
+async function withRandomAccessSlot<T>(f: () => Promise<T>): Promise<T> {
+  if (randomAccessRunning < RANDOM_ACCESS_CONCURRENCY) randomAccessRunning++;
+  else await new Promise<void>((resolve) => randomAccessQueue.push(resolve)); // a finishing one hands its slot over
+  try {
+    return await f();
+  } finally {
+    const next = randomAccessQueue.shift();
+    if (next) next();
+    else randomAccessRunning--;
+  }
+}
+
+/**
  * One response body on its way through the gate, pushed in as it arrives (raw, as on the wire):
  * decoded, sniffed from its bytes (names and Content-Types are never trusted), then either held
  * (hashed by the incremental verifier while it is spooled, memory bounded) until the core's
@@ -227,7 +249,7 @@ export class PayloadInspection {
       const why = named?.name === 'unsignedDeltas' ? 'an unsigned Express delta (.psf): the rules block them (rule unsignedDeltas)'
         : named ? `a kind the verifier cannot check: the rules block it (rule unverifiable "${named.name}")`
           : meta ? `${meta.kind === 'empty' ? 'an empty body' : `${meta.kind} metadata`}, and the rules block other content on update hosts (rule nonPayload)`
-            : 'neither a format the verifier checks (PE, CAB, MSI, CMS) nor recognisable metadata (XML, JSON, text without #!): blocked (rule unrecognised)';
+            : 'neither a format the verifier checks (PE, CAB, MSI, MSIX, trust list, catalog) nor recognisable metadata (XML, JSON, text without #!): blocked (rule unrecognised)';
       return this.fail(reason('UNSUPPORTED_FORMAT', why), rule);
     }
     this.textCheck = meta?.check;
@@ -303,9 +325,25 @@ export class PayloadInspection {
       return v;
     };
     const job = this.job;
-    const verdictReady: Promise<Verdict> = job
-      ? job.end().then((d) => judge(() => this.verifier.finishWith(d)), (e: Error) => { throw new Error(`digest thread: ${e.message}`); })
-      : Promise.resolve().then(() => judge(() => this.verifier.finish()));
+    const external = job?.end().catch((e: Error) => { throw new Error(`digest thread: ${e.message}`); });
+    let verdictReady: Promise<Verdict>;
+    if (this.verifier.needsRandomAccess) {
+      // MSI: its digest covers streams scattered over the package, read from the finished spool a
+      // piece at a time (memory stays bounded whatever the size); the verdict time counts the reads.
+      verdictReady = Promise.all([external, flushed]).then(([d]) => withRandomAccessSlot(async () => {
+        // Decided meanwhile (a timeout, a shutdown): its spool is gone, nothing to read.
+        if (this.done) return this.verifier.finish();
+        const t0 = process.hrtime.bigint();
+        const v = await this.verifier.finishFrom({ size: spool.size, readAt: (offset, length) => spool.readAt(offset, length) }, d);
+        verifyMs = Number(process.hrtime.bigint() - t0) / 1e6;
+        this.s.observer?.verified(verifyMs, v.verdict);
+        return v;
+      }));
+    } else {
+      verdictReady = external
+        ? external.then((d) => judge(() => this.verifier.finishWith(d)))
+        : Promise.resolve().then(() => judge(() => this.verifier.finish()));
+    }
     Promise.all([verdictReady, flushed]).then(
       ([verdict]) => {
         if (this.done) return;

@@ -302,6 +302,28 @@ export class Spool {
     }).once('end', finish);
   }
 
+  /**
+   * Exactly `length` bytes at `offset`, from memory or the file (after end() resolved): how a
+   * random-access format (MSI) is verified from the spool. Callers keep `length` small.
+   */
+  readAt(offset: number, length: number): Promise<Buffer> {
+    if (this.released) return Promise.reject(new Error('spool released'));
+    if (offset < 0 || length < 0 || offset + length > this.bytes) return Promise.reject(new RangeError(`spool read of ${length} bytes at ${offset} past its end (${this.bytes})`));
+    if (length === 0) return Promise.resolve(Buffer.alloc(0));
+    if (!this.path) return Promise.resolve(Buffer.concat(this.memorySlices(offset, offset + length - 1)));
+    if (this.fd === undefined) return Promise.reject(new Error('spool file is not open (read before end() resolved)'));
+    const fd = this.fd;
+    this.readers++;
+    const buf = Buffer.allocUnsafe(length);
+    return new Promise((resolve, reject) => {
+      this.readFully(fd, buf, length, offset, (err) => {
+        this.readerDone();
+        if (err) reject(err);
+        else resolve(buf);
+      });
+    });
+  }
+
   private dropMemory(): void {
     this.memory = [];
     this.budget?.give(this.memoryBytes);

@@ -12,7 +12,9 @@ import type { CertificateInfo } from './chain/certificateInfo.js';
 
 /** What the file itself yields: the digests computed while streaming, and which Authenticode type it is. */
 export interface FileEvidence {
-  dataType: typeof OID.spcPeImageData | typeof OID.spcCabData;
+  dataType: typeof OID.spcPeImageData | typeof OID.spcCabData | typeof OID.spcSipInfo;
+  /** With SpcSipInfo: the SIP the signature must name (an APPX signature must not pass as an MSI one). */
+  sipGuid?: Uint8Array;
   fileDigests: Map<DigestName, Buffer>;
 }
 
@@ -51,6 +53,9 @@ export function evaluateAuthenticodeSignature(der: Uint8Array, evidence: FileEvi
   const indirect = parseSpcIndirectDataContent(parts.eContentElement);
   if (indirect.dataType !== evidence.dataType) {
     throw new MalformedError(`the signature was made for another kind of file (${indirect.dataType})`);
+  }
+  if (evidence.sipGuid && !(indirect.sipGuid && Buffer.from(indirect.sipGuid).equals(evidence.sipGuid))) {
+    throw new MalformedError(`the signature names another SIP (${indirect.sipGuid ? Buffer.from(indirect.sipGuid).toString('hex') : 'none'}) than this format's`);
   }
   const algorithm = digestFromOid(indirect.digestAlgorithmOid);
   const weakBefore = out.length;

@@ -2,16 +2,17 @@ import { createHash } from 'node:crypto';
 import type { DigestName } from './algorithms.js';
 import type { ApprovedCaPolicy } from './approvedCaPolicy.js';
 import { RangeHasher, type ByteRange } from './rangeHasher.js';
-import { parsePeLayout, peDigestRanges } from './pe/peLayout.js';
-import { parseCabLayout } from './cab/cabLayout.js';
-import { sniffFormat, SNIFF_BYTES } from './format/sniffFormat.js';
+import { SNIFF_BYTES } from './format/sniffFormat.js';
+import { formatFor } from './format/formats.js';
+import type { StreamingFormat } from './format/signedFileFormat.js';
 import type { ExternalDigests } from './incrementalVerifier.js';
 
 /**
  * The digests of a payload without a verdict: the whole-file SHA-256 and the Authenticode digests
- * over the ranges the payload's own layout gives, found the way IncrementalVerifier finds them
- * (same sniffer, same layout parsers, same limits). It imports no ASN.1 library, so a digest
- * thread running it stays small. Its result is only ever used by an IncrementalVerifier made with
+ * over the plan (byte ranges) the payload's streaming format hands out, found the way
+ * IncrementalVerifier finds them (same format registry, same layout parsers, same limits).
+ * Random-access formats (MSI) get the whole-file SHA-256 only: their digest is read after the
+ * last byte. It imports no ASN.1 library, so a digest thread running it stays small. Its result is only ever used by an IncrementalVerifier made with
  * `digests: 'external'`, which blocks unless these ranges are exactly the ones it found itself.
  */
 export class DigestStream {
@@ -19,7 +20,8 @@ export class DigestStream {
   private total = 0;
   private head: Uint8Array[] = [];
   private headBytes = 0;
-  private kind: 'sniff' | 'pe' | 'cab' | 'none' = 'sniff';
+  private kind: 'sniff' | 'layout' | 'none' = 'sniff';
+  private format: StreamingFormat<unknown> | undefined;
   private ranges: ByteRange[] | undefined;
   private hasher: RangeHasher | undefined;
 
@@ -42,8 +44,9 @@ export class DigestStream {
   }
 
   private sniff(): void {
-    const f = sniffFormat(this.joinedHead());
-    this.kind = f === 'pe' ? 'pe' : f === 'cab' ? 'cab' : 'none';
+    const f = formatFor(this.joinedHead());
+    this.format = f?.mode === 'streaming' ? f : undefined;
+    this.kind = this.format ? 'layout' : 'none';
     if (this.kind === 'none') this.head = [];
   }
 
@@ -53,27 +56,17 @@ export class DigestStream {
   }
 
   private tryLayout(): void {
-    if (this.kind !== 'pe' && this.kind !== 'cab') return;
+    if (this.kind !== 'layout' || !this.format) return;
     const head = this.joinedHead();
     let span: { offset: number; size: number };
     try {
-      if (this.kind === 'pe') {
-        const r = parsePeLayout(head, this.limits.maxHeaderBytes);
-        if (r.kind === 'need') {
-          if (r.bytes > this.limits.maxHeaderBytes) this.giveUp();
-          return;
-        }
-        this.ranges = peDigestRanges(r.layout, Number.MAX_SAFE_INTEGER);
-        span = { offset: r.layout.certTableOffset, size: r.layout.certTableSize };
-      } else {
-        const r = parseCabLayout(head, this.limits.maxHeaderBytes);
-        if (r.kind === 'need') {
-          if (r.bytes > this.limits.maxHeaderBytes) this.giveUp();
-          return;
-        }
-        this.ranges = [...r.layout.ranges];
-        span = { offset: r.layout.signatureOffset, size: r.layout.signatureSize };
+      const r = this.format.layout(head, this.limits.maxHeaderBytes);
+      if ('need' in r) {
+        if (r.need > this.limits.maxHeaderBytes) this.giveUp();
+        return;
       }
+      this.ranges = this.format.digestRanges(r.layout).map(([a, b]) => [a, b] as const);
+      span = this.format.signatureSpan(r.layout);
     } catch {
       return this.giveUp(); // malformed headers: the verifier blocks them (MALFORMED); the whole-file digest goes on
     }

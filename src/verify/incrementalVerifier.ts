@@ -1,17 +1,15 @@
 import { createHash, type Hash } from 'node:crypto';
-import { OID } from './oids.js';
 import type { DigestName } from './algorithms.js';
 import type { ApprovedCaPolicy } from './approvedCaPolicy.js';
 import { reason, type PayloadFormat, type Verdict, type VerdictReason } from './verdict.js';
 import { MalformedError } from './malformed.js';
 import { RangeHasher } from './rangeHasher.js';
-import { parsePeLayout, peDigestRanges, type PeLayout } from './pe/peLayout.js';
-import { derElementLength, parseCertificateTable } from './pe/winCertificate.js';
-import { parseCabLayout, type CabLayout } from './cab/cabLayout.js';
 import { sniffFormat, SNIFF_BYTES } from './format/sniffFormat.js';
-import { authenticodeVerdict } from './authenticodeVerification.js';
+import { formatFor } from './format/formats.js';
+import { signedContentVerdict, verifyRandomAccess } from './format/signedContentVerdict.js';
 import { DetachedCmsCheck } from './detachedCmsVerification.js';
 import { TrustListCabinetStream, TrustListStream } from './ctl/trustListStreams.js';
+import { bytesSource, type RandomAccessFormat, type RandomAccessSource, type StreamingFormat } from './format/signedFileFormat.js';
 
 /** A format stream's verdict; `format` refines the sniffed one (a cabinet that holds a trust list). */
 type Partial = Omit<Verdict, 'format' | 'sha256' | 'size'> & { format?: PayloadFormat };
@@ -25,42 +23,38 @@ interface FormatStream {
 const block = (...reasons: VerdictReason[]): Partial => ({ verdict: 'block', reasons });
 
 /**
- * Buffers the header region until the layout is known, then hashes ranges as bytes arrive and
- * keeps only the signature blob. Shared by PE and CAB, which differ in layout only.
+ * A streaming format's state: buffers the header region until the format finds its layout, then
+ * hashes the format's digest plan as bytes arrive and keeps only the signature span.
  */
-abstract class LayoutStream<L> implements FormatStream {
-  protected head: Uint8Array[] = [];
-  protected headBytes = 0;
-  protected layout: L | undefined;
-  protected hasher: RangeHasher | undefined;
-  protected signature: Uint8Array | undefined;
-  protected signatureFilled = 0;
-  protected failure: VerdictReason | undefined;
-  protected trailing = 0;
+class LayoutStream<L> implements FormatStream {
+  private head: Uint8Array[] = [];
+  private layout: L | undefined;
+  private hasher: RangeHasher | undefined;
+  private signature: Uint8Array | undefined;
+  private signatureFilled = 0;
+  private failure: VerdictReason | undefined;
+  private trailing = 0;
   /** Digests computed elsewhere (another thread) over the same bytes; then this stream hashes nothing. */
   external: Map<DigestName, Buffer> | undefined;
 
-  constructor(protected readonly policy: ApprovedCaPolicy, protected readonly hashing = true) {}
+  constructor(
+    private readonly format: StreamingFormat<L>,
+    private readonly policy: ApprovedCaPolicy,
+    private readonly now: Date,
+    private readonly hashing = true,
+  ) {}
 
   /** The byte ranges the Authenticode digest covers, once the layout is known. */
   get ranges(): readonly (readonly [number, number])[] | undefined {
-    return this.layout ? this.digestRanges(this.layout) : undefined;
+    return this.layout ? this.format.digestRanges(this.layout) : undefined;
   }
 
   /** The file digests: computed here, or supplied by finishWith. */
-  protected fileDigests(): Map<DigestName, Buffer> {
+  private fileDigests(): Map<DigestName, Buffer> {
     if (this.hashing) return this.hasher!.digests();
     if (!this.external) throw new Error('file digests were not supplied');
     return this.external;
   }
-
-
-
-  protected abstract tryLayout(head: Uint8Array): { layout: L } | { need: number };
-  /** Signature blob position once the layout is known; size 0 when unsigned. */
-  protected abstract signatureSpan(layout: L): { offset: number; size: number };
-  protected abstract digestRanges(layout: L): readonly (readonly [number, number])[];
-  protected abstract verdict(layout: L, signature: Uint8Array, total: number): Partial;
 
   update(chunk: Uint8Array, at: number): void {
     if (this.failure) return;
@@ -70,21 +64,20 @@ abstract class LayoutStream<L> implements FormatStream {
         // a later try are copied (the caller may reuse its buffer).
         const first = this.head.length === 0;
         const head = first ? chunk : Buffer.concat([...this.head, chunk]);
-        this.headBytes += chunk.byteLength;
-        const r = this.tryLayout(head);
+        const r = this.format.layout(head, this.policy.limits.maxHeaderBytes);
         if ('need' in r) {
           if (r.need > this.policy.limits.maxHeaderBytes) throw new MalformedError('headers exceed the header limit');
           this.head = [first ? new Uint8Array(head) : head];
           return;
         }
         this.layout = r.layout;
-        const span = this.signatureSpan(r.layout);
+        const span = this.format.signatureSpan(r.layout);
         if (span.size > this.policy.limits.maxSignatureBytes) {
           this.failure = reason('OVERSIZE', `signature of ${span.size} bytes exceeds the ${this.policy.limits.maxSignatureBytes}-byte limit`);
           return;
         }
         if (span.size) this.signature = new Uint8Array(span.size);
-        this.hasher = new RangeHasher(this.digestRanges(r.layout), this.policy.fileDigests);
+        this.hasher = new RangeHasher(this.format.digestRanges(r.layout), this.policy.fileDigests);
         this.head = [];
         this.consume(head, 0);
         return;
@@ -97,7 +90,7 @@ abstract class LayoutStream<L> implements FormatStream {
 
   private consume(chunk: Uint8Array, at: number): void {
     if (this.hashing) this.hasher!.update(chunk, at);
-    const span = this.signatureSpan(this.layout!);
+    const span = this.format.signatureSpan(this.layout!);
     if (!span.size) return;
     const end = at + chunk.byteLength;
     const from = Math.max(at, span.offset);
@@ -112,12 +105,12 @@ abstract class LayoutStream<L> implements FormatStream {
   finish(total: number): Partial {
     if (this.failure) return block(this.failure);
     if (!this.layout) return block(reason('MALFORMED', `payload ends (${total} bytes) before its headers are complete`));
-    const span = this.signatureSpan(this.layout);
+    const span = this.format.signatureSpan(this.layout);
     if (!span.size) return block(reason('NOT_SIGNED', 'the file carries no Authenticode signature'));
     if (total < span.offset + span.size || this.signatureFilled !== span.size) {
       return block(reason('MALFORMED', `payload is truncated: ${total} bytes, the signature ends at ${span.offset + span.size}`));
     }
-    const partial = this.verdict(this.layout, this.signature!, total);
+    const partial = signedContentVerdict(this.format.signatures(this.layout, this.signature!, this.fileDigests()), this.policy, this.now);
     if (this.trailing > 0) {
       const t = reason('TRAILING_DATA', `${this.trailing} bytes after the signature, outside what the signature covers`);
       return { ...partial, verdict: 'block', reasons: [t, ...partial.reasons] };
@@ -126,49 +119,23 @@ abstract class LayoutStream<L> implements FormatStream {
   }
 }
 
-class PeStream extends LayoutStream<PeLayout> {
-  constructor(policy: ApprovedCaPolicy, private readonly now: Date, hashing = true) { super(policy, hashing); }
-
-  protected tryLayout(head: Uint8Array) {
-    const r = parsePeLayout(head, this.policy.limits.maxHeaderBytes);
-    return r.kind === 'need' ? { need: r.bytes } : { layout: r.layout };
-  }
-  protected signatureSpan(l: PeLayout) { return { offset: l.certTableOffset, size: l.certTableSize }; }
-  protected digestRanges(l: PeLayout) { return peDigestRanges(l, Number.MAX_SAFE_INTEGER); }
-  protected verdict(_l: PeLayout, table: Uint8Array): Partial {
-    const { entries, problems } = parseCertificateTable(table);
-    const v = authenticodeVerdict(entries, { dataType: OID.spcPeImageData, fileDigests: this.fileDigests() }, this.policy, this.now);
-    if (!problems.length) return v;
-    return { ...v, verdict: 'block', reasons: [...problems, ...v.reasons] };
-  }
-}
-
-class CabStream extends LayoutStream<CabLayout> {
-  constructor(policy: ApprovedCaPolicy, private readonly now: Date, hashing = true) { super(policy, hashing); }
-
-  protected tryLayout(head: Uint8Array) {
-    const r = parseCabLayout(head, this.policy.limits.maxHeaderBytes);
-    return r.kind === 'need' ? { need: r.bytes } : { layout: r.layout };
-  }
-  protected signatureSpan(l: CabLayout) { return { offset: l.signatureOffset, size: l.signatureSize }; }
-  protected digestRanges(l: CabLayout) { return l.ranges; }
-  protected verdict(_l: CabLayout, signature: Uint8Array): Partial {
-    // The signature area holds one DER blob plus at most 7 zero bytes of alignment, nothing else.
-    const derLen = derElementLength(signature);
-    if (derLen > signature.byteLength) throw new MalformedError('CAB signature blob longer than its area');
-    const slack = signature.subarray(derLen);
-    const v = authenticodeVerdict([signature.subarray(0, derLen)], { dataType: OID.spcCabData, fileDigests: this.fileDigests() }, this.policy, this.now);
-    if (slack.byteLength < 8 && slack.every((b) => b === 0)) return v;
-    const t = reason('TRAILING_DATA', `${slack.byteLength} bytes after the CAB signature's PKCS#7 blob`);
-    return { ...v, verdict: 'block', reasons: [t, ...v.reasons] };
-  }
-}
-
 /** Formats the core recognises but does not verify: hashed for the record, then blocked. */
 class UnsupportedStream implements FormatStream {
   constructor(private readonly why: VerdictReason) {}
   update(): void {}
   finish(): Partial { return block(this.why); }
+}
+
+/**
+ * A random-access format (MSI): nothing to do while bytes stream past (the whole-file digest is the
+ * verifier's); the verdict needs the finished payload, through IncrementalVerifier.finishFrom().
+ */
+class RandomAccessPending implements FormatStream {
+  constructor(readonly format: RandomAccessFormat) {}
+  update(): void {}
+  finish(): Partial {
+    return block(reason('INTERNAL_ERROR', `${this.format.name.toUpperCase()} is verified from the finished payload (random access), and none was given`));
+  }
 }
 
 class DetachedStream implements FormatStream {
@@ -268,13 +235,21 @@ export class IncrementalVerifier {
 
   private startStream(head: Uint8Array): void {
     this.sniffBuffer = [];
-    const sniffed = sniffFormat(head);
-    switch (sniffed) {
-      case 'pe': this.format = 'pe'; this.stream = new PeStream(this.policy, this.now, this.hashing); break;
-      case 'cab': this.format = 'cab'; this.stream = new TrustListCabinetStream(new CabStream(this.policy, this.now, this.hashing), this.policy, this.now); break;
-      case 'msi': this.format = 'msi'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'MSI (OLE compound file) signatures are not verified yet')); break;
-      case 'cms': this.format = 'unknown'; this.stream = new TrustListStream(this.policy, this.now); break;
-      default: this.format = 'unknown'; this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'not a PE, CAB or MSI file (format sniffed from the bytes)'));
+    const format = formatFor(head);
+    if (format) {
+      this.format = format.name;
+      if (format.mode === 'streaming') {
+        const layout = new LayoutStream(format, this.policy, this.now, this.hashing);
+        // An unsigned cabinet holding one .stl (authrootstl.cab) is judged by the signed CTL inside it.
+        this.stream = format.name === 'cab' ? new TrustListCabinetStream(layout, this.policy, this.now) : layout;
+      } else this.stream = new RandomAccessPending(format);
+    } else if (sniffFormat(head) === 'cms') {
+      // A bare SignedData: a certificate trust list (.stl) or a catalog (.cat); anything else is refused there.
+      this.format = 'unknown';
+      this.stream = new TrustListStream(this.policy, this.now);
+    } else {
+      this.format = 'unknown';
+      this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'not a PE, CAB, MSI or MSIX file, nor a trust list or catalog (format sniffed from the bytes)'));
     }
     this.stream.update(head, 0);
   }
@@ -288,6 +263,46 @@ export class IncrementalVerifier {
     if (this.finished) return this.finished;
     this.external = d;
     return this.finish();
+  }
+
+  /**
+   * True when the sniffed format is verified from the finished payload (MSI): the caller then ends
+   * with finishFrom() instead of finish()/finishWith().
+   */
+  get needsRandomAccess(): boolean {
+    if (this.early || this.finished) return false;
+    if (!this.stream && this.total > 0) {
+      try { this.startStream(Buffer.concat(this.sniffBuffer)); } catch { return false; }
+    }
+    return this.stream instanceof RandomAccessPending;
+  }
+
+  /**
+   * The verdict of a random-access format, read from the finished payload through `source` (which
+   * must hold exactly the bytes fed to update()). With `digests: 'external'`, `external` carries the
+   * whole-file SHA-256 from the digest thread. Never rejects: failures are blocks.
+   */
+  async finishFrom(source: RandomAccessSource, external?: ExternalDigests): Promise<Verdict> {
+    if (this.finished) return this.finished;
+    if (!this.needsRandomAccess) return external ? this.finishWith(external) : this.finish();
+    let sha256: string;
+    if (this.hashing) sha256 = this.whole.digest('hex');
+    else if (external && /^[0-9a-f]{64}$/.test(external.sha256)) sha256 = external.sha256;
+    else return this.conclude(block(reason('INTERNAL_ERROR', 'the file digests were not computed')), '');
+    if (source.size !== this.total) {
+      return this.conclude(block(reason('INTERNAL_ERROR', `the finished payload holds ${source.size} bytes, ${this.total} were verified`)), sha256);
+    }
+    const pending = this.stream as RandomAccessPending;
+    return this.conclude(await verifyRandomAccess(pending.format, source, this.policy, this.now), sha256);
+  }
+
+  /** The one rule every path obeys: allow only with no reason to block. */
+  private conclude(partial: Partial, sha256: string): Verdict {
+    if (this.finished) return this.finished;
+    const verdict = partial.reasons.length === 0 && partial.verdict === 'allow' ? 'allow' : 'block';
+    if (verdict === 'block' && partial.reasons.length === 0) partial.reasons.push(reason('INTERNAL_ERROR', 'blocked without a recorded reason'));
+    this.finished = { ...partial, verdict, format: partial.format ?? this.format, sha256, size: this.total };
+    return this.finished;
   }
 
   finish(): Verdict {
@@ -320,15 +335,18 @@ export class IncrementalVerifier {
     } catch (err) {
       partial = block(reason(err instanceof MalformedError ? 'MALFORMED' : 'INTERNAL_ERROR', (err as Error).message));
     }
-    // The one rule every path obeys: allow only with no reason to block.
-    const verdict = partial.reasons.length === 0 && partial.verdict === 'allow' ? 'allow' : 'block';
-    if (verdict === 'block' && partial.reasons.length === 0) partial.reasons.push(reason('INTERNAL_ERROR', 'blocked without a recorded reason'));
-    this.finished = { ...partial, verdict, format: partial.format ?? this.format, sha256, size: this.total };
-    return this.finished;
+    return this.conclude(partial, sha256);
   }
 }
 
-/** Whole-buffer convenience over the streaming verifier. */
+/** Whole-buffer convenience over the verifier, for every format (random-access ones read the buffer itself). */
+export async function verifyBuffer(bytes: Uint8Array, policy: ApprovedCaPolicy, options: IncrementalVerifierOptions = {}): Promise<Verdict> {
+  const v = new IncrementalVerifier(policy, options);
+  v.update(bytes);
+  return v.needsRandomAccess ? v.finishFrom(bytesSource(bytes)) : v.finish();
+}
+
+/** Whole-buffer convenience over the streaming verifier (streaming formats only: an MSI needs verifyBuffer). */
 export function verifyBytes(bytes: Uint8Array, policy: ApprovedCaPolicy, options: IncrementalVerifierOptions = {}): Verdict {
   const v = new IncrementalVerifier(policy, options);
   v.update(bytes);

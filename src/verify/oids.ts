@@ -13,6 +13,8 @@ export const OID = {
   spcIndirectData: '1.3.6.1.4.1.311.2.1.4',
   spcPeImageData: '1.3.6.1.4.1.311.2.1.15',
   spcCabData: '1.3.6.1.4.1.311.2.1.25',
+  /** SpcSipInfo: the data type of MSI (and APPX) signatures, naming the SIP by GUID. */
+  spcSipInfo: '1.3.6.1.4.1.311.2.1.30',
   spcNestedSignature: '1.3.6.1.4.1.311.2.4.1',
   msRfc3161Timestamp: '1.3.6.1.4.1.311.3.3.1',
   // Certificate trust lists and catalogs (MS-CAESO)

@@ -3,7 +3,7 @@
  * The text here is the README's description of each code.
  */
 export const REASON_CODES = {
-  NOT_SIGNED: 'The payload carries no signature (an unsigned PE or CAB, an empty certificate table).',
+  NOT_SIGNED: 'The payload carries no signature (an unsigned PE or CAB, an empty certificate table, an MSI without a DigitalSignature stream, a package without AppxSignature.p7x).',
   MALFORMED: 'The file or its signature cannot be parsed (bad PE/CAB headers, bad ASN.1, truncated, inconsistent structure).',
   DIGEST_MISMATCH: 'The digest computed over the file differs from the one the signature signs (the file was modified after signing).',
   SIGNATURE_INVALID: 'A cryptographic signature does not verify (signer over its signed attributes, messageDigest attribute, or a certificate over its child), or the signer certificate is missing.',
@@ -17,8 +17,8 @@ export const REASON_CODES = {
   BASIC_CONSTRAINTS: 'A certificate that issues another is not a CA (basicConstraints cA false or absent) or a path length constraint is exceeded.',
   KEY_USAGE: 'A key usage extension forbids the use: the leaf lacks digitalSignature or an issuing CA lacks keyCertSign.',
   CRITICAL_EXTENSION: 'A certificate carries a critical extension the verifier does not understand.',
-  TRAILING_DATA: 'Bytes after the certificate table or the CAB signature, padding inside WIN_CERTIFICATE beyond 8-byte alignment (CVE-2013-3900), or extra WIN_CERTIFICATE entries.',
-  UNSUPPORTED_FORMAT: 'The bytes are not a format the verifier checks (not PE, CAB, a certificate trust list or catalog, or a detached CMS pair; MSI is not supported yet).',
+  TRAILING_DATA: 'Bytes after the certificate table, the CAB signature or the PKCS#7 blob of an MSI DigitalSignature stream or the last sector an MSI allocates (CVE-2020-1464), padding inside WIN_CERTIFICATE beyond 8-byte alignment (CVE-2013-3900), or extra WIN_CERTIFICATE entries.',
+  UNSUPPORTED_FORMAT: 'The bytes are not a format the verifier checks (not PE, CAB, MSI/MSP, APPX/MSIX, a certificate trust list or catalog, or a detached CMS pair), a ZIP that is no package, or an encrypted package.',
   OVERSIZE: 'The payload, its headers or its signature exceed a configured size limit.',
   BAD_REQUEST: 'The client\'s request names no resource the gate can serve (a request target that is neither /path nor http:// absolute-form: `*`, `HTTP://…`, `https://…` without CONNECT, `ftp://…`): refused 400, never forwarded.',
   UPSTREAM_ERROR: 'The upstream server failed or closed the connection before the whole payload arrived.',

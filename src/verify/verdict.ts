@@ -1,7 +1,7 @@
 import type { ReasonCode } from './reasonCodes.js';
 
 /** `ctl`: a signed certificate trust list (.stl); `catalog`: a signed catalog (.cat); `ctl-cab`: an unsigned cabinet holding one .stl (authrootstl.cab). */
-export type PayloadFormat = 'pe' | 'cab' | 'msi' | 'cms-detached' | 'ctl' | 'catalog' | 'ctl-cab' | 'unknown';
+export type PayloadFormat = 'pe' | 'cab' | 'msi' | 'msix' | 'cms-detached' | 'ctl' | 'catalog' | 'ctl-cab' | 'unknown';
 
 export interface VerdictReason {
   code: ReasonCode;

@@ -31,6 +31,21 @@ describe('patchgate verify', () => {
     expect(v.map((x) => x.verdict)).toEqual(['allow', 'block', 'block']);
     expect(v[2].reasons[0].code).toBe('DIGEST_MISMATCH');
   });
+  it('MSI and MSP packages: read back at random from the file, same contract (format msi)', () => {
+    const r = pg('verify', '--json', ...LAB, fx('good.msi'), fx('good-big.msi'), fx('good.msp'), fx('tampered.msi'), fx('appended.msi'));
+    expect(r.code).toBe(1);
+    const v = r.out.trim().split('\n').map((l) => JSON.parse(l));
+    expect(v.map((x) => [x.format, x.verdict])).toEqual([['msi', 'allow'], ['msi', 'allow'], ['msi', 'allow'], ['msi', 'block'], ['msi', 'block']]);
+    expect(v[3].reasons.map((x: { code: string }) => x.code)).toEqual(['DIGEST_MISMATCH']);
+    expect(v[4].reasons.map((x: { code: string }) => x.code)).toEqual(['TRAILING_DATA']);
+  });
+  it('APPX/MSIX packages: format msix, allow and block', () => {
+    const r = pg('verify', '--json', ...LAB, fx('good.appx'), fx('rogue.appx'));
+    expect(r.code).toBe(1);
+    const v = r.out.trim().split('\n').map((l) => JSON.parse(l));
+    expect(v.map((x) => [x.format, x.verdict])).toEqual([['msix', 'allow'], ['msix', 'block']]);
+    expect(v[1].reasons.map((x: { code: string }) => x.code)).toEqual(['UNTRUSTED_ROOT']);
+  });
   it('the readable table names verdict, signer and reasons', () => {
     const r = pg('verify', ...LAB, fx('flame.exe'));
     expect(r.code).toBe(1);

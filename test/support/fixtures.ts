@@ -3,7 +3,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pinCertificateFile } from '../../src/policy/trustMaterial.js';
 import { emptyPolicy, fileDigestsFor, type ApprovedCaPolicy } from '../../src/verify/approvedCaPolicy.js';
-import { verifyBytes } from '../../src/verify/incrementalVerifier.js';
+import { verifyBuffer, verifyBytes } from '../../src/verify/incrementalVerifier.js';
 import type { Verdict } from '../../src/verify/verdict.js';
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -28,6 +28,8 @@ export interface Manifest {
   pkiChains: Record<string, string>;
   pkiCertBags: Record<string, string>;
   fixtures: Record<string, FixtureEntry>;
+  /** MSI/MSP: verified from the finished file (verifyRandomAccessFixture). */
+  randomAccessFixtures: Record<string, FixtureEntry>;
 }
 
 let cached: Manifest | undefined;
@@ -63,6 +65,13 @@ export function verifyFixture(name: string, policy: ApprovedCaPolicy = labPolicy
   if (!f) throw new Error(`no fixture ${name}`);
   const detached = f.detached ? new Uint8Array(readFileSync(fx(f.detached))) : undefined;
   return verifyBytes(readFileSync(fx(f.file)), policy, { now: now ?? (f.at ? new Date(f.at) : new Date()), detachedSignature: detached });
+}
+
+/** An MSI/MSP fixture through the whole verifier (streamed, then read back at random). */
+export function verifyRandomAccessFixture(name: string, policy: ApprovedCaPolicy = labPolicy(), now?: Date): Promise<Verdict> {
+  const f = manifest().randomAccessFixtures[name];
+  if (!f) throw new Error(`no MSI fixture ${name}`);
+  return verifyBuffer(readFileSync(fx(f.file)), policy, { now: now ?? (f.at ? new Date(f.at) : new Date()) });
 }
 
 export const codes = (v: Verdict) => [...new Set(v.reasons.map((r) => r.code))].sort();

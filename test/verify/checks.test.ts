@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { pinCertificateFile, readDistrustFile } from '../../src/policy/trustMaterial.js';
-import { verifyBytes, IncrementalVerifier } from '../../src/verify/incrementalVerifier.js';
+import { verifyBuffer, verifyBytes, IncrementalVerifier } from '../../src/verify/incrementalVerifier.js';
 import { AT, codes, fx, labPolicy, manifest, pki, verifyFixture } from '../support/fixtures.js';
 
 describe('accepted payloads (the lab Update CA pinned)', () => {
@@ -219,12 +219,14 @@ describe('the certificate table and file structure', () => {
     expect(codes(v)).toEqual(['UNSUPPORTED_FORMAT']);
     expect(v.format).toBe('unknown');
   });
-  it('UNSUPPORTED_FORMAT: MSI (OLE compound file) is sniffed and blocked until supported', () => {
+  it('MALFORMED: an OLE compound file (MSI) with nothing valid after its magic, read at random after the last byte', async () => {
     const ole = Buffer.alloc(4096);
     Buffer.from([0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1]).copy(ole);
-    const v = verifyBytes(ole, labPolicy(), { now: AT });
+    const v = await verifyBuffer(ole, labPolicy(), { now: AT });
     expect(v.format).toBe('msi');
-    expect(codes(v)).toEqual(['UNSUPPORTED_FORMAT']);
+    expect(codes(v)).toEqual(['MALFORMED']);
+    // The streaming-only entry point cannot verify it, and says so (never an allow).
+    expect(codes(verifyBytes(ole, labPolicy(), { now: AT }))).toEqual(['INTERNAL_ERROR']);
   });
   it('NOT_SIGNED: empty payload; MALFORMED: a payload that ends inside its headers', () => {
     expect(codes(verifyBytes(new Uint8Array(0), labPolicy(), { now: AT }))).toEqual(['NOT_SIGNED']);

@@ -1,5 +1,6 @@
 import * as asn1js from 'asn1js';
 import { MalformedError } from '../malformed.js';
+import { OID } from '../oids.js';
 
 /**
  * SpcIndirectDataContent ::= SEQUENCE { data SpcAttributeTypeAndOptionalValue, messageDigest DigestInfo }
@@ -7,6 +8,8 @@ import { MalformedError } from '../malformed.js';
  */
 export interface SpcIndirectDataContent {
   dataType: string;
+  /** For SpcSipInfo data: the SIP GUID (16 bytes). */
+  sipGuid?: Uint8Array;
   digestAlgorithmOid: string;
   digest: Uint8Array;
 }
@@ -24,5 +27,14 @@ export function parseSpcIndirectDataContent(el: asn1js.AsnType | undefined): Spc
   if (!(algOid instanceof asn1js.ObjectIdentifier) || !(digest instanceof asn1js.OctetString)) {
     throw new MalformedError('SpcIndirectDataContent DigestInfo malformed');
   }
-  return { dataType: type.valueBlock.toString(), digestAlgorithmOid: algOid.valueBlock.toString(), digest: digest.valueBlock.valueHexView };
+  const dataType = type.valueBlock.toString();
+  let sipGuid: Uint8Array | undefined;
+  if (dataType === OID.spcSipInfo) {
+    // SpcSipInfo ::= SEQUENCE { dwSIPversion INTEGER, gSIPguid OCTET STRING (16), dwReserved1..5 INTEGER }
+    const info = data.valueBlock.value[1];
+    const guid = info instanceof asn1js.Sequence ? info.valueBlock.value[1] : undefined;
+    if (!(guid instanceof asn1js.OctetString) || guid.valueBlock.valueHexView.byteLength !== 16) throw new MalformedError('SpcSipInfo without a 16-byte SIP GUID');
+    sipGuid = guid.valueBlock.valueHexView;
+  }
+  return { dataType, sipGuid, digestAlgorithmOid: algOid.valueBlock.toString(), digest: digest.valueBlock.valueHexView };
 }
