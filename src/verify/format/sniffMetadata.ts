@@ -8,8 +8,58 @@
  * tab, line feed, form feed and carriage return, and not starting with `#!` (an interpreter line
  * makes it a program). The check runs over the whole body (TextCheck), not only its first bytes:
  * binary data after a text prefix (a ZIP's directory sits at its end) stops the pass.
+ *
+ * One binary kind is metadata too: a body that is exactly one DER X.509 certificate (`.crt` files
+ * from ctldl.windowsupdate.com: roots Windows installs only when their hash is in the signed
+ * authroot.stl it already verified). The whole body must parse as that one certificate, nothing after it.
  */
-export type MetadataKind = 'xml' | 'json' | 'text' | 'empty';
+import { X509Certificate } from 'node:crypto';
+
+export type MetadataKind = 'xml' | 'json' | 'text' | 'empty' | 'certificate';
+
+/** Follows a body chunk by chunk: `update` is false from the first byte that breaks the kind, `end` judges the whole. */
+export interface MetadataCheck {
+  update(chunk: Uint8Array): boolean;
+  end(): boolean;
+}
+
+/** Certificates are small: a larger DER body is not taken for one. */
+const MAX_CERTIFICATE_BYTES = 64 * 1024;
+
+/** The DER length of a SEQUENCE at the start of `head` (header + content), if it starts one of a certificate's size. */
+function derSequence(head: Uint8Array): { header: number; total: number } | undefined {
+  if (head[0] !== 0x30 || head.byteLength < 5) return undefined;
+  const b = head[1]!;
+  if (b < 0x80) return { header: 2, total: 2 + b };
+  if (b === 0x81 && head[2]! >= 0x80) return { header: 3, total: 3 + head[2]! };
+  if (b === 0x82 && head[2]! !== 0) return { header: 4, total: 4 + ((head[2]! << 8) | head[3]!) };
+  return undefined; // indefinite, non-minimal or larger than a certificate
+}
+
+/** Exactly one DER certificate: the bytes up to its declared length, none after, parsed at the end. */
+class CertificateCheck implements MetadataCheck {
+  private readonly bytes: Buffer;
+  private filled = 0;
+  private failed = false;
+  constructor(private readonly length: number) {
+    this.bytes = Buffer.alloc(length);
+  }
+  update(chunk: Uint8Array): boolean {
+    if (this.failed) return false;
+    if (this.filled + chunk.byteLength > this.length) return !(this.failed = true);
+    this.bytes.set(chunk, this.filled);
+    this.filled += chunk.byteLength;
+    return true;
+  }
+  end(): boolean {
+    if (this.failed || this.filled !== this.length) return false;
+    try {
+      return new X509Certificate(this.bytes).raw.equals(this.bytes);
+    } catch {
+      return false;
+    }
+  }
+}
 
 type TextEncoding = 'utf-8' | 'utf-16le' | 'utf-16be';
 
@@ -23,7 +73,7 @@ function encodingOf(head: Uint8Array): { encoding: TextEncoding; bom: number } {
 }
 
 /** Follows a body chunk by chunk; `update` is false from the first byte that is not text. */
-export class TextCheck {
+export class TextCheck implements MetadataCheck {
   private readonly decoder: TextDecoder;
   private failed = false;
 
@@ -53,7 +103,13 @@ export class TextCheck {
  * The kind of metadata `head` (a body's first bytes, or all of a short body) starts, and the
  * TextCheck to run over the rest of it (already fed `head`); undefined when it is not metadata.
  */
-export function sniffMetadata(head: Uint8Array): { kind: MetadataKind; check: TextCheck } | undefined {
+export function sniffMetadata(head: Uint8Array): { kind: MetadataKind; check: MetadataCheck } | undefined {
+  const der = derSequence(head);
+  // A certificate: a SEQUENCE whose first element is a SEQUENCE (tbsCertificate); X509Certificate judges the rest.
+  if (der !== undefined && der.total <= MAX_CERTIFICATE_BYTES && head[der.header] === 0x30) {
+    const check = new CertificateCheck(der.total);
+    return check.update(head) ? { kind: 'certificate', check } : undefined;
+  }
   const { encoding, bom } = encodingOf(head);
   const check = new TextCheck(encoding);
   if (head.byteLength === 0) return { kind: 'empty', check };
