@@ -60,7 +60,8 @@ export function cidrList(cidrs: string[]): BlockList {
   return list;
 }
 
-function inList(list: BlockList, address: string): boolean {
+/** Is `address` (IPv4-mapped forms included) in `list`? */
+export function inList(list: BlockList, address: string): boolean {
   const a = plainAddress(address);
   const v = isIP(a);
   return v !== 0 && list.check(a, v === 4 ? 'ipv4' : 'ipv6');
