@@ -6,8 +6,8 @@ import { MalformedError } from './malformed.js';
 import { attributeValues, parseSignedData, type SignedDataParts } from './cms/signedDataParts.js';
 import { parseSpcIndirectDataContent } from './cms/spcIndirectDataContent.js';
 import { checkSigner, judgeDigest } from './cms/signerCheck.js';
-import { checkTimestamps, type AcceptedTimestamp } from './cms/timestampCheck.js';
-import { hasLifetimeSigning, validateChain } from './chain/chainValidator.js';
+import type { AcceptedTimestamp } from './cms/timestampCheck.js';
+import { judgeAtSigningTime } from './cms/signingTimeChain.js';
 import type { CertificateInfo } from './chain/certificateInfo.js';
 
 /** What the file itself yields: the digests computed while streaming, and which Authenticode type it is. */
@@ -77,26 +77,11 @@ export function evaluateAuthenticodeSignature(der: Uint8Array, evidence: FileEvi
   const signer = checkSigner(parts, signerInfo, policy);
   out.push(...signer.reasons);
 
-  let at = now;
-  let timestamp: AcceptedTimestamp | undefined;
-  const ts = checkTimestamps(parts, signerInfo, policy, now);
-  if (ts.accepted && signer.signer && !hasLifetimeSigning(signer.signer)) {
-    timestamp = ts.accepted;
-    at = ts.accepted.time;
-  }
-
-  let chain: CertificateInfo[] = [];
-  let anchored = false;
-  if (signer.signer) {
-    const result = validateChain(signer.signer, parts.certificates, policy.anchors, 'codeSigning', at, policy);
-    chain = result.path;
-    anchored = result.anchored;
-    out.push(...result.reasons);
-    if (result.reasons.some((r) => r.code === 'CERT_EXPIRED')) {
-      if (ts.accepted && hasLifetimeSigning(signer.signer)) out.push(reason('CERT_EXPIRED', 'the leaf has the lifetime-signing EKU: a timestamp does not extend its validity'));
-      else if (!ts.accepted) out.push(...(ts.rejected.length ? ts.rejected : [reason('CERT_EXPIRED', 'no valid timestamp proves the signing time')]));
-    }
-  }
+  const judged = judgeAtSigningTime(parts, signerInfo, signer.signer, policy.anchors, 'codeSigning', policy, now);
+  const { timestamp, at } = judged;
+  const chain: CertificateInfo[] = judged.chain?.path ?? [];
+  const anchored = judged.chain?.anchored ?? false;
+  out.push(...judged.reasons);
 
   const nestedDers = nested ? [] : attributeValues(signerInfo.info.unsignedAttrs, OID.spcNestedSignature).map((el) => new Uint8Array(el.valueBeforeDecodeView));
   return {

@@ -4,8 +4,7 @@ import { dedupeReasons, reason, type Verdict, type VerdictReason } from './verdi
 import { MalformedError } from './malformed.js';
 import { parseSignedData, type SignedDataParts } from './cms/signedDataParts.js';
 import { checkSigner } from './cms/signerCheck.js';
-import { checkTimestamps } from './cms/timestampCheck.js';
-import { hasLifetimeSigning, validateChain } from './chain/chainValidator.js';
+import { judgeAtSigningTime } from './cms/signingTimeChain.js';
 
 /**
  * A detached CMS/PKCS#7 signature over a whole file (`verify --detached`). Parsed before the
@@ -35,16 +34,10 @@ export class DetachedCmsCheck {
         ? reason('DIGEST_MISMATCH', 'the file does not match the digest in the detached signature')
         : r);
     }
-    let at = this.now;
-    const ts = checkTimestamps(this.parts, signerParts, this.policy, this.now);
-    if (ts.accepted && signer.signer && !hasLifetimeSigning(signer.signer)) at = ts.accepted.time;
-    let chain: { path: import('./chain/certificateInfo.js').CertificateInfo[] } = { path: [] };
-    if (signer.signer) {
-      const result = validateChain(signer.signer, this.parts.certificates, this.policy.anchors, 'codeSigning', at, this.policy);
-      chain = result;
-      out.push(...result.reasons);
-      if (result.reasons.some((r) => r.code === 'CERT_EXPIRED') && !ts.accepted) out.push(...ts.rejected);
-    }
+    const judged = judgeAtSigningTime(this.parts, signerParts, signer.signer, this.policy.anchors, 'codeSigning', this.policy, this.now);
+    const at = judged.at;
+    const chain = { path: judged.chain?.path ?? [] };
+    out.push(...judged.reasons);
     const reasons = dedupeReasons(out);
     const leaf = signer.signer;
     const d = signer.digest;
@@ -54,7 +47,7 @@ export class DetachedCmsCheck {
       signer: leaf ? { subject: leaf.subject, issuer: leaf.issuer, serial: leaf.serialHex, sha256: leaf.sha256 } : undefined,
       chain: chain.path.length ? chain.path.map((c) => ({ subject: c.subject, issuer: c.issuer, sha256: c.sha256, notBefore: c.notBefore.toISOString(), notAfter: c.notAfter.toISOString() })) : undefined,
       digest: d && digests.get(d) ? { algorithm: d, expected: '(messageDigest attribute)', actual: digests.get(d)!.toString('hex') } : undefined,
-      timestamp: ts.accepted && at !== this.now ? { time: ts.accepted.time.toISOString(), authority: ts.accepted.authority } : undefined,
+      timestamp: judged.timestamp ? { time: judged.timestamp.time.toISOString(), authority: judged.timestamp.authority } : undefined,
       verifiedAt: at.toISOString(),
       ekuMode: this.policy.ekuMode,
     };

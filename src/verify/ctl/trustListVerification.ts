@@ -4,8 +4,8 @@ import { dedupeReasons, reason, type PayloadFormat, type Verdict, type VerdictRe
 import { MalformedError } from '../malformed.js';
 import { parseSignedData } from '../cms/signedDataParts.js';
 import { checkSigner } from '../cms/signerCheck.js';
-import { checkTimestamps } from '../cms/timestampCheck.js';
-import { hasLifetimeSigning, validateChain, type ChainPurpose } from '../chain/chainValidator.js';
+import { judgeAtSigningTime } from '../cms/signingTimeChain.js';
+import type { ChainPurpose } from '../chain/chainValidator.js';
 import { parseCertificateTrustList, type CertificateTrustList } from './certificateTrustList.js';
 
 export type TrustListPartial = Omit<Verdict, 'format' | 'sha256' | 'size'> & { format?: PayloadFormat };
@@ -40,19 +40,11 @@ export function verifyTrustList(der: Uint8Array, policy: ApprovedCaPolicy, now: 
   const signerParts = parts.signers[0]!;
   const signer = checkSigner(parts, signerParts, policy);
   out.push(...signer.reasons);
-  let at = now;
-  const ts = checkTimestamps(parts, signerParts, policy, now);
-  if (ts.accepted && signer.signer && !hasLifetimeSigning(signer.signer)) at = ts.accepted.time;
-  let path: import('../chain/certificateInfo.js').CertificateInfo[] = [];
-  if (signer.signer) {
-    const result = validateChain(signer.signer, parts.certificates, anchors, purpose, at, policy);
-    path = result.path;
-    if (!anchors.length) out.push(reason('UNTRUSTED_ROOT', list.isCatalog ? 'no code-signing anchor approves catalogs here' : 'no certificate-trust-list anchor is approved here (rules: ctlAnchors, or a channel\'s)'));
-    out.push(...result.reasons);
-    if (result.reasons.some((r) => r.code === 'CERT_EXPIRED') && !ts.accepted) {
-      out.push(...(ts.rejected.length ? ts.rejected : [reason('CERT_EXPIRED', 'no valid timestamp proves the signing time')]));
-    }
-  }
+  const judged = judgeAtSigningTime(parts, signerParts, signer.signer, anchors, purpose, policy, now);
+  const at = judged.at;
+  const path = judged.chain?.path ?? [];
+  if (signer.signer && !anchors.length) out.push(reason('UNTRUSTED_ROOT', list.isCatalog ? 'no code-signing anchor approves catalogs here' : 'no certificate-trust-list anchor is approved here (rules: ctlAnchors, or a channel\'s)'));
+  out.push(...judged.reasons);
   const reasons = dedupeReasons(out);
   const leaf = signer.signer;
   return {
@@ -63,7 +55,7 @@ export function verifyTrustList(der: Uint8Array, policy: ApprovedCaPolicy, now: 
       reasons,
       signer: leaf ? { subject: leaf.subject, issuer: leaf.issuer, serial: leaf.serialHex, sha256: leaf.sha256 } : undefined,
       chain: path.length ? path.map((c) => ({ subject: c.subject, issuer: c.issuer, sha256: c.sha256, notBefore: c.notBefore.toISOString(), notAfter: c.notAfter.toISOString() })) : undefined,
-      timestamp: ts.accepted && at !== now ? { time: ts.accepted.time.toISOString(), authority: ts.accepted.authority } : undefined,
+      timestamp: judged.timestamp ? { time: judged.timestamp.time.toISOString(), authority: judged.timestamp.authority } : undefined,
       verifiedAt: at.toISOString(),
       ekuMode: policy.ekuMode,
       trustList: {
