@@ -1,5 +1,6 @@
 import { MalformedError } from '../malformed.js';
 import type { ByteRange } from '../rangeHasher.js';
+import { u16, u32 } from '../format/littleEndian.js';
 
 const FLAG_PREV_CABINET = 0x0001;
 const FLAG_NEXT_CABINET = 0x0002;
@@ -16,9 +17,6 @@ export interface CabLayout {
 }
 
 export type CabLayoutResult = { kind: 'layout'; layout: CabLayout } | { kind: 'need'; bytes: number };
-
-const u16 = (b: Uint8Array, o: number) => b[o]! | (b[o + 1]! << 8);
-const u32 = (b: Uint8Array, o: number) => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
 
 /**
  * Reads a cabinet header (MS-CAB CFHEADER and the CFFOLDER table) and locates the Authenticode

@@ -1,8 +1,6 @@
 import { inflateRawSync } from 'node:zlib';
 import { MalformedError } from '../malformed.js';
-
-const u16 = (b: Uint8Array, o: number) => b[o]! | (b[o + 1]! << 8);
-const u32 = (b: Uint8Array, o: number) => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+import { u16, u32 } from '../format/littleEndian.js';
 
 const COMPRESS_NONE = 0;
 const COMPRESS_MSZIP = 1;

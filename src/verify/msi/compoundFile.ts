@@ -1,5 +1,6 @@
 import { MalformedError } from '../malformed.js';
 import type { RandomAccessSource } from '../format/signedFileFormat.js';
+import { u16, u32 } from '../format/littleEndian.js';
 
 /**
  * A bounded reader of OLE compound files (MS-CFB), the container of MSI and MSP packages. It reads
@@ -52,9 +53,6 @@ export interface DirectoryEntry {
 
 /** A stream's bytes as file ranges, in stream order. */
 export type FileRuns = (readonly [offset: number, length: number])[];
-
-const u32 = (b: Uint8Array, o: number) => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
-const u16 = (b: Uint8Array, o: number) => b[o]! | (b[o + 1]! << 8);
 
 export class CompoundFile {
   private constructor(

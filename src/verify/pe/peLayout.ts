@@ -1,5 +1,6 @@
 import { MalformedError } from '../malformed.js';
 import type { ByteRange } from '../rangeHasher.js';
+import { u16, u32 } from '../format/littleEndian.js';
 
 /** Where the Authenticode-relevant fields of a PE file are. Offsets are file offsets. */
 export interface PeLayout {
@@ -14,9 +15,6 @@ export interface PeLayout {
 }
 
 export type PeLayoutResult = { kind: 'layout'; layout: PeLayout } | { kind: 'need'; bytes: number };
-
-const u16 = (b: Uint8Array, o: number) => b[o]! | (b[o + 1]! << 8);
-const u32 = (b: Uint8Array, o: number) => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
 
 /**
  * Reads the PE headers from the first bytes of a file. Returns how many bytes it needs when `head`
