@@ -7,6 +7,7 @@ import type { WpadAuditRecord, WpadFinding } from '../audit/auditRecord.js';
 import { probeDns, probeLlmnr, probeLlmnr6, probeMdns, probeNbns, randomProbeName, type NameAnswer, type NameProtocol, type ProbeInterface } from './nameProbes.js';
 import { evaluatePacFor, fetchPac, sendsOnlyToGate } from './pacCheck.js';
 import type { WpadMetrics } from './wpadMetrics.js';
+import { forTerminal } from '../cli/terminalText.js';
 
 export const NAME_PROTOCOLS: readonly NameProtocol[] = ['dns', 'llmnr', 'nbns', 'mdns'];
 
@@ -39,17 +40,9 @@ const MAX_PAC_HOSTS_PER_ROUND = 8;
 const MAX_FINDINGS_PER_ROUND = 64;
 const MAX_TEXT = 200;
 
-/**
- * Control characters (C0, DEL, C1), bidi controls and the Unicode line/paragraph separators written
- * as \xNN or \uNNNN, and the text cut to `max` characters: strings from the network go into stderr
- * lines and they must not be able to forge or hide one.
- */
+/** Network text for an stderr line: escaped as everywhere else (forTerminal), and cut to `max` characters. */
 export function escapeForTerminal(s: string, max = MAX_TEXT): string {
-  const cut = s.length > max ? s.slice(0, max) + '…' : s;
-  return cut.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => {
-    const n = c.charCodeAt(0);
-    return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
-  });
+  return forTerminal(s.length > max ? s.slice(0, max) + '…' : s);
 }
 
 /** The interfaces to probe: the ones named (each must have an IPv4 address), or every non-loopback one with IPv4. */
