@@ -8,8 +8,7 @@ import type { HostRules } from '../policy/hostRules.js';
 import type { TrustChannel } from '../policy/trustChannels.js';
 import type { AuditLog } from '../audit/auditLog.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
-import { DiskBudget, MEMORY_TOTAL_FACTOR, MemoryBudget, SPOOL_CLIENT_FRACTION, SPOOL_FREE_FRACTION, makeSpoolDir, removeSpoolDir } from '../proxy/spool.js';
-import { statfsSync } from 'node:fs';
+import { DiskBudget, MEMORY_TOTAL_FACTOR, MemoryBudget, makeSpoolDir, removeSpoolDir } from '../proxy/spool.js';
 import { DigestPool } from '../proxy/digestPool.js';
 import { ChunkedBodyReader } from './chunkedBody.js';
 import {
@@ -132,14 +131,6 @@ export class IcapService {
   }
   get connectionCount(): number { return this.connections.size; }
 
-  /** limits.maxSpoolBytes (default: a fraction of the spool folder's free space now) and each client's share; no copies are kept to drop. */
-  private diskBudget(): DiskBudget {
-    const l = this.o.limits;
-    const st = l.maxSpoolBytes === undefined ? statfsSync(this.spoolDir) : undefined;
-    const limit = l.maxSpoolBytes ?? Math.floor(st!.bavail * st!.bsize * SPOOL_FREE_FRACTION);
-    return new DiskBudget(limit, l.maxSpoolBytesPerClient ?? Math.floor(limit * SPOOL_CLIENT_FRACTION));
-  }
-
   async start(): Promise<void> {
     this.spoolDir = makeSpoolDir(this.o.spoolBase ?? tmpdir());
     if (this.o.digestThreads !== 0) {
@@ -151,7 +142,7 @@ export class IcapService {
       hostRules: this.o.hostRules, rulesSha256: this.o.rulesSha256, istag: this.istag,
       inspection: {
         policy: this.o.policy, trustFor: this.o.trustFor, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
-        memory: this.memory, digests: this.digests, disk: this.diskBudget(),
+        memory: this.memory, digests: this.digests, disk: DiskBudget.forSpool(this.spoolDir, l),
         nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, unverifiable: this.o.unverifiable, now: this.o.now, observer: this.o.observer,
       },
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs,

@@ -1,4 +1,4 @@
-import { close, mkdirSync, openSync, read as readFd, rmSync, unlink as unlinkFile, write as writeFd } from 'node:fs';
+import { close, mkdirSync, openSync, read as readFd, rmSync, statfsSync, unlink as unlinkFile, write as writeFd } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable, type Writable } from 'node:stream';
@@ -63,6 +63,22 @@ export class DiskBudget {
   private readonly byOwner = new Map<string, number>();
 
   constructor(readonly limit: number, readonly perOwnerLimit: number, private readonly reclaim?: (bytes: number, owner?: string) => void) {}
+
+  /**
+   * The budget `limits` ask for in the spool folder `dir`: limits.maxSpoolBytes, by default
+   * SPOOL_FREE_FRACTION of the folder's free space now, and each client's share (maxSpoolBytesPerClient,
+   * by default SPOOL_CLIENT_FRACTION of it). One rule for the gate and the ICAP service.
+   */
+  static forSpool(
+    dir: string, limits: { maxSpoolBytes?: number; maxSpoolBytesPerClient?: number }, reclaim?: (bytes: number, owner?: string) => void,
+  ): DiskBudget {
+    let limit = limits.maxSpoolBytes;
+    if (limit === undefined) {
+      const st = statfsSync(dir);
+      limit = Math.floor(st.bavail * st.bsize * SPOOL_FREE_FRACTION);
+    }
+    return new DiskBudget(limit, limits.maxSpoolBytesPerClient ?? Math.floor(limit * SPOOL_CLIENT_FRACTION), reclaim);
+  }
 
   get usedBytes(): number { return this.used; }
   ownerBytes(owner: string): number { return this.byOwner.get(owner) ?? 0; }

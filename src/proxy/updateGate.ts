@@ -1,7 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import tls from 'node:tls';
-import { readFileSync, statfsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { tmpdir } from 'node:os';
@@ -18,7 +18,7 @@ import type { AuditLog } from '../audit/auditLog.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
 import { reportFault, type FaultSite, type GateObserver } from '../metrics/gateObserver.js';
 import { HeldDownload, newAuditId, type HoldSettings, type Waiter } from './heldDownload.js';
-import { DiskBudget, MEMORY_TOTAL_FACTOR, MemoryBudget, SPOOL_CLIENT_FRACTION, SPOOL_FREE_FRACTION, makeSpoolDir, removeSpoolDir } from './spool.js';
+import { DiskBudget, MEMORY_TOTAL_FACTOR, MemoryBudget, makeSpoolDir, removeSpoolDir } from './spool.js';
 import { DigestPool } from './digestPool.js';
 
 export { MEMORY_TOTAL_FACTOR };
@@ -206,8 +206,7 @@ export class UpdateGate {
 
   async start(): Promise<void> {
     this.spoolDir = makeSpoolDir(this.o.spoolBase ?? tmpdir());
-    const maxSpool = this.maxSpoolBytes();
-    this.disk = new DiskBudget(maxSpool, this.o.limits.maxSpoolBytesPerClient ?? Math.floor(maxSpool * SPOOL_CLIENT_FRACTION), (bytes, owner) => this.reclaimDisk(bytes, owner));
+    this.disk = DiskBudget.forSpool(this.spoolDir, this.o.limits, (bytes, owner) => this.reclaimDisk(bytes, owner));
     if (this.o.digestThreads !== 0) {
       this.digests = new DigestPool(this.o.digestThreads);
       await this.digests.ready();
@@ -685,12 +684,6 @@ export class UpdateGate {
   }
 
   /** limits.maxSpoolBytes, or the default: a fraction of the spool folder's free space now. */
-  private maxSpoolBytes(): number {
-    if (this.o.limits.maxSpoolBytes !== undefined) return this.o.limits.maxSpoolBytes;
-    const st = statfsSync(this.spoolDir);
-    return Math.floor(st.bavail * st.bsize * SPOOL_FREE_FRACTION);
-  }
-
   /** The spool's disk is short by `bytes` (one client's share, if `owner`): drop verified copies on disk, least recently used first. */
   private reclaimDisk(bytes: number, owner?: string): void {
     let freed = 0;
