@@ -38,16 +38,18 @@ export function dropPooledUpstreams(g: GateHandle): void {
 export async function expectNoLeak(g: GateHandle, baseline: number, closeOwn: () => Promise<void> | void = () => {}, slack = 3): Promise<void> {
   await closeOwn();
   let now = fdCount();
+  const spool = g.spoolDir();
+  const spoolFiles = () => (spool ? filesBelow(spool) : []);
+  // A released spool file is unlinked asynchronously (by design): wait for it within the same bound.
   const deadline = Date.now() + 5000;
   while (Date.now() < deadline) {
     dropPooledUpstreams(g);
     now = fdCount();
-    if (now <= baseline + slack && g.gate.inFlight === 0) break;
+    if (now <= baseline + slack && g.gate.inFlight === 0 && spoolFiles().length === 0) break;
     await sleep(50);
   }
   expect(g.gate.inFlight, 'holds still in flight').toBe(0);
-  const spool = g.spoolDir();
-  expect(spool ? filesBelow(spool) : [], 'spool files left').toEqual([]);
+  expect(spoolFiles(), 'spool files left').toEqual([]);
   expect(now, `open fds ${now} vs baseline ${baseline}:\n${fdList().join('\n')}`).toBeLessThanOrEqual(baseline + slack);
 }
 
