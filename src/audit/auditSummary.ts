@@ -1,6 +1,6 @@
 import type { AuditRecord, WpadAuditRecord } from './auditRecord.js';
 import { verifyAuditFiles, type ChainBreak } from './verifyAudit.js';
-import { forTerminal } from '../cli/terminalText.js';
+import { forTerminal } from '../display/terminalText.js';
 
 export interface VerdictCounts { allow: number; block: number; pass: number }
 

@@ -1,7 +1,7 @@
 import { statSync } from 'node:fs';
 import { verifyAuditFiles } from '../audit/verifyAudit.js';
 import { formatSummary, summarizeAuditFiles } from '../audit/auditSummary.js';
-import { forTerminal } from './terminalText.js';
+import { forTerminal } from '../display/terminalText.js';
 import { UsageError } from './usageError.js';
 
 function checkFiles(files: string[]): void {

@@ -1,5 +1,5 @@
 import type { Verdict } from '../verify/verdict.js';
-import { forTerminal } from './terminalText.js';
+import { forTerminal } from '../display/terminalText.js';
 
 /** The human-readable form of `verify` (without --json): one block per file, control characters escaped. */
 export function formatVerdictText(file: string, v: Verdict): string {

@@ -8,8 +8,8 @@ import type { HostRules } from '../policy/hostRules.js';
 import type { TrustChannel } from '../policy/trustChannels.js';
 import type { AuditLog } from '../audit/auditLog.js';
 import type { GateObserver } from '../metrics/gateObserver.js';
-import { DiskBudget, MEMORY_TOTAL_FACTOR, MemoryBudget, makeSpoolDir, removeSpoolDir } from '../proxy/spool.js';
-import { DigestPool } from '../proxy/digestPool.js';
+import { DiskBudget, MEMORY_TOTAL_FACTOR, MemoryBudget, makeSpoolDir, removeSpoolDir } from '../inspect/spool.js';
+import { DigestPool } from '../inspect/digestPool.js';
 import { ChunkedBodyReader } from './chunkedBody.js';
 import {
   IcapProtocolError, MAX_ICAP_HEAD_BYTES, icapResponseHead, parseEncapsulated, parseHttpHead, parseIcapHead, type IcapRequestHead,

@@ -4,9 +4,9 @@ import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
 import type { HostRules } from '../policy/hostRules.js';
 import { canonicalHost, targetHost } from '../policy/hostRules.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
-import { PayloadInspection, type InspectionResult, type InspectionSettings } from '../proxy/payloadInspection.js';
-import { blockPage } from '../proxy/blockPage.js';
-import type { Spool } from '../proxy/spool.js';
+import { PayloadInspection, type InspectionResult, type InspectionSettings } from '../inspect/payloadInspection.js';
+import { blockPage } from '../inspect/blockPage.js';
+import type { Spool } from '../inspect/spool.js';
 import { reportFault } from '../metrics/gateObserver.js';
 import { HttpHead, LAST_CHUNK, chunk, icapResponseHead, requestLine, responseStatus, type IcapRequestHead } from './icapMessage.js';
 

@@ -2,10 +2,10 @@ import type { IncomingMessage, IncomingHttpHeaders, ServerResponse } from 'node:
 import { randomUUID } from 'node:crypto';
 import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
-import type { Spool } from './spool.js';
-import { PayloadInspection, type InspectionResult, type InspectionSettings } from './payloadInspection.js';
+import type { Spool } from '../inspect/spool.js';
+import { PayloadInspection, type InspectionResult, type InspectionSettings } from '../inspect/payloadInspection.js';
 import { interpretRange } from './byteRange.js';
-import { writeBlockPage } from './blockPage.js';
+import { writeBlockPage } from '../inspect/blockPage.js';
 import { responseSharing, type Sharing } from './sharedCache.js';
 import { reportFault } from '../metrics/gateObserver.js';
 

@@ -18,8 +18,8 @@ import type { AuditLog } from '../audit/auditLog.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
 import { reportFault, type FaultSite, type GateObserver } from '../metrics/gateObserver.js';
 import { HeldDownload, newAuditId, type HoldSettings, type Waiter } from './heldDownload.js';
-import { DiskBudget, MEMORY_TOTAL_FACTOR, MemoryBudget, makeSpoolDir, removeSpoolDir } from './spool.js';
-import { DigestPool } from './digestPool.js';
+import { DiskBudget, MEMORY_TOTAL_FACTOR, MemoryBudget, makeSpoolDir, removeSpoolDir } from '../inspect/spool.js';
+import { DigestPool } from '../inspect/digestPool.js';
 
 export { MEMORY_TOTAL_FACTOR };
 import { pacFile } from './pacFile.js';

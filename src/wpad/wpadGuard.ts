@@ -7,7 +7,7 @@ import type { WpadAuditRecord, WpadFinding } from '../audit/auditRecord.js';
 import { probeDns, probeLlmnr, probeLlmnr6, probeMdns, probeNbns, randomProbeName, type NameAnswer, type NameProtocol, type ProbeInterface } from './nameProbes.js';
 import { evaluatePacFor, fetchPac, sendsOnlyToGate } from './pacCheck.js';
 import type { WpadMetrics } from './wpadMetrics.js';
-import { forTerminal } from '../cli/terminalText.js';
+import { forTerminal } from '../display/terminalText.js';
 
 export const NAME_PROTOCOLS: readonly NameProtocol[] = ['dns', 'llmnr', 'nbns', 'mdns'];
 

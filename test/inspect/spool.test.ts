@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { createHash } from 'node:crypto';
-import { Spool, SLAB_BYTES, makeSpoolDir, removeSpoolDir, spoolPoolSize } from '../../src/proxy/spool.js';
+import { Spool, SLAB_BYTES, makeSpoolDir, removeSpoolDir, spoolPoolSize } from '../../src/inspect/spool.js';
 
 const base = mkdtempSync(join(tmpdir(), 'patchgate-spool-test-'));
 const dir = makeSpoolDir(base);

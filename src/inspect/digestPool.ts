@@ -17,7 +17,7 @@ const RING_POOL_MAX = 64;
 function workerUrl(): URL {
   const here = new URL('./digestWorker.js', import.meta.url);
   if (existsSync(fileURLToPath(here))) return here;
-  return new URL('../../dist/proxy/digestWorker.js', import.meta.url);
+  return new URL('../../dist/inspect/digestWorker.js', import.meta.url);
 }
 
 interface Slot { worker: Worker; jobs: Map<number, DigestJob>; dead: Error | undefined; ready: Promise<void> }

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { DigestStream } from '../../src/verify/digestStream.js';
 import { IncrementalVerifier, verifyBytes } from '../../src/verify/incrementalVerifier.js';
-import { DigestPool, RING_BYTES } from '../../src/proxy/digestPool.js';
+import { DigestPool, RING_BYTES } from '../../src/inspect/digestPool.js';
 import { AT, codes, fx, labPolicy } from '../support/fixtures.js';
 import {
   type GateHandle, type Origin, proxyRequest, quietLibraryConsole, send, startGate, startOrigin, syntheticBytes, syntheticPe,
