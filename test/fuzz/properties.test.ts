@@ -24,9 +24,9 @@ import { IncrementalVerifier, verifyBytes } from '../../src/verify/incrementalVe
 import { judgeDigest } from '../../src/verify/cms/signerCheck.js';
 import { validateChain } from '../../src/verify/chain/chainValidator.js';
 import { CertificateInfo } from '../../src/verify/chain/certificateInfo.js';
+import type { PinnedCertificate } from '../../src/verify/approvedCaPolicy.js';
 import type { VerdictReason } from '../../src/verify/verdict.js';
 import { signPe } from '../../src/lab/authenticodeSigner.js';
-import { pinnedAnchor } from '../../src/lab/labPki.js';
 import { generateKey, issueCertificate, type ExtendedKeyUsageName, type IssuedCertificate, type SignatureHash } from '../../src/pki/certificateFactory.js';
 import { AT, codes, fx, labPolicy } from '../support/fixtures.js';
 
@@ -188,6 +188,7 @@ describe('PE layout and Authenticode digest ranges (property)', () => {
 // ---------------------------------------------------------------------------------------------
 // EKU and algorithm policy
 
+const pinOf = (c: IssuedCertificate, label: string): PinnedCertificate => ({ sha256: createHash('sha256').update(c.der).digest('hex'), der: c.der, label });
 const unsignedPe = () => new Uint8Array(readFileSync(fx('unsigned.exe')));
 const NB = new Date('2025-01-01T00:00:00Z');
 const NA = new Date('2030-01-01T00:00:00Z');
@@ -216,7 +217,7 @@ describe('EKU policy (property, end to end through signPe and verifyBytes)', () 
         extensions: { basicConstraints: { cA: false }, keyUsage: { usages: ['digitalSignature'] }, ...(leaf ? { extendedKeyUsage: { purposes: leaf } } : {}) },
       });
       const pe = signPe(unsigned, { signerCertDer: lc.der, signerKey: lc.keyObject, extraCertsDer: [ic.der] });
-      const policy = labPolicy({ anchors: [anchorIsInter ? pinnedAnchor(ic, 'inter') : pinnedAnchor(root, 'root')], ekuMode: mode });
+      const policy = labPolicy({ anchors: [anchorIsInter ? pinOf(ic, 'inter') : pinOf(root, 'root')], ekuMode: mode });
       const v = verifyBytes(pe, policy, { now: AT });
 
       const lists = (e: Eku, x: ExtendedKeyUsageName) => e !== undefined && e.includes(x);
@@ -267,7 +268,7 @@ describe('algorithm policy (property)', () => {
       });
       const info = new CertificateInfo(leaf.der);
       const policy = labPolicy({ allowSha1, minRsaBits });
-      const anchor = pinnedAnchor(issuer, 'root');
+      const anchor = pinOf(issuer, 'root');
       const r = validateChain(info, [info], [anchor], 'codeSigning', AT, policy);
       const rootBits = issuer === rsaRoot ? 2048 : undefined;
       const weakHash = hash === 'md5' || (hash === 'sha1' && !allowSha1);
