@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { reason } from '../verify/verdict.js';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
+import { Verifier } from '../verify/verifier.js';
 import type { HostRules } from '../policy/hostRules.js';
 import type { TrustChannel } from '../policy/trustChannels.js';
 import type { AuditLog } from '../audit/auditLog.js';
@@ -141,7 +142,7 @@ export class IcapService {
     this.ctx = {
       hostRules: this.o.hostRules, rulesSha256: this.o.rulesSha256, istag: this.istag,
       inspection: {
-        policy: this.o.policy, trustFor: this.o.trustFor, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
+        verifier: new Verifier(this.o.policy), trustFor: this.o.trustFor, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
         memory: this.memory, digests: this.digests, disk: DiskBudget.forSpool(this.spoolDir, l),
         nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, unverifiable: this.o.unverifiable, now: this.o.now, observer: this.o.observer,
       },

@@ -1,20 +1,21 @@
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import type { Transform } from 'node:stream';
-import { IncrementalVerifier } from '../verify/incrementalVerifier.js';
+import type { IncrementalVerifier } from '../verify/incrementalVerifier.js';
 import { sniffFormat, SNIFF_BYTES } from '../verify/format/sniffFormat.js';
 import { sniffMetadata, type MetadataCheck } from '../verify/format/sniffMetadata.js';
 import { pathMatches } from '../policy/hostRules.js';
 import type { UnverifiableRule } from '../policy/rulesFile.js';
 import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
-import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
+import type { Verifier } from '../verify/verifier.js';
 import { reportFault, type GateObserver } from '../metrics/gateObserver.js';
 import { Spool, type DiskBudget, type MemoryBudget } from './spool.js';
 import type { DigestJob, DigestPool } from './digestPool.js';
 import type { TrustChannel } from '../policy/trustChannels.js';
 
 export interface InspectionSettings {
-  policy: ApprovedCaPolicy;
-  /** Per-channel trust (rules `channels`): when set, it decides the policy for each request's host and path. */
+  /** The verifier built once from the rules' trust (without channels, or for requests no channel names). */
+  verifier: Verifier;
+  /** Per-channel trust (rules `channels`): when set, it decides the verifier for each request's host and path. */
   trustFor?: (host: string, path: string) => TrustChannel;
   spoolDir: string;
   memoryHoldBytes: number;
@@ -127,7 +128,7 @@ export class PayloadInspection {
     private readonly o: { contentEncoding?: string | string[]; host?: string; pathname: string; pass?: PassSink; declaredLength?: number; owner?: string },
   ) {
     const channel = s.trustFor && o.host !== undefined ? s.trustFor(o.host, o.pathname) : undefined;
-    if (channel) this.s = { ...s, policy: channel.policy, nonPayload: channel.nonPayload ?? s.nonPayload };
+    if (channel) this.s = { ...s, verifier: channel.verifier, nonPayload: channel.nonPayload ?? s.nonPayload };
     this.channel = channel?.name;
     this.result = new Promise((r) => (this.resolveResult = r));
     const chain = contentDecoders(o.contentEncoding);
@@ -135,8 +136,8 @@ export class PayloadInspection {
     // more). A decoded body's length is unknown.
     const declared = 'decoders' in chain && chain.decoders.length === 0 ? Number(o.declaredLength ?? NaN) : NaN;
     const offload = 'decoders' in chain && !!s.digests && !(Number.isFinite(declared) && declared <= (s.inlineDigestBytes ?? 1 << 20));
-    this.verifier = new IncrementalVerifier(this.s.policy, { now: s.now?.(), digests: offload ? 'external' : 'inline' });
-    if (offload) this.job = s.digests!.job(this.s.policy);
+    this.verifier = this.s.verifier.stream({ now: s.now?.(), digests: offload ? 'external' : 'inline' });
+    if (offload) this.job = s.digests!.job(this.s.verifier.policy);
     if ('unsupported' in chain) {
       this.fail(reason('UNSUPPORTED_FORMAT', `unsupported Content-Encoding "${chain.unsupported}"`));
       return;

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { Proxy as MitmProxy } from 'http-mitm-proxy';
 import { HttpsProxyAgent } from 'https-proxy-agent';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
+import { Verifier } from '../verify/verifier.js';
 import { reason } from '../verify/verdict.js';
 import type { HostRules } from '../policy/hostRules.js';
 import type { UnverifiableRule } from '../policy/rulesFile.js';
@@ -176,8 +177,11 @@ export class UpdateGate {
   private readonly access: AccessPolicy;
   private readonly own = ownEndpointCheck(() => [{ host: this.o.listen.host, port: this.port }, ...(this.o.ownEndpoints ?? [])]);
   private readonly inspectedAddresses: InspectedAddresses | undefined;
+  /** Built once from the rules' trust: the requests no trust channel names are judged by it. */
+  private readonly verifier: Verifier;
 
   constructor(private readonly o: GateOptions) {
+    this.verifier = new Verifier(o.policy);
     const ca = o.upstreamCaFile ? [...tls.rootCertificates, readFileSync(o.upstreamCaFile, 'utf8')] : undefined;
     const l = o.limits;
     this.memory = new MemoryBudget(l.memoryTotalBytes ?? MEMORY_TOTAL_FACTOR * l.memoryHoldBytes, (bytes) => this.reclaim(bytes));
@@ -722,7 +726,7 @@ export class UpdateGate {
   private holdSettings(): HoldSettings {
     const l = this.o.limits;
     return {
-      cacheTtlMs: l.cacheTtlMs, disk: this.disk, sameEntity: this.sameEntity, policy: this.o.policy, trustFor: this.o.trustFor, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
+      cacheTtlMs: l.cacheTtlMs, disk: this.disk, sameEntity: this.sameEntity, verifier: this.verifier, trustFor: this.o.trustFor, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, unverifiable: this.o.unverifiable,
       rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), auditOnError: this.o.auditOnError, now: this.o.now, observer: this.o.observer, digests: this.digests,
       redirectAllowed: (u) => (u.protocol === 'http:' || u.protocol === 'https:') && this.o.hostRules.decide(canonicalHost(u.hostname), u.pathname).mode === 'inspect',

@@ -1,6 +1,6 @@
 import { OID } from './oids.js';
 import { DIGEST_STRENGTH, digestFromOid, type DigestName } from './algorithms.js';
-import type { ApprovedCaPolicy } from './approvedCaPolicy.js';
+import type { Verifier } from './verifier.js';
 import { dedupeReasons, reason, type SignatureSummary, type Verdict, type VerdictReason } from './verdict.js';
 import { MalformedError } from './malformed.js';
 import { attributeValues, parseSignedData, type SignedDataParts } from './cms/signedDataParts.js';
@@ -38,7 +38,7 @@ export interface SignatureEvaluation {
  * for a bad file: file digest, then the signer over its attributes, then the timestamp, then the
  * chain at the proven time.
  */
-export function evaluateAuthenticodeSignature(der: Uint8Array, evidence: FileEvidence, policy: ApprovedCaPolicy, now: Date, index: number, nested: boolean): SignatureEvaluation {
+export function evaluateAuthenticodeSignature(der: Uint8Array, evidence: FileEvidence, verifier: Verifier, now: Date, index: number, nested: boolean): SignatureEvaluation {
   const base = { index, nested, chain: [] as CertificateInfo[], anchored: false, verifiedAt: now, nestedDers: [] as Uint8Array[] };
   let parts: SignedDataParts;
   try {
@@ -59,7 +59,7 @@ export function evaluateAuthenticodeSignature(der: Uint8Array, evidence: FileEvi
   }
   const algorithm = digestFromOid(indirect.digestAlgorithmOid);
   const weakBefore = out.length;
-  judgeDigest(indirect.digestAlgorithmOid, policy, 'file digest', out);
+  judgeDigest(indirect.digestAlgorithmOid, verifier.policy, 'file digest', out);
   const refused = out.length > weakBefore;
   let digest: SignatureEvaluation['digest'];
   const expected = Buffer.from(indirect.digest);
@@ -74,10 +74,10 @@ export function evaluateAuthenticodeSignature(der: Uint8Array, evidence: FileEvi
   }
 
   const signerInfo = parts.signers[0]!;
-  const signer = checkSigner(parts, signerInfo, policy);
+  const signer = checkSigner(parts, signerInfo, verifier);
   out.push(...signer.reasons);
 
-  const judged = judgeAtSigningTime(parts, signerInfo, signer.signer, policy.anchors, 'codeSigning', policy, now);
+  const judged = judgeAtSigningTime(parts, signerInfo, signer.signer, verifier.anchors.code, 'codeSigning', verifier, now);
   const { timestamp, at } = judged;
   const chain: CertificateInfo[] = judged.chain?.path ?? [];
   const anchored = judged.chain?.anchored ?? false;
@@ -98,9 +98,9 @@ function summarise(e: SignatureEvaluation): SignatureSummary {
   };
 }
 
-function safeEvaluate(der: Uint8Array, evidence: FileEvidence, policy: ApprovedCaPolicy, now: Date, index: number, nested: boolean): SignatureEvaluation {
+function safeEvaluate(der: Uint8Array, evidence: FileEvidence, verifier: Verifier, now: Date, index: number, nested: boolean): SignatureEvaluation {
   try {
-    return evaluateAuthenticodeSignature(der, evidence, policy, now, index, nested);
+    return evaluateAuthenticodeSignature(der, evidence, verifier, now, index, nested);
   } catch (err) {
     const code = err instanceof MalformedError ? 'MALFORMED' : 'INTERNAL_ERROR';
     return { index, nested, digestAlgorithm: 'unknown', reasons: [reason(code, (err as Error).message)], chain: [], anchored: false, verifiedAt: now, nestedDers: [] };
@@ -112,13 +112,14 @@ function safeEvaluate(der: Uint8Array, evidence: FileEvidence, policy: ApprovedC
  * `primary` (what Windows evaluates), `best` (strongest file digest), or `all`. Whatever the mode,
  * only a signature whose own checks all pass (file digest included) can allow.
  */
-export function authenticodeVerdict(signatureDers: Uint8Array[], evidence: FileEvidence, policy: ApprovedCaPolicy, now: Date): Omit<Verdict, 'format' | 'sha256' | 'size'> {
+export function authenticodeVerdict(signatureDers: Uint8Array[], evidence: FileEvidence, verifier: Verifier, now: Date): Omit<Verdict, 'format' | 'sha256' | 'size'> {
+  const policy = verifier.policy;
   if (!signatureDers.length) throw new MalformedError('no signature');
-  const primary = safeEvaluate(signatureDers[0]!, evidence, policy, now, 0, false);
+  const primary = safeEvaluate(signatureDers[0]!, evidence, verifier, now, 0, false);
   // Further signatures: those nested in the primary (1.3.6.1.4.1.311.2.4.1), then further
   // WIN_CERTIFICATE entries (dual-signed UEFI binaries carry two), each evaluated on its own.
   const others = [...primary.nestedDers, ...signatureDers.slice(1)];
-  const all = [primary, ...others.map((d, i) => safeEvaluate(d, evidence, policy, now, i + 1, true))];
+  const all = [primary, ...others.map((d, i) => safeEvaluate(d, evidence, verifier, now, i + 1, true))];
   let deciding = primary;
   let reasons: VerdictReason[];
   switch (policy.signatureMode) {

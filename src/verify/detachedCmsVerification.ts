@@ -1,5 +1,5 @@
 import { digestFromOid, type DigestName } from './algorithms.js';
-import type { ApprovedCaPolicy } from './approvedCaPolicy.js';
+import type { Verifier } from './verifier.js';
 import { dedupeReasons, reason, type Verdict, type VerdictReason } from './verdict.js';
 import { MalformedError } from './malformed.js';
 import { parseSignedData, type SignedDataParts } from './cms/signedDataParts.js';
@@ -13,7 +13,7 @@ import { judgeAtSigningTime } from './cms/signingTimeChain.js';
 export class DetachedCmsCheck {
   private readonly parts: SignedDataParts;
 
-  constructor(signature: Uint8Array, private readonly policy: ApprovedCaPolicy, private readonly now: Date) {
+  constructor(signature: Uint8Array, private readonly verifier: Verifier, private readonly now: Date) {
     this.parts = parseSignedData(signature, 'detached signature');
     if (this.parts.eContentValue !== undefined) throw new MalformedError('the signature encapsulates its content: it is not detached');
     if (this.parts.signers.length !== 1) throw new MalformedError(`expected one signer, found ${this.parts.signers.length}`);
@@ -27,14 +27,14 @@ export class DetachedCmsCheck {
   verdict(digests: Map<DigestName, Buffer>): Omit<Verdict, 'format' | 'sha256' | 'size'> {
     const out: VerdictReason[] = [];
     const signerParts = this.parts.signers[0]!;
-    const signer = checkSigner(this.parts, signerParts, this.policy, (d) => digests.get(d));
+    const signer = checkSigner(this.parts, signerParts, this.verifier, (d) => digests.get(d));
     // A messageDigest mismatch on detached content means the file was changed: say so plainly.
     for (const r of signer.reasons) {
       out.push(r.code === 'SIGNATURE_INVALID' && r.message.includes('messageDigest attribute does not match')
         ? reason('DIGEST_MISMATCH', 'the file does not match the digest in the detached signature')
         : r);
     }
-    const judged = judgeAtSigningTime(this.parts, signerParts, signer.signer, this.policy.anchors, 'codeSigning', this.policy, this.now);
+    const judged = judgeAtSigningTime(this.parts, signerParts, signer.signer, this.verifier.anchors.code, 'codeSigning', this.verifier, this.now);
     const at = judged.at;
     const chain = { path: judged.chain?.path ?? [] };
     out.push(...judged.reasons);
@@ -49,7 +49,7 @@ export class DetachedCmsCheck {
       digest: d && digests.get(d) ? { algorithm: d, expected: '(messageDigest attribute)', actual: digests.get(d)!.toString('hex') } : undefined,
       timestamp: judged.timestamp ? { time: judged.timestamp.time.toISOString(), authority: judged.timestamp.authority } : undefined,
       verifiedAt: at.toISOString(),
-      ekuMode: this.policy.ekuMode,
+      ekuMode: this.verifier.policy.ekuMode,
     };
   }
 }

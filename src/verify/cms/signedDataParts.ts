@@ -5,6 +5,7 @@ import { OID } from '../oids.js';
 import { MalformedError, parsing } from '../malformed.js';
 import { CertificateInfo } from '../chain/certificateInfo.js';
 import { parseStrictDer, scanDerStructure } from './strictDer.js';
+import { BoundedCache } from '../boundedCache.js';
 
 /** Certificates beyond this many in one signature are refused: real signatures carry a handful. */
 export const MAX_BAG_CERTIFICATES = 100;
@@ -132,23 +133,20 @@ export function parseSignedData(der: Uint8Array, what = 'signature'): SignedData
   // bytes; only successful parses are kept, frozen so that no caller can change a shared one.
   const key = createHash('sha256').update(der).digest('base64');
   const hit = PARSE_CACHE.get(key);
-  if (hit) {
-    PARSE_CACHE.delete(key);
-    PARSE_CACHE.set(key, hit);
-    return hit;
-  }
+  if (hit) return hit;
   const parts = parseSignedDataUncached(der, what);
   Object.freeze(parts.certificates);
   Object.freeze(parts.signers);
   Object.freeze(parts.digestAlgorithmOids);
   Object.freeze(parts);
-  PARSE_CACHE.set(key, parts);
-  if (PARSE_CACHE.size > PARSE_CACHE_SIZE) PARSE_CACHE.delete(PARSE_CACHE.keys().next().value!);
-  return parts;
+  return PARSE_CACHE.set(key, parts);
 }
 
-const PARSE_CACHE_SIZE = 256;
-const PARSE_CACHE = new Map<string, SignedDataParts>();
+/**
+ * Parses are pure functions of the bytes, not of any trust: shared by every Verifier (each trust
+ * channel has one), so a publisher's signature is parsed once whichever channel judges it.
+ */
+const PARSE_CACHE = new BoundedCache<string, SignedDataParts>(256);
 
 function parseSignedDataUncached(der: Uint8Array, what: string): SignedDataParts {
   return parsing(what, () => {

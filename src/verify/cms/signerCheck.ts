@@ -3,6 +3,7 @@ import * as asn1js from 'asn1js';
 import { OID } from '../oids.js';
 import { digestFromOid, type DigestName } from '../algorithms.js';
 import type { ApprovedCaPolicy } from '../approvedCaPolicy.js';
+import type { Verifier } from '../verifier.js';
 import { reason, type VerdictReason } from '../verdict.js';
 import { MalformedError } from '../malformed.js';
 import type { CertificateInfo } from '../chain/certificateInfo.js';
@@ -18,7 +19,7 @@ export interface SignerCheckResult {
 }
 
 /** Policy on one digest algorithm; pushes WEAK/UNSUPPORTED reasons. */
-export function judgeDigest(oid: string, policy: ApprovedCaPolicy, what: string, out: VerdictReason[], prefix = ''): DigestName | undefined {
+export function judgeDigest(oid: string, policy: Pick<ApprovedCaPolicy, 'allowSha1'>, what: string, out: VerdictReason[], prefix = ''): DigestName | undefined {
   const d = digestFromOid(oid);
   if (!d) {
     out.push(reason('UNSUPPORTED_ALGORITHM', `${prefix}${what} uses unknown digest ${oid}`));
@@ -28,7 +29,7 @@ export function judgeDigest(oid: string, policy: ApprovedCaPolicy, what: string,
   return d;
 }
 
-export function judgeDigestName(d: DigestName, policy: ApprovedCaPolicy, what: string, out: VerdictReason[], prefix = ''): void {
+export function judgeDigestName(d: DigestName, policy: Pick<ApprovedCaPolicy, 'allowSha1'>, what: string, out: VerdictReason[], prefix = ''): void {
   if (d === 'md5') out.push(reason('WEAK_ALGORITHM', `${prefix}${what} uses MD5`));
   if (d === 'sha1' && !policy.allowSha1) out.push(reason('WEAK_ALGORITHM', `${prefix}${what} uses SHA-1, which the rules do not allow`));
 }
@@ -41,10 +42,11 @@ export function judgeDigestName(d: DigestName, policy: ApprovedCaPolicy, what: s
 export function checkSigner(
   parts: SignedDataParts,
   signerParts: SignerParts,
-  policy: ApprovedCaPolicy,
+  verifier: Verifier,
   contentDigest?: (d: DigestName) => Buffer | undefined,
   prefix = '',
 ): SignerCheckResult {
+  const policy = verifier.policy;
   const out: VerdictReason[] = [];
   const si = signerParts.info;
   const signer = findSignerCertificate(si, parts.certificates);

@@ -1,5 +1,6 @@
 import { OID } from '../oids.js';
 import type { ApprovedCaPolicy } from '../approvedCaPolicy.js';
+import { Verifier } from '../verifier.js';
 import { dedupeReasons, reason, type PayloadFormat, type Verdict, type VerdictReason } from '../verdict.js';
 import { MalformedError } from '../malformed.js';
 import { parseSignedData } from '../cms/signedDataParts.js';
@@ -25,7 +26,9 @@ export interface TrustListResult {
  *  - any other CTL vouches for certificates: CTL anchors, root-list-signer EKU below them.
  * So a CTL signer cannot sign code and a code-signing leaf cannot sign a trust list.
  */
-export function verifyTrustList(der: Uint8Array, policy: ApprovedCaPolicy, now: Date, format: PayloadFormat): TrustListResult {
+export function verifyTrustList(der: Uint8Array, source: Verifier | ApprovedCaPolicy, now: Date, format: PayloadFormat): TrustListResult {
+  const verifier = Verifier.of(source);
+  const policy = verifier.policy;
   const parts = parseSignedData(der, format === 'ctl-cab' ? 'trust list in the cabinet' : 'trust list');
   if (parts.eContentType !== OID.certTrustList) {
     return { verdict: { verdict: 'block', reasons: [reason('UNSUPPORTED_FORMAT', `a bare CMS/PKCS#7 object with content ${parts.eContentType}, not a certificate trust list or catalog: verify it with the content it signs (--detached)`)] } };
@@ -34,16 +37,16 @@ export function verifyTrustList(der: Uint8Array, policy: ApprovedCaPolicy, now: 
   const list = parseCertificateTrustList(parts.eContentDer);
   const kind: PayloadFormat = list.isCatalog ? 'catalog' : format === 'ctl-cab' ? 'ctl-cab' : 'ctl';
   const purpose: ChainPurpose = list.isCatalog ? 'codeSigning' : 'trustListSigning';
-  const anchors = list.isCatalog ? policy.anchors : (policy.ctlAnchors ?? []);
+  const anchors = list.isCatalog ? verifier.anchors.code : verifier.anchors.trustList;
 
   const out: VerdictReason[] = [];
   const signerParts = parts.signers[0]!;
-  const signer = checkSigner(parts, signerParts, policy);
+  const signer = checkSigner(parts, signerParts, verifier);
   out.push(...signer.reasons);
-  const judged = judgeAtSigningTime(parts, signerParts, signer.signer, anchors, purpose, policy, now);
+  const judged = judgeAtSigningTime(parts, signerParts, signer.signer, anchors, purpose, verifier, now);
   const at = judged.at;
   const path = judged.chain?.path ?? [];
-  if (signer.signer && !anchors.length) out.push(reason('UNTRUSTED_ROOT', list.isCatalog ? 'no code-signing anchor approves catalogs here' : 'no certificate-trust-list anchor is approved here (rules: ctlAnchors, or a channel\'s)'));
+  if (signer.signer && !anchors.size) out.push(reason('UNTRUSTED_ROOT', list.isCatalog ? 'no code-signing anchor approves catalogs here' : 'no certificate-trust-list anchor is approved here (rules: ctlAnchors, or a channel\'s)'));
   out.push(...judged.reasons);
   const reasons = dedupeReasons(out);
   const leaf = signer.signer;
@@ -67,9 +70,9 @@ export function verifyTrustList(der: Uint8Array, policy: ApprovedCaPolicy, now: 
 }
 
 /** verifyTrustList that never throws: a parse failure is MALFORMED, anything else INTERNAL_ERROR. */
-export function trustListVerdict(der: Uint8Array, policy: ApprovedCaPolicy, now: Date, format: PayloadFormat = 'ctl'): TrustListResult {
+export function trustListVerdict(der: Uint8Array, verifier: Verifier | ApprovedCaPolicy, now: Date, format: PayloadFormat = 'ctl'): TrustListResult {
   try {
-    return verifyTrustList(der, policy, now, format);
+    return verifyTrustList(der, verifier, now, format);
   } catch (err) {
     return { verdict: { verdict: 'block', reasons: [reason(err instanceof MalformedError ? 'MALFORMED' : 'INTERNAL_ERROR', `trust list: ${(err as Error).message}`)] } };
   }
