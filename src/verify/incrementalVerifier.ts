@@ -10,7 +10,7 @@ import { formatFor } from './format/formats.js';
 import { signedContentVerdict, verifyRandomAccess } from './format/signedContentVerdict.js';
 import { DetachedCmsCheck } from './detachedCmsVerification.js';
 import { TrustListCabinetStream, TrustListStream } from './ctl/trustListStreams.js';
-import { bytesSource, type RandomAccessFormat, type RandomAccessSource, type StreamingFormat } from './format/signedFileFormat.js';
+import { type RandomAccessFormat, type RandomAccessSource, type StreamingFormat } from './format/signedFileFormat.js';
 
 /** A format stream's verdict; `format` refines the sniffed one (a cabinet that holds a trust list). */
 type Partial = Omit<Verdict, 'format' | 'sha256' | 'size'> & { format?: PayloadFormat };
