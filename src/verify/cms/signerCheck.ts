@@ -37,15 +37,21 @@ export function judgeDigestName(d: DigestName, policy: Pick<ApprovedCaPolicy, 'a
 /**
  * Checks one SignerInfo: its algorithms, its signed attributes (contentType and messageDigest over
  * the content), and its signature over those attributes with the signer certificate's key.
- * `contentDigest` gives the digest of detached content; otherwise eContent is hashed here.
  */
 export function checkSigner(
   parts: SignedDataParts,
   signerParts: SignerParts,
   verifier: Verifier,
-  contentDigest?: (d: DigestName) => Buffer | undefined,
-  prefix = '',
+  content: {
+    /** The digest of detached content; without it the eContent is hashed here. */
+    detachedDigest?: (d: DigestName) => Buffer | undefined;
+    /** The reason for a messageDigest that does not match (default: SIGNATURE_INVALID). */
+    messageDigestMismatch?: VerdictReason;
+    /** Put in front of every message (a timestamp's signer: "timestamp: "). */
+    prefix?: string;
+  } = {},
 ): SignerCheckResult {
+  const prefix = content.prefix ?? '';
   const policy = verifier.policy;
   const out: VerdictReason[] = [];
   const si = signerParts.info;
@@ -72,12 +78,12 @@ export function checkSigner(
   } else if (digest && digest !== 'md5') {
     const expected = Buffer.from(mdEl.valueBlock.valueHexView);
     let actual: Buffer | undefined;
-    if (contentDigest) actual = contentDigest(digest);
+    if (content.detachedDigest) actual = content.detachedDigest(digest);
     else if (parts.eContentValue) actual = createHash(digest).update(parts.eContentValue).digest();
     if (!actual) {
       out.push(reason('UNSUPPORTED_ALGORITHM', `${prefix}content digest ${digest} was not computed`));
     } else if (!actual.equals(expected)) {
-      out.push(reason('SIGNATURE_INVALID', `${prefix}the messageDigest attribute does not match the signed content`));
+      out.push(content.messageDigestMismatch ?? reason('SIGNATURE_INVALID', `${prefix}the messageDigest attribute does not match the signed content`));
     }
   }
   let signingTime: Date | undefined;

@@ -80,7 +80,7 @@ function checkRfc3161(der: Uint8Array, imprintOf: Uint8Array, verifier: Verifier
       out.push(reason('SIGNATURE_INVALID', 'timestamp: the imprint does not match the signature it claims to time'));
     }
   }
-  const signer = checkSigner(parts, parts.signers[0]!, verifier, undefined, 'timestamp: ');
+  const signer = checkSigner(parts, parts.signers[0]!, verifier, { prefix: 'timestamp: ' });
   out.push(...signer.reasons);
   return finish(signer.signer, out, parts.certificates, tst.genTime, verifier, now, 'rfc3161');
 }
@@ -108,7 +108,7 @@ function checkCountersignature(el: asn1js.AsnType, outer: SignedDataParts, signa
     // RFC 5652 countersignatures omit contentType; Authenticode's carry id-data. Both are fine.
     info.signedAttrs?.attributes.push(new pkijs.Attribute({ type: OID.contentType, values: [new asn1js.ObjectIdentifier({ value: OID.data })] }));
   }
-  const signer = checkSigner(pseudo, pseudo.signers[0]!, verifier, undefined, 'timestamp: ');
+  const signer = checkSigner(pseudo, pseudo.signers[0]!, verifier, { prefix: 'timestamp: ' });
   const st = singleAttribute(info.signedAttrs, OID.signingTime, 'signingTime');
   if (!(st instanceof asn1js.UTCTime || st instanceof asn1js.GeneralizedTime)) {
     throw new TimestampRejected([reason('MALFORMED', 'timestamp: countersignature has no signingTime')]);
