@@ -25,7 +25,7 @@ import { judgeDigest } from '../../src/verify/cms/signerCheck.js';
 import { validateChain } from '../../src/verify/chain/chainValidator.js';
 import { Verifier } from '../../src/verify/verifier.js';
 import { CertificateInfo } from '../../src/verify/chain/certificateInfo.js';
-import type { PinnedCertificate } from '../../src/verify/approvedCaPolicy.js';
+import { pinnedAnchor } from '../../src/lab/labPki.js';
 import type { VerdictReason } from '../../src/verify/verdict.js';
 import { signPe } from '../../src/lab/authenticodeSigner.js';
 import { generateKey, issueCertificate, type ExtendedKeyUsageName, type IssuedCertificate, type SignatureHash } from '../../src/pki/certificateFactory.js';
@@ -189,7 +189,6 @@ describe('PE layout and Authenticode digest ranges (property)', () => {
 // ---------------------------------------------------------------------------------------------
 // EKU and algorithm policy
 
-const pinOf = (c: IssuedCertificate, label: string): PinnedCertificate => ({ sha256: createHash('sha256').update(c.der).digest('hex'), der: c.der, label });
 const unsignedPe = () => new Uint8Array(readFileSync(fx('unsigned.exe')));
 const NB = new Date('2025-01-01T00:00:00Z');
 const NA = new Date('2030-01-01T00:00:00Z');
@@ -218,7 +217,7 @@ describe('EKU policy (property, end to end through signPe and verifyBytes)', () 
         extensions: { basicConstraints: { cA: false }, keyUsage: { usages: ['digitalSignature'] }, ...(leaf ? { extendedKeyUsage: { purposes: leaf } } : {}) },
       });
       const pe = signPe(unsigned, { signerCertDer: lc.der, signerKey: lc.keyObject, extraCertsDer: [ic.der] });
-      const policy = labPolicy({ anchors: [anchorIsInter ? pinOf(ic, 'inter') : pinOf(root, 'root')], ekuMode: mode });
+      const policy = labPolicy({ anchors: [anchorIsInter ? pinnedAnchor(ic, 'inter') : pinnedAnchor(root, 'root')], ekuMode: mode });
       const v = verifyBytes(pe, policy, { now: AT });
 
       const lists = (e: Eku, x: ExtendedKeyUsageName) => e !== undefined && e.includes(x);
@@ -268,7 +267,7 @@ describe('algorithm policy (property)', () => {
         extensions: { basicConstraints: { cA: false }, keyUsage: { usages: ['digitalSignature'] }, extendedKeyUsage: { purposes: ['codeSigning'] } },
       });
       const info = new CertificateInfo(leaf.der);
-      const anchor = pinOf(issuer, 'root');
+      const anchor = pinnedAnchor(issuer, 'root');
       const verifier = new Verifier(labPolicy({ allowSha1, minRsaBits, anchors: [anchor] }));
       const r = validateChain(info, [info], verifier.anchors.code, 'codeSigning', AT, verifier);
       const rootBits = issuer === rsaRoot ? 2048 : undefined;

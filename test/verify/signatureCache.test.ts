@@ -4,7 +4,7 @@
  * either order.
  */
 import { describe, expect, it } from 'vitest';
-import { createHash } from 'node:crypto';
+import { pinnedAnchor } from '../../src/lab/labPki.js';
 import { validateChain } from '../../src/verify/chain/chainValidator.js';
 import { CertificateInfo } from '../../src/verify/chain/certificateInfo.js';
 import { AnchorSet } from '../../src/verify/chain/anchorSet.js';
@@ -18,7 +18,7 @@ const ca = (): IssuedCertificate => issueCertificate({
   subject: { CN: 'Same Name Code Signing CA' }, key: generateKey({ type: 'ec' }), notBefore: NB, notAfter: NA,
   extensions: { basicConstraints: { cA: true, critical: true }, keyUsage: { usages: ['keyCertSign'], critical: true }, extendedKeyUsage: { purposes: ['codeSigning'] } },
 });
-const pin = (c: IssuedCertificate) => ({ sha256: createHash('sha256').update(c.der).digest('hex'), der: c.der, label: 'test' });
+const pin = (c: IssuedCertificate) => pinnedAnchor(c, 'test');
 
 describe('certificate signature cache', () => {
   it('a look-alike issuer (same subject, other key) never inherits the real issuer\'s result', () => {
