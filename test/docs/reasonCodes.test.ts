@@ -1,21 +1,21 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REASON_CODES } from '../../src/verify/reasonCodes.js';
-import { reasonCodeTable, tableInDocument } from '../../scripts/lib/reasonCodeTable.mjs';
+import { REASON_CODES, SHELL_REASON_CODES } from '../../src/verify/reasonCodes.js';
+import { GIVEN_BY_CORE, GIVEN_BY_SHELL, reasonCodeTable, tableInDocument } from '../../scripts/lib/reasonCodeTable.mjs';
 import { REPO } from '../support/fixtures.js';
 
 const doc = readFileSync(join(REPO, 'docs', 'reason-codes.md'), 'utf8');
 const codes = Object.keys(REASON_CODES);
 
-/** [code, text] of each row of the generated table, as written in the file. */
-function tableRows(): [string, string][] {
+/** [code, given by, text] of each row of the generated table, as written in the file. */
+function tableRows(): [string, string, string][] {
   const table = tableInDocument(doc);
   expect(table, 'docs/reason-codes.md has no reason-code markers').toBeDefined();
   return table!.split('\n').slice(2).map((line) => {
-    const m = /^\| `([A-Z_0-9]+)` \| (.*) \|$/.exec(line);
+    const m = /^\| `([A-Z_0-9]+)` \| ([^|]+) \| (.*) \|$/.exec(line);
     expect(m, `not a reason-code row: ${line}`).not.toBeNull();
-    return [m![1]!, m![2]!.replace(/\\\|/g, '|')];
+    return [m![1]!, m![2]!, m![3]!.replace(/\\\|/g, '|')];
   });
 }
 
@@ -28,11 +28,17 @@ describe('docs/reason-codes.md', () => {
   });
 
   it("gives each code the code's own text", () => {
-    for (const [code, text] of tableRows()) expect(text, code).toBe(REASON_CODES[code as keyof typeof REASON_CODES]);
+    for (const [code, , text] of tableRows()) expect(text, code).toBe(REASON_CODES[code as keyof typeof REASON_CODES]);
+  });
+
+  it('says which codes only the front ends give (SHELL_REASON_CODES) and which the verifier gives', () => {
+    for (const [code, givenBy] of tableRows()) {
+      expect(givenBy, code).toBe((SHELL_REASON_CODES as readonly string[]).includes(code) ? GIVEN_BY_SHELL : GIVEN_BY_CORE);
+    }
   });
 
   it('holds exactly the table `npm run docs:reason-codes` writes', () => {
-    expect(tableInDocument(doc)).toBe(reasonCodeTable(REASON_CODES));
+    expect(tableInDocument(doc)).toBe(reasonCodeTable(REASON_CODES, SHELL_REASON_CODES));
   });
 
   it('names no code outside the table that the code does not have', () => {
