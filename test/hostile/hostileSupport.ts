@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { expect } from 'vitest';
 import { fx } from '../support/fixtures.js';
-import { type GateHandle, type Origin, filesBelow, proxyRequest, send, sleep } from '../support/gateHarness.js';
+import { type GateHandle, type Origin, filesBelow, proxyRequest, rawExchange, send, sleep } from '../support/gateHarness.js';
 
 export const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 export const fixture = (name: string) => readFileSync(fx(name));
@@ -123,24 +123,9 @@ export async function trickle(s: Socket, data: Buffer, piece: number, pauseMs: n
   return !s.destroyed;
 }
 
-/** Raw bytes to the proxy; resolves with everything it sent back until it closed or `ms` passed. */
-export function rawClient(port: number, data: string | Buffer, ms = 4000): Promise<{ data: Buffer; closed: boolean; socket: Socket }> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    const chunks: Buffer[] = [];
-    let done = false;
-    const finish = (closed: boolean) => {
-      if (done) return;
-      done = true;
-      s.destroy();
-      resolve({ data: Buffer.concat(chunks), closed, socket: s });
-    };
-    s.on('connect', () => s.write(data));
-    s.on('data', (d) => chunks.push(d));
-    s.on('close', () => finish(true));
-    s.on('error', () => finish(true));
-    setTimeout(() => finish(false), ms).unref();
-  });
+/** Raw bytes to the proxy (rawExchange, waiting 4 s by default); resolves with everything it sent back. */
+export function rawClient(port: number, data: string | Buffer, ms = 4000): ReturnType<typeof rawExchange> {
+  return rawExchange(port, data, ms);
 }
 
 /** Splits raw HTTP/1.1 responses (Content-Length or chunked bodies) out of a byte stream. */

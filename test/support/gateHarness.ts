@@ -549,8 +549,11 @@ export function directRequest(proxyPort: number, path: string, o: ClientOptions 
   return p;
 }
 
-/** Sends raw bytes to the gate and returns everything it answers until it closes (or `ms`). */
-export function rawExchange(proxyPort: number, text: string, ms = 3000): Promise<{ data: Buffer; closed: boolean }> {
+/**
+ * Sends raw bytes to the gate and returns everything it answers until it closes (`closed`) or `ms`
+ * passed, and the (destroyed) socket.
+ */
+export function rawExchange(proxyPort: number, bytes: string | Buffer, ms = 3000): Promise<{ data: Buffer; closed: boolean; socket: Socket }> {
   return new Promise((resolve) => {
     const s = net.connect({ host: '127.0.0.1', port: proxyPort });
     const data: Buffer[] = [];
@@ -559,9 +562,9 @@ export function rawExchange(proxyPort: number, text: string, ms = 3000): Promise
       if (done) return;
       done = true;
       s.destroy();
-      resolve({ data: Buffer.concat(data), closed });
+      resolve({ data: Buffer.concat(data), closed, socket: s });
     };
-    s.on('connect', () => s.write(text));
+    s.on('connect', () => s.write(bytes));
     s.on('data', (d) => data.push(d));
     s.on('close', () => finish(true));
     s.on('error', () => finish(true));
