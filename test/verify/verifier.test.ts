@@ -80,6 +80,20 @@ describe('Verifier', () => {
   });
 });
 
+describe('Verifier caches', () => {
+  it('a chain search it keeps for one certificate bag is never used for another (same leaf, same anchors)', () => {
+    const v = new Verifier(labPolicy());
+    const { parts, leaf } = signedParts('good');
+    // The anchor pinned by fingerprint only: the chain reaches it only through the bag.
+    const byFingerprint = new AnchorSet(pinCertificateFile(pki('updateca')).map(({ sha256, label }) => ({ sha256, label })));
+    expect(parts.certificates.some((c) => byFingerprint.has(c.sha256))).toBe(true);
+    expect(validateChain(leaf, parts.certificates, byFingerprint, 'codeSigning', AT, v).anchored).toBe(true);
+    const alone = validateChain(leaf, [leaf], byFingerprint, 'codeSigning', AT, v);
+    expect(alone.anchored).toBe(false);
+    expect(alone.reasons.map((x) => x.code)).toContain('UNTRUSTED_ROOT');
+  });
+});
+
 describe('BoundedCache', () => {
   it('keeps at most its capacity, evicting the least recently used', () => {
     const c = new BoundedCache<string, number>(3);
