@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
 import type { HostRules } from '../policy/hostRules.js';
+import type { HoldMode } from '../policy/rulesFile.js';
 import { canonicalHost, targetHost } from '../policy/hostRules.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
 import { PayloadInspection, type InspectionResult, type InspectionSettings } from '../inspect/payloadInspection.js';
@@ -90,6 +91,14 @@ export class RespmodTransaction {
   private verifyMs: number | undefined;
   private spool: Spool | undefined;
   private spoolStream: Readable | undefined;
+  /** The rule's hold mode for this response (rules `hold`). */
+  private readonly holdMode: HoldMode = 'whole';
+  /**
+   * Tail mode: `streaming` once the adapted response is under way before the verdict (its body the
+   * virgin body less the withheld end), `done` once the verdict ended it.
+   */
+  private tail: 'off' | 'wanted' | 'streaming' | 'done' = 'off';
+  private tailSent = 0;
 
   constructor(private readonly ctx: RespmodContext, private readonly io: TransactionIo, private readonly r: RespmodRequest) {
     this.inPreview = r.preview && r.hasBody;
@@ -108,8 +117,9 @@ export class RespmodTransaction {
     this.contentEncoding = r.resHead?.get('content-encoding');
     // Without a usable request head, or with a numeric spelling the rules could not match, inspect: fail closed.
     const spelled = url ? targetHost(url.hostname) : undefined;
-    const decision = spelled === undefined ? 'inspect' : ctx.hostRules.decide(spelled, url!.pathname).mode;
-    if (decision === 'inspect') this.mode = 'inspect';
+    const decision = spelled === undefined ? { mode: 'inspect' as const } : ctx.hostRules.decide(spelled, url!.pathname);
+    if (decision.mode === 'inspect') this.mode = 'inspect';
+    this.holdMode = decision.rule?.hold ?? 'whole';
   }
 
   /** Decides what can be decided from the heads; the body (if any) follows through data()/bodyEnd(). */
@@ -153,6 +163,9 @@ export class RespmodTransaction {
         end: () => this.passEnd(),
         error: () => this.end(true), // a response already under way cannot become a block: cut it
       },
+      ...(this.holdMode === 'tail' && this.method === 'GET' ? {
+        tail: { start: () => this.tailStart(), data: (chunks: Buffer[], resume: () => void) => this.tailData(chunks, resume) },
+      } : {}),
     });
     this.inspection.result.then((res) => this.onResult(res), (e: Error) => this.block([reason('INTERNAL_ERROR', e.message)]))
       // Answering runs here, outside the connection's guarded entries (an unhandled rejection would end the process).
@@ -182,7 +195,7 @@ export class RespmodTransaction {
   }
 
   private get echoing(): boolean {
-    return (this.mode === 'unchanged' && this.echo) || this.passEcho === 'echo';
+    return (this.mode === 'unchanged' && this.echo) || this.passEcho === 'echo' || this.tail === 'streaming';
   }
 
   /** The last-chunk: the end of a preview (more may follow) or of the whole body. */
@@ -193,6 +206,7 @@ export class RespmodTransaction {
       if (this.mode === 'unchanged' || this.passEcho === 'await-204') return this.noContent();
       this.inPreview = false;
       this.io.sendContinue();
+      if (this.tail === 'wanted') this.tailStart();
       return;
     }
     this.bodyComplete = true;
@@ -217,6 +231,7 @@ export class RespmodTransaction {
     this.spoolStream?.destroy();
     if (this.mode === 'inspect') {
       if (!this.responded) this.record({ served: 'client-aborted', status: 0, verdict: 'block', reasons: [why] });
+      else if (this.tail === 'streaming') this.record({ served: 'client-aborted', status: this.upstreamStatus!, verdict: 'block', reasons: [why], bytesToClient: this.tailSent, hold: 'tail' });
       // An allowed payload was recorded before its first byte left.
       else if (this.passEcho === 'echo') this.record({ served: 'client-aborted', status: this.upstreamStatus!, verdict: 'pass', reasons: [], inspected: false, bytesToClient: this.passBytes });
     }
@@ -227,7 +242,7 @@ export class RespmodTransaction {
 
   /** Blocks a payload still waiting for its verdict (the service stops); anything else is left to finish. */
   failHeld(why: VerdictReason): void {
-    if (this.mode !== 'inspect' || this.responded || this.finished) return;
+    if (this.mode !== 'inspect' || (this.responded && this.tail !== 'streaming') || this.finished) return;
     if (this.inspection) this.inspection.fail(why);
     else this.block([why]);
   }
@@ -277,6 +292,7 @@ export class RespmodTransaction {
   }
 
   private onResult(r: InspectionResult): void {
+    if (this.tail === 'streaming' && r.kind !== 'pass') return this.tailEnd(r);
     if (this.responded && r.kind !== 'pass') {
       if (r.kind === 'verdict') r.spool?.release(); // answered (or aborted) meanwhile: nobody reads it
       return;
@@ -310,7 +326,12 @@ export class RespmodTransaction {
     ]);
     this.respond200(head, true);
     this.spool = r.spool;
-    const stream = r.spool!.read();
+    this.sendSpool(r.spool!, 0);
+  }
+
+  /** The verified bytes from `from` on, then the last chunk. */
+  private sendSpool(spool: Spool, from: number): void {
+    const stream = spool.read(from);
     this.spoolStream = stream;
     stream.on('data', (d: Buffer) => {
       if (!this.io.write(chunk(d))) {
@@ -320,7 +341,7 @@ export class RespmodTransaction {
     });
     stream.on('error', (e) => {
       if (this.finished) return;
-      this.record({ served: 'client-aborted', status: this.upstreamStatus!, verdict: 'block', reasons: [reason('INTERNAL_ERROR', `spool: ${e.message}`)] });
+      this.record({ served: 'client-aborted', status: this.upstreamStatus!, verdict: 'block', reasons: [reason('INTERNAL_ERROR', `spool: ${e.message}`)], hold: this.holdMode === 'tail' && from > 0 ? 'tail' : undefined });
       this.end(true);
     });
     stream.on('end', () => {
@@ -328,6 +349,65 @@ export class RespmodTransaction {
       this.io.write([LAST_CHUNK]);
       this.end(false);
     });
+  }
+
+  // ---- tail mode: the adapted body flows back as the virgin body arrives, its end withheld ----
+
+  /**
+   * The payload may stream (src/inspect/tailHold.ts): the adapted response starts now, with the
+   * virgin response's head (decoded: what is verified is what is delivered; the length when nothing
+   * is to decode). Squid relays it to its client as it comes; on a block the ICAP connection is
+   * closed before the adapted body's last chunk, so Squid aborts the client's transfer.
+   */
+  private tailStart(): void {
+    if (this.responded || this.finished) return;
+    if (this.inPreview) {
+      // The head cannot answer a preview (that would end the virgin body): it follows the 100 Continue.
+      this.tail = 'wanted';
+      return;
+    }
+    this.tail = 'streaming';
+    const cl = this.r.resHead!.get('content-length');
+    const length = isIdentity(this.contentEncoding) && cl !== undefined && /^\d{1,15}$/.test(cl.trim()) ? cl.trim() : undefined;
+    const head = this.r.resHead!.edit(dropForDecoded, [
+      ...(length !== undefined ? [['Content-Length', length] as [string, string]] : []), ['X-Patchgate-Hold', 'tail'], ['X-Patchgate-Audit-Id', this.id],
+    ]);
+    this.respond200(head, true);
+  }
+
+  private tailData(chunks: Buffer[], resume: () => void): boolean {
+    if (this.tail !== 'streaming' || this.finished) return true;
+    let ok = true;
+    for (const c of chunks) {
+      this.tailSent += c.byteLength;
+      ok = this.io.write(chunk(c)) && ok;
+    }
+    if (!ok) this.io.onDrain(resume);
+    return ok;
+  }
+
+  /** The verdict of a streaming payload: its withheld end from the spool and the last chunk, or the connection cut. */
+  private tailEnd(r: Exclude<InspectionResult, { kind: 'pass' }>): void {
+    this.tail = 'done';
+    if (this.finished) {
+      if (r.kind === 'verdict') r.spool?.release();
+      return;
+    }
+    if (r.kind === 'verdict') {
+      this.verifyMs = r.verifyMs;
+      const recorded = this.record({ served: 'full', status: this.upstreamStatus!, verdict: 'allow', reasons: [], verdictData: r.verdict, bytesToClient: r.verdict.size, icapStatus: 200, hold: 'tail' });
+      if (!recorded && this.ctx.auditOnError !== 'serve') {
+        r.spool?.release();
+        this.record({ served: 'blocked', status: this.upstreamStatus!, verdict: 'block', reasons: [reason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block')], bytesToClient: this.tailSent, icapStatus: 200, hold: 'tail' });
+        return this.end(true);
+      }
+      this.allowed = r.verdict;
+      this.spool = r.spool;
+      return this.sendSpool(r.spool!, this.tailSent);
+    }
+    this.rule = r.rule;
+    this.record({ served: 'blocked', status: this.upstreamStatus!, verdict: 'block', reasons: r.reasons, verdictData: r.verdict, bytesToClient: this.tailSent, icapStatus: 200, hold: 'tail' });
+    this.end(true); // no last chunk: the adapted response is incomplete, and Squid aborts its client's transfer
   }
 
   // ---- content that is not a payload, on an inspected host (the rules pass it) ----
@@ -377,7 +457,7 @@ export class RespmodTransaction {
 
   private timeout(message: string): void {
     if (this.finished) return;
-    if (this.mode === 'inspect' && !this.responded) {
+    if (this.mode === 'inspect' && (!this.responded || this.tail === 'streaming')) {
       this.inspection?.fail(reason('TIMEOUT', message));
       if (!this.inspection) this.block([reason('TIMEOUT', message)]);
       return;
@@ -402,7 +482,7 @@ export class RespmodTransaction {
     this.spool?.release();
   }
 
-  get inFlight(): boolean { return !this.finished && this.mode === 'inspect' && !this.responded; }
+  get inFlight(): boolean { return !this.finished && this.mode === 'inspect' && (!this.responded || this.tail === 'streaming'); }
   get spoolBytes(): number { return this.inspection?.spoolBytes ?? this.spool?.heldBytes ?? 0; }
 
   /** The rule that decided content the verifier does not check (audit `rule`). */
@@ -410,18 +490,19 @@ export class RespmodTransaction {
 
   private record(x: {
     served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: VerdictReason[];
-    verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; toClientMs?: number; icapStatus?: number;
+    verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; toClientMs?: number; icapStatus?: number; hold?: AuditRecord['hold'];
   }): boolean {
     const v = x.verdictData;
+    const inspected = x.inspected ?? v !== undefined;
     return this.ctx.audit({
       id: this.id, kind: 'transfer', client: this.client, method: this.method, url: this.url, host: this.host,
-      inspected: x.inspected ?? v !== undefined, served: x.served, status: x.status, upstreamStatus: this.upstreamStatus,
+      inspected, served: x.served, status: x.status, upstreamStatus: this.upstreamStatus,
       bytes: v?.size, bytesToClient: x.bytesToClient, sha256: v?.sha256, format: v?.format,
       verdict: x.verdict, reasons: x.reasons, signer: v?.signer, chain: v?.chain?.map((c) => c.sha256), timestamp: v?.timestamp,
       trustChannel: this.inspection?.channel,
       rulesSha256: this.ctx.rulesSha256,
       durations: { upstreamMs: (this.lastByte || Date.now()) - this.started, verifyMs: this.verifyMs, toClientMs: x.toClientMs },
-      icapClient: this.io.peer, icapStatus: x.icapStatus, rule: this.rule,
+      icapClient: this.io.peer, icapStatus: x.icapStatus, rule: this.rule, hold: x.hold ?? (inspected && v !== undefined ? 'whole' : undefined),
     });
   }
 }

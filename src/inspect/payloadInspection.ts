@@ -58,7 +58,7 @@ export interface PassSink {
  * lets out before the verdict. Never called for a payload held whole.
  */
 export interface TailSink {
-  /** The first bytes are about to leave (the format allows it): the holder writes the response head. */
+  /** The format lets this payload stream: the holder writes the response head now (body bytes follow through data). */
   start(): void;
   /** More bytes, in order; false asks for a pause until `resume` is called (once). */
   data(chunks: Buffer[], resume: () => void): boolean;
@@ -302,12 +302,13 @@ export class PayloadInspection {
     if (this.tail) {
       // Spooled first: what leaves early is always a prefix of what the spool holds.
       const out = this.tail.offer(chunk);
-      if (!out.length) return;
-      if (!this.tailStarted) {
+      // The head goes out as soon as the plan is to stream (a proxy waiting for an answer, as Squid's
+      // ICAP client does, sees one at once), the body bytes as the lag lets them.
+      if (!this.tailStarted && this.tail.streaming) {
         this.tailStarted = true;
         this.o.tail!.start();
       }
-      if (!this.o.tail!.data(out, this.uncongest)) this.congest();
+      if (out.length && !this.o.tail!.data(out, this.uncongest)) this.congest();
     }
   }
 

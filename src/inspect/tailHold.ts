@@ -85,6 +85,8 @@ export class TailRelease {
   get releasedBytes(): number { return this.released; }
   /** Has the plan been made (stream or whole)? */
   get planned(): boolean { return this.whole !== undefined || this.limit > 0; }
+  /** The plan is to stream (the response head may go out, before any body byte). */
+  get streaming(): boolean { return this.whole === undefined && this.limit > 0; }
 
   /** The next decoded bytes; returns those that may leave now (possibly none). */
   offer(chunk: Buffer): Buffer[] {
