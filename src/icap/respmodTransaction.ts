@@ -163,7 +163,8 @@ export class RespmodTransaction {
         end: () => this.passEnd(),
         error: () => this.end(true), // a response already under way cannot become a block: cut it
       },
-      ...(this.holdMode === 'tail' && this.method === 'GET' ? {
+      // Only with a length Squid can hold the adapted body to (see tailEnd): without one, the body is held whole.
+      ...(this.holdMode === 'tail' && this.method === 'GET' && isIdentity(this.contentEncoding) && cl !== undefined && /^\d{1,15}$/.test(cl.trim()) ? {
         tail: { start: () => this.tailStart(), data: (chunks: Buffer[], resume: () => void) => this.tailData(chunks, resume) },
       } : {}),
     });
@@ -354,10 +355,12 @@ export class RespmodTransaction {
   // ---- tail mode: the adapted body flows back as the virgin body arrives, its end withheld ----
 
   /**
-   * The payload may stream (src/inspect/tailHold.ts): the adapted response starts now, with the
-   * virgin response's head (decoded: what is verified is what is delivered; the length when nothing
-   * is to decode). Squid relays it to its client as it comes; on a block the ICAP connection is
-   * closed before the adapted body's last chunk, so Squid aborts the client's transfer.
+   * The payload's hold is planned (src/inspect/tailHold.ts): the adapted response starts now, with
+   * the virgin response's head and its Content-Length (tail mode applies only to identity bodies
+   * with one), whether the format streams or is held whole (then no body byte goes before the
+   * verdict): Squid 5.7 reads no more than 64 KiB of the virgin body until the adapted response has
+   * started (bug 5352). Squid relays it as it comes; on a block the adapted body ends short of that
+   * length, so Squid aborts the client's transfer.
    */
   private tailStart(): void {
     if (this.responded || this.finished) return;
@@ -367,10 +370,8 @@ export class RespmodTransaction {
       return;
     }
     this.tail = 'streaming';
-    const cl = this.r.resHead!.get('content-length');
-    const length = isIdentity(this.contentEncoding) && cl !== undefined && /^\d{1,15}$/.test(cl.trim()) ? cl.trim() : undefined;
     const head = this.r.resHead!.edit(dropForDecoded, [
-      ...(length !== undefined ? [['Content-Length', length] as [string, string]] : []), ['X-Patchgate-Hold', 'tail'], ['X-Patchgate-Audit-Id', this.id],
+      ['Content-Length', this.r.resHead!.get('content-length')!.trim()], ['X-Patchgate-Hold', 'tail'], ['X-Patchgate-Audit-Id', this.id],
     ]);
     this.respond200(head, true);
   }
@@ -399,7 +400,8 @@ export class RespmodTransaction {
       if (!recorded && this.ctx.auditOnError !== 'serve') {
         r.spool?.release();
         this.record({ served: 'blocked', status: this.upstreamStatus!, verdict: 'block', reasons: [reason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block')], bytesToClient: this.tailSent, icapStatus: 200, hold: 'tail' });
-        return this.end(true);
+        this.io.write([LAST_CHUNK]); // short of the length: Squid aborts the client's transfer (see below)
+        return this.end(false);
       }
       this.allowed = r.verdict;
       this.spool = r.spool;
@@ -407,7 +409,13 @@ export class RespmodTransaction {
     }
     this.rule = r.rule;
     this.record({ served: 'blocked', status: this.upstreamStatus!, verdict: 'block', reasons: r.reasons, verdictData: r.verdict, bytesToClient: this.tailSent, icapStatus: 200, hold: 'tail' });
-    this.end(true); // no last chunk: the adapted response is incomplete, and Squid aborts its client's transfer
+    // The adapted body ends short of the Content-Length its head declared: Squid aborts its client's
+    // transfer there (and caches nothing). The ICAP response itself is complete, so that Squid counts
+    // no failure of the service: closing the connection instead would, and with the printed
+    // `icap_service_failure_limit 1` two blocks in a row would suspend the service (500 for every
+    // update download until it revives).
+    this.io.write([LAST_CHUNK]);
+    this.end(false);
   }
 
   // ---- content that is not a payload, on an inspected host (the rules pass it) ----

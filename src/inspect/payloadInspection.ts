@@ -58,8 +58,13 @@ export interface PassSink {
  * lets out before the verdict. Never called for a payload held whole.
  */
 export interface TailSink {
-  /** The format lets this payload stream: the holder writes the response head now (body bytes follow through data). */
-  start(): void;
+  /**
+   * The plan is made, before any body byte may leave: `streams` when the format lets this payload
+   * stream (body bytes follow through data), false when it is held whole after all. The gate then
+   * keeps its whole-mode answer (a 403 remains possible); the ICAP service starts its response
+   * anyway, with no body byte before the verdict (Squid 5.7 stalls otherwise: README "Hold modes").
+   */
+  start(streams: boolean): void;
   /** More bytes, in order; false asks for a pause until `resume` is called (once). */
   data(chunks: Buffer[], resume: () => void): boolean;
 }
@@ -304,9 +309,9 @@ export class PayloadInspection {
       const out = this.tail.offer(chunk);
       // The head goes out as soon as the plan is to stream (a proxy waiting for an answer, as Squid's
       // ICAP client does, sees one at once), the body bytes as the lag lets them.
-      if (!this.tailStarted && this.tail.streaming) {
+      if (!this.tailStarted && this.tail.planned) {
         this.tailStarted = true;
-        this.o.tail!.start();
+        this.o.tail!.start(this.tail.streaming);
       }
       if (out.length && !this.o.tail!.data(out, this.uncongest)) this.congest();
     }

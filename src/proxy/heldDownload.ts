@@ -302,7 +302,7 @@ export class HeldDownload {
       declaredLength,
       ...(this.holdMode === 'tail' && method === 'GET' ? {
         tail: {
-          start: () => this.startTail(status, res.headers, identity ? declaredLength : undefined),
+          start: (streams: boolean) => { if (streams) this.startTail(status, res.headers, identity ? declaredLength : undefined); },
           data: (chunks: Buffer[], resume: () => void) => this.tailData(chunks, resume),
         },
       } : {}),
