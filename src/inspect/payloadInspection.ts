@@ -62,7 +62,7 @@ export interface TailSink {
    * The plan is made, before any body byte may leave: `streams` when the format lets this payload
    * stream (body bytes follow through data), false when it is held whole after all. The gate then
    * keeps its whole-mode answer (a 403 remains possible); the ICAP service starts its response
-   * anyway, with no body byte before the verdict (Squid 5.7 stalls otherwise: README "Hold modes").
+   * anyway, with no body byte before the verdict (Squid 5.7 stalls otherwise: docs/gate.md "Hold modes").
    */
   start(streams: boolean): void;
   /** More bytes, in order; false asks for a pause until `resume` is called (once). */

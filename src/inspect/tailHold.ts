@@ -8,7 +8,7 @@ import type { SniffedFormat } from '../verify/format/sniffFormat.js';
  * that was not allowed. This module decides, from the payload's own first bytes, how much may go
  * out early; the holder (HeldDownload, the ICAP transaction) does the writing.
  *
- * What is withheld, and why (README "Hold modes"):
+ * What is withheld, and why (docs/gate.md "Hold modes"):
  * - Always the last TAIL_HOLD_BYTES of whatever has arrived (a lag behind the arrival front): the
  *   length is not trusted (a lying header, a chunked or decoded body), and whatever the body turns
  *   out to be, its final MiB never leaves before the verdict.

@@ -20,7 +20,7 @@ export interface HostRule {
   /** Ports this host may be reached on besides the rules' `ports` lists; `any` (from `--update-host HOST`) for every port. */
   ports?: number[] | 'any';
   /**
-   * How an inspected payload is held (README "Hold modes"): `whole` (default) keeps every byte until
+   * How an inspected payload is held (docs/gate.md "Hold modes"): `whole` (default) keeps every byte until
    * the verdict; `tail` streams it as it arrives and withholds only its end until the verdict.
    */
   hold?: HoldMode;
@@ -29,7 +29,7 @@ export interface HostRule {
 
 export type HoldMode = 'whole' | 'tail';
 
-/** Which requests get which trust (README "Trust channels"); first match wins. */
+/** Which requests get which trust (docs/trust.md "Trust channels"); first match wins. */
 export interface ChannelRule {
   name: string;
   hosts: string[];
