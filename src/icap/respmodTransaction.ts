@@ -9,6 +9,8 @@ import { PayloadInspection, type InspectionResult, type InspectionSettings } fro
 import { blockPage } from '../inspect/blockPage.js';
 import type { Spool } from '../inspect/spool.js';
 import { reportFault } from '../metrics/gateObserver.js';
+import { transferRecord } from '../inspect/transferRecord.js';
+import { decideResponse, isDroppedForVerifiedEntity, isHopByHop } from '../inspect/responsePolicy.js';
 import { HttpHead, LAST_CHUNK, chunk, icapResponseHead, requestLine, responseStatus, type IcapRequestHead } from './icapMessage.js';
 
 /** What every RESPMOD transaction shares: the rules, the audit trail, the limits. */
@@ -48,10 +50,9 @@ export interface RespmodRequest {
   preview: boolean;
 }
 
-/** Response headers never copied from the virgin response into one we write. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate']);
-const dropForEcho = (n: string) => HOP_BY_HOP.has(n) || n.startsWith('x-patchgate');
-const dropForDecoded = (n: string) => dropForEcho(n) || n === 'content-length' || n === 'content-encoding' || n === 'content-range' || n === 'accept-ranges';
+/** Headers never copied from the virgin response into one we write (src/inspect/responsePolicy.ts). */
+const dropForEcho = isHopByHop;
+const dropForDecoded = isDroppedForVerifiedEntity;
 
 const isIdentity = (ce: string | undefined) => !ce || ce.split(',').every((s) => !s.trim() || s.trim().toLowerCase() === 'identity');
 
@@ -134,20 +135,12 @@ export class RespmodTransaction {
     const res = this.r.resHead!;
     const status = responseStatus(res);
     this.upstreamStatus = status;
-    if (status === 206) {
-      return this.block([reason('UPSTREAM_ERROR', 'the origin answered 206 Partial Content: a partial body cannot be verified (Squid: range_offset_limit -1 for update hosts)')]);
-    }
-    const location = res.get('location');
-    if (status >= 300 && status < 400 && location) {
-      let target: URL | undefined;
-      try { target = new URL(location, this.url); } catch { /* refused below */ }
-      const ok = target && (target.protocol === 'http:' || target.protocol === 'https:') && this.ctx.hostRules.decide(canonicalHost(target.hostname), target.pathname).mode === 'inspect';
-      if (!ok) return this.block([reason('UPSTREAM_ERROR', `redirect to ${location}, a host the rules do not inspect`)]);
-      this.record({ served: 'redirect', status, verdict: 'pass', reasons: [], inspected: false, icapStatus: this.unchangedStatus });
-      return this.unchanged();
-    }
-    if (this.method === 'HEAD' || status === 204 || status === 304 || status < 200) {
-      this.record({ served: this.method === 'HEAD' ? 'head' : 'not-modified', status, verdict: 'pass', reasons: [], inspected: false, icapStatus: this.unchangedStatus });
+    // Status line and headers first: the same rules as the gate's (src/inspect/responsePolicy.ts).
+    const d = decideResponse({ method: this.method, status, location: res.get('location'), url: this.url },
+      (t) => this.ctx.hostRules.decide(canonicalHost(t.hostname), t.pathname).mode === 'inspect');
+    if (d.kind === 'block') return this.block([d.reason]);
+    if (d.kind === 'relay') {
+      this.record({ served: d.served, status, verdict: 'pass', reasons: [], inspected: false, icapStatus: this.unchangedStatus });
       return this.unchanged();
     }
     const cl = this.r.resHead!.get('content-length');
@@ -500,17 +493,9 @@ export class RespmodTransaction {
     served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: VerdictReason[];
     verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; toClientMs?: number; icapStatus?: number; hold?: AuditRecord['hold'];
   }): boolean {
-    const v = x.verdictData;
-    const inspected = x.inspected ?? v !== undefined;
-    return this.ctx.audit({
-      id: this.id, kind: 'transfer', client: this.client, method: this.method, url: this.url, host: this.host,
-      inspected, served: x.served, status: x.status, upstreamStatus: this.upstreamStatus,
-      bytes: v?.size, bytesToClient: x.bytesToClient, sha256: v?.sha256, format: v?.format,
-      verdict: x.verdict, reasons: x.reasons, signer: v?.signer, chain: v?.chain?.map((c) => c.sha256), timestamp: v?.timestamp,
-      trustChannel: this.inspection?.channel,
-      rulesSha256: this.ctx.rulesSha256,
-      durations: { upstreamMs: (this.lastByte || Date.now()) - this.started, verifyMs: this.verifyMs, toClientMs: x.toClientMs },
-      icapClient: this.io.peer, icapStatus: x.icapStatus, rule: this.rule, hold: x.hold ?? (inspected && v !== undefined ? 'whole' : undefined),
-    });
+    return this.ctx.audit(transferRecord(
+      { id: this.id, client: this.client, method: this.method, url: this.url, host: this.host, upstreamStatus: this.upstreamStatus, rulesSha256: this.ctx.rulesSha256, trustChannel: this.inspection?.channel },
+      { ...x, rule: this.rule, icapClient: this.io.peer, durations: { upstreamMs: (this.lastByte || Date.now()) - this.started, verifyMs: this.verifyMs, toClientMs: x.toClientMs } },
+    ));
   }
 }

@@ -3,6 +3,8 @@ import { randomUUID } from 'node:crypto';
 import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
 import type { HoldMode } from '../policy/rulesFile.js';
+import { transferRecord } from '../inspect/transferRecord.js';
+import { decideResponse, isDroppedForVerifiedEntity } from '../inspect/responsePolicy.js';
 import type { Spool } from '../inspect/spool.js';
 import { PayloadInspection, type InspectionResult, type InspectionSettings } from '../inspect/payloadInspection.js';
 import { interpretRange } from './byteRange.js';
@@ -46,14 +48,9 @@ export interface HoldSettings extends InspectionSettings {
   redirectAllowed: (location: URL) => boolean;
 }
 
-const HOP_BY_HOP = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
-  'proxy-authenticate', 'proxy-authorization', 'content-length', 'content-encoding', 'content-range', 'accept-ranges',
-]);
-
 function entityHeaders(h: IncomingHttpHeaders): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  for (const [k, v] of Object.entries(h)) if (v !== undefined && !HOP_BY_HOP.has(k) && !k.startsWith('x-patchgate')) out[k] = v;
+  for (const [k, v] of Object.entries(h)) if (v !== undefined && !isDroppedForVerifiedEntity(k)) out[k] = v;
   return out;
 }
 
@@ -254,30 +251,24 @@ export class HeldDownload {
       if (same && same !== this) return this.handOver(same, res);
     }
 
-    // Only chunked framing is undone by the HTTP parser: any other transfer-coding (gzip, chunked)
-    // would reach the verifier still coded. Squid answers 502 for them; so does the gate.
-    const te = String(res.headers['transfer-encoding'] ?? '').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c && c !== 'chunked');
-    if (te.length) {
-      res.destroy();
-      this.settings.observer?.upstreamError('UPSTREAM_ERROR');
-      return this.settleNow({ kind: 'block', status: 502, reasons: [reason('UPSTREAM_ERROR', `unsupported transfer-coding "${te.join(', ')}" (only chunked is accepted)`)] });
-    }
-    if (status === 206) {
-      res.destroy();
-      return this.fail(reason('UPSTREAM_ERROR', 'upstream answered 206 Partial Content to a request without Range: a partial body is never forwarded unverified'));
-    }
-    if (status >= 300 && status < 400 && res.headers.location) {
-      res.resume();
-      let target: URL | undefined;
-      try { target = new URL(res.headers.location, this.key); } catch { /* refused below */ }
-      if (!target || !this.settings.redirectAllowed(target)) {
-        return this.settleNow({ kind: 'block', reasons: [reason('UPSTREAM_ERROR', `redirect to ${res.headers.location}, a host the rules do not inspect`)] });
+    // Status line and headers first: the same rules as the ICAP service's (src/inspect/responsePolicy.ts).
+    const d = decideResponse({ method, status, location: res.headers.location, transferEncoding: res.headers['transfer-encoding'], url: this.key }, this.settings.redirectAllowed);
+    if (d.kind === 'block') {
+      if (d.status === 502) {
+        res.destroy();
+        this.settings.observer?.upstreamError('UPSTREAM_ERROR');
+        return this.settleNow({ kind: 'block', status: 502, reasons: [d.reason] });
       }
-      return this.settleNow({ kind: 'relay', status, headers: res.headers, served: 'redirect' });
-    }
-    if (method === 'HEAD' || status === 304 || status === 204) {
+      if (status === 206) {
+        res.destroy();
+        return this.fail(d.reason);
+      }
       res.resume();
-      return this.settleNow({ kind: 'relay', status, headers: res.headers, served: method === 'HEAD' ? 'head' : 'not-modified' });
+      return this.settleNow({ kind: 'block', reasons: [d.reason] });
+    }
+    if (d.kind === 'relay') {
+      res.resume();
+      return this.settleNow({ kind: 'relay', status, headers: res.headers, served: d.served });
     }
 
     // Decoding, sniffing, holding (verifier, digest thread, spool) and limits: one PayloadInspection,
@@ -575,16 +566,10 @@ export class HeldDownload {
     verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; durations?: AuditRecord['durations']; rule?: string; hold?: AuditRecord['hold'];
   }): boolean {
     const v = r.verdictData ?? (this.outcome?.kind === 'verdict' ? this.outcome.verdict : this.outcome?.kind === 'block' ? this.outcome.verdict : undefined);
-    const inspected = r.inspected ?? v !== undefined;
-    return this.settings.audit({
-      id: w.id, kind: 'transfer', client: w.client, method: w.method, url: w.url, host: w.host,
-      inspected, served: r.served, status: r.status, upstreamStatus: this.upstreamStatus,
-      range: w.range, bytes: v?.size, bytesToClient: r.bytesToClient, sha256: v?.sha256, format: v?.format,
-      verdict: r.verdict, reasons: r.reasons, signer: v?.signer, chain: v?.chain?.map((c) => c.sha256), timestamp: v?.timestamp,
-      trustChannel: this.trustChannel,
-      rulesSha256: this.settings.rulesSha256, durations: r.durations ?? { upstreamMs: this.lastByte ? this.lastByte - this.started : undefined },
-      shared: w.shared || undefined, rule: r.rule, hold: r.hold ?? (inspected && v !== undefined ? 'whole' : undefined),
-    });
+    return this.settings.audit(transferRecord(
+      { id: w.id, client: w.client, method: w.method, url: w.url, host: w.host, upstreamStatus: this.upstreamStatus, rulesSha256: this.settings.rulesSha256, trustChannel: this.trustChannel },
+      { ...r, verdictData: v, range: w.range, shared: w.shared, durations: r.durations ?? { upstreamMs: this.lastByte ? this.lastByte - this.started : undefined } },
+    ));
   }
 }
 

@@ -16,6 +16,8 @@ import { gzipSync } from 'node:zlib';
 import {
   type GateHandle,
   type Origin,
+  httpsThroughProxy,
+  makeOriginCert,
   proxyRequest,
   quietLibraryConsole,
   send,
@@ -41,6 +43,7 @@ const LIMIT = pe.certTableOffset - TAIL_HOLD_BYTES;
 
 let restoreConsole: () => void;
 let origin: Origin;
+let sorigin: Origin; // HTTPS: the gate intercepts it
 let g: GateHandle;
 let whole: GateHandle;
 
@@ -116,9 +119,14 @@ beforeAll(async () => {
   const gz = gzipSync(good);
   origin.route('/good.exe.gz', send(gz, { chunk: 64 * 1024, headers: { 'content-encoding': 'gzip' } }));
   origin.route('/dies.exe', send(good, { chunk: 256 * 1024, stopAfter: { bytes: good.byteLength - 300 * 1024, then: 'destroy' } }));
+  const cert = makeOriginCert();
+  sorigin = await startOrigin({ tls: cert });
+  sorigin.route('/good.exe', send(good, { chunk: 256 * 1024 }));
+  sorigin.route('/tampered.exe', send(tampered, { chunk: 256 * 1024 }));
   g = await startGate({
     hosts: [{ pattern: '127.0.0.1', mode: 'inspect', hold: 'tail' }],
     limits: { memoryHoldBytes: 1 * MiB, idleTimeoutMs: 5000, cacheTtlMs: 2000 },
+    upstreamCaPem: cert.certPem,
   });
   whole = await startGate({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], limits: { memoryHoldBytes: 1 * MiB, idleTimeoutMs: 5000 } });
 }, 60_000);
@@ -127,6 +135,7 @@ afterAll(async () => {
   await g?.dispose();
   await whole?.dispose();
   await origin?.close();
+  await sorigin?.close();
   restoreConsole?.();
 });
 
@@ -218,6 +227,19 @@ describe('tail hold: block cuts the transfer', () => {
     const r = await proxyRequest(g.port, origin.url('/lying.exe'), { timeoutMs: 20_000 });
     expect(r.complete).toBe(false);
     expect(r.body.byteLength).toBe(lying.byteLength - TAIL_HOLD_BYTES);
+  });
+});
+
+describe('tail hold over intercepted HTTPS', () => {
+  it('an allowed PE arrives byte-identical, a tampered one is cut without its end', async () => {
+    const ok = await httpsThroughProxy(g.port, sorigin.url('/good.exe'), { ca: g.caPem, timeoutMs: 20_000 });
+    expect(ok.complete).toBe(true);
+    expect(ok.headers['x-patchgate-hold']).toBe('tail');
+    expect(sha256(ok.body)).toBe(sha256(good));
+    const bad = await httpsThroughProxy(g.port, sorigin.url('/tampered.exe'), { ca: g.caPem, timeoutMs: 20_000 });
+    expect(bad.status).toBe(200);
+    expect(bad.complete).toBe(false);
+    expect(bad.body.byteLength).toBe(LIMIT);
   });
 });
 
