@@ -76,6 +76,8 @@ export class TailRelease {
   private arrived = 0;
   private released = 0;
   private limit = 0;
+  /** Head bytes the plan asked for at its last try. */
+  private needBytes = 0;
   /** Why the payload is held whole (nothing is released), once known. */
   whole: string | undefined;
 
@@ -95,11 +97,15 @@ export class TailRelease {
     if (this.limit === 0) {
       this.head.push(chunk);
       this.headBytes += chunk.byteLength;
+      // Joined and parsed again only once the bytes the last try asked for are in (a trickle of tiny
+      // chunks must not cost a copy of the whole head each).
+      if (this.headBytes < this.needBytes) return [];
       const head = this.head.length === 1 ? this.head[0]! : Buffer.concat(this.head);
       this.head = [head];
       const plan = tailPlan(this.format, head, this.maxHeaderBytes, this.tail);
       if (plan.kind === 'need') {
         if (plan.bytes > this.maxHeaderBytes || this.headBytes >= this.maxHeaderBytes) this.holdWhole('PE headers exceed the header limit');
+        this.needBytes = plan.bytes;
         return [];
       }
       if (plan.kind === 'whole') {

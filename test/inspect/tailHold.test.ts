@@ -100,3 +100,14 @@ describe('TailRelease: the lag behind the arrival front', () => {
     expect(t.whole).toMatch(/held whole/);
   });
 });
+
+describe('TailRelease: a head trickled in tiny chunks', () => {
+  it('is joined only when the bytes asked for are in, and plans as if it came at once', () => {
+    const { pe, bytes } = peWithSections(3 * MiB);
+    const t = new TailRelease('pe', MAX_HEADER);
+    for (let at = 0; at < 4096; at += 7) t.offer(bytes.subarray(at, Math.min(4096, at + 7)));
+    expect(t.planned).toBe(true);
+    const out = t.offer(bytes.subarray(4096));
+    expect(Buffer.concat(out).equals(bytes.subarray(0, pe.certTableOffset - TAIL_HOLD_BYTES))).toBe(true);
+  });
+});
