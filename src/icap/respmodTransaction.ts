@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
+import type { Verdict } from '../verify/verdict.js';
+import { gateReason, type GateReason } from '../inspect/gateReason.js';
 import type { HostRules } from '../policy/hostRules.js';
 import type { HoldMode } from '../policy/rulesFile.js';
 import { canonicalHost, targetHost } from '../policy/hostRules.js';
@@ -161,11 +162,11 @@ export class RespmodTransaction {
         tail: { start: () => this.tailStart(), data: (chunks: Buffer[], resume: () => void) => this.tailData(chunks, resume) },
       } : {}),
     });
-    this.inspection.result.then((res) => this.onResult(res), (e: Error) => this.block([reason('INTERNAL_ERROR', e.message)]))
+    this.inspection.result.then((res) => this.onResult(res), (e: Error) => this.block([gateReason('INTERNAL_ERROR', e.message)]))
       // Answering runs here, outside the connection's guarded entries (an unhandled rejection would end the process).
       .catch((e: unknown) => {
         reportFault(this.ctx.inspection.observer, 'icap', e);
-        const why = reason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`);
+        const why = gateReason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`);
         // Not answered yet: the block. Answered in part: the connection closes (Squid, bypass=off, fails it).
         try { if (!this.responded) this.block([why]); } catch { /* closed below */ }
         if (!this.finished) { this.abort(why); this.io.done(true); }
@@ -219,7 +220,7 @@ export class RespmodTransaction {
   }
 
   /** The connection went away (or the service stops): block what is held. */
-  abort(why: VerdictReason): void {
+  abort(why: GateReason): void {
     if (this.finished) return;
     this.finished = true;
     this.spoolStream?.destroy();
@@ -235,7 +236,7 @@ export class RespmodTransaction {
   }
 
   /** Blocks a payload still waiting for its verdict (the service stops); anything else is left to finish. */
-  failHeld(why: VerdictReason): void {
+  failHeld(why: GateReason): void {
     if (this.mode !== 'inspect' || (this.responded && this.tail !== 'streaming') || this.finished) return;
     if (this.inspection) this.inspection.fail(why);
     else this.block([why]);
@@ -274,7 +275,7 @@ export class RespmodTransaction {
     this.io.write([icapResponseHead(200, [['ISTag', this.ctx.istag], ['Encapsulated', enc]]), http]);
   }
 
-  private block(reasons: VerdictReason[], verdict?: Verdict): void {
+  private block(reasons: GateReason[], verdict?: Verdict): void {
     if (this.responded) return;
     const page = blockPage(reasons, this.id, this.url);
     const head = new HttpHead(`HTTP/1.1 403 ${page.statusText}`, Object.entries(page.headers).map(([k, v]) => [k, String(v)]));
@@ -304,7 +305,7 @@ export class RespmodTransaction {
     const recorded = this.record({ served: 'full', status: this.upstreamStatus!, verdict: 'allow', reasons: [], verdictData: verdict, bytesToClient: verdict.size, icapStatus: use204 ? 204 : 200 });
     if (!recorded && this.ctx.auditOnError !== 'serve') {
       r.spool?.release();
-      return this.block([reason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block')]);
+      return this.block([gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block')]);
     }
     if (use204) {
       // The client's own copy is byte for byte what was verified.
@@ -335,7 +336,7 @@ export class RespmodTransaction {
     });
     stream.on('error', (e) => {
       if (this.finished) return;
-      this.record({ served: 'client-aborted', status: this.upstreamStatus!, verdict: 'block', reasons: [reason('INTERNAL_ERROR', `spool: ${e.message}`)], hold: this.holdMode === 'tail' && from > 0 ? 'tail' : undefined });
+      this.record({ served: 'client-aborted', status: this.upstreamStatus!, verdict: 'block', reasons: [gateReason('INTERNAL_ERROR', `spool: ${e.message}`)], hold: this.holdMode === 'tail' && from > 0 ? 'tail' : undefined });
       this.end(true);
     });
     stream.on('end', () => {
@@ -392,7 +393,7 @@ export class RespmodTransaction {
       const recorded = this.record({ served: 'full', status: this.upstreamStatus!, verdict: 'allow', reasons: [], verdictData: r.verdict, bytesToClient: r.verdict.size, icapStatus: 200, hold: 'tail' });
       if (!recorded && this.ctx.auditOnError !== 'serve') {
         r.spool?.release();
-        this.record({ served: 'blocked', status: this.upstreamStatus!, verdict: 'block', reasons: [reason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block')], bytesToClient: this.tailSent, icapStatus: 200, hold: 'tail' });
+        this.record({ served: 'blocked', status: this.upstreamStatus!, verdict: 'block', reasons: [gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block')], bytesToClient: this.tailSent, icapStatus: 200, hold: 'tail' });
         this.io.write([LAST_CHUNK]); // short of the length: Squid aborts the client's transfer (see below)
         return this.end(false);
       }
@@ -459,8 +460,8 @@ export class RespmodTransaction {
   private timeout(message: string): void {
     if (this.finished) return;
     if (this.mode === 'inspect' && (!this.responded || this.tail === 'streaming')) {
-      this.inspection?.fail(reason('TIMEOUT', message));
-      if (!this.inspection) this.block([reason('TIMEOUT', message)]);
+      this.inspection?.fail(gateReason('TIMEOUT', message));
+      if (!this.inspection) this.block([gateReason('TIMEOUT', message)]);
       return;
     }
     // Unchanged or already answered: nothing to protect, but do not keep the connection forever.
@@ -490,7 +491,7 @@ export class RespmodTransaction {
   private rule: string | undefined;
 
   private record(x: {
-    served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: VerdictReason[];
+    served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: GateReason[];
     verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; toClientMs?: number; icapStatus?: number; hold?: AuditRecord['hold'];
   }): boolean {
     return this.ctx.audit(transferRecord(

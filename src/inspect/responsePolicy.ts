@@ -1,4 +1,4 @@
-import { reason, type VerdictReason } from '../verify/verdict.js';
+import { gateReason, type GateReason } from './gateReason.js';
 
 /**
  * What the gate and the ICAP service do with an inspected host's response before any body byte is
@@ -15,7 +15,7 @@ import { reason, type VerdictReason } from '../verify/verdict.js';
 export type ResponseDecision =
   | { kind: 'inspect' }
   | { kind: 'relay'; served: 'redirect' | 'head' | 'not-modified' }
-  | { kind: 'block'; reason: VerdictReason; status?: number };
+  | { kind: 'block'; reason: GateReason; status?: number };
 
 export interface ResponseFacts {
   method: string;
@@ -30,15 +30,15 @@ export interface ResponseFacts {
 
 export function decideResponse(r: ResponseFacts, redirectAllowed: (target: URL) => boolean): ResponseDecision {
   const te = String(r.transferEncoding ?? '').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c && c !== 'chunked');
-  if (te.length) return { kind: 'block', status: 502, reason: reason('UPSTREAM_ERROR', `unsupported transfer-coding "${te.join(', ')}" (only chunked is accepted)`) };
+  if (te.length) return { kind: 'block', status: 502, reason: gateReason('UPSTREAM_ERROR', `unsupported transfer-coding "${te.join(', ')}" (only chunked is accepted)`) };
   if (r.status === 206) {
-    return { kind: 'block', reason: reason('UPSTREAM_ERROR', 'the origin answered 206 Partial Content: a partial body cannot be verified and is never forwarded (the whole entity is fetched; behind Squid: range_offset_limit -1 for update hosts)') };
+    return { kind: 'block', reason: gateReason('UPSTREAM_ERROR', 'the origin answered 206 Partial Content: a partial body cannot be verified and is never forwarded (the whole entity is fetched; behind Squid: range_offset_limit -1 for update hosts)') };
   }
   if (r.status >= 300 && r.status < 400 && r.location) {
     let target: URL | undefined;
     try { target = new URL(r.location, r.url); } catch { /* refused below */ }
     if (!target || (target.protocol !== 'http:' && target.protocol !== 'https:') || !redirectAllowed(target)) {
-      return { kind: 'block', reason: reason('UPSTREAM_ERROR', `redirect to ${r.location}, a host the rules do not inspect`) };
+      return { kind: 'block', reason: gateReason('UPSTREAM_ERROR', `redirect to ${r.location}, a host the rules do not inspect`) };
     }
     return { kind: 'relay', served: 'redirect' };
   }

@@ -1,5 +1,6 @@
 import type { AuditRecord } from '../audit/auditRecord.js';
-import type { Verdict, VerdictReason } from '../verify/verdict.js';
+import type { Verdict } from '../verify/verdict.js';
+import type { GateReason } from './gateReason.js';
 
 /** What a transfer's record says of the request and its upstream response (the same for every outcome). */
 export interface TransferSubject {
@@ -18,7 +19,7 @@ export interface TransferOutcome {
   served: AuditRecord['served'];
   status: number;
   verdict: AuditRecord['verdict'];
-  reasons: VerdictReason[];
+  reasons: GateReason[];
   /** The core's Verdict, when the payload was verified. */
   verdictData?: Verdict;
   /** Default: whether there is a Verdict. */

@@ -1,6 +1,7 @@
 import type { IncomingMessage, IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
+import type { Verdict } from '../verify/verdict.js';
+import { gateReason, type GateReason } from '../inspect/gateReason.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
 import type { HoldMode } from '../policy/rulesFile.js';
 import { transferRecord } from '../inspect/transferRecord.js';
@@ -57,7 +58,7 @@ function entityHeaders(h: IncomingHttpHeaders): Record<string, string | string[]
 type Outcome =
   | { kind: 'verdict'; verdict: Verdict; status: number; headers: IncomingHttpHeaders; spool: Spool | undefined }
   | { kind: 'relay'; status: number; headers: IncomingHttpHeaders; served: AuditRecord['served'] }
-  | { kind: 'block'; reasons: VerdictReason[]; verdict?: Verdict; rule?: string; status?: number };
+  | { kind: 'block'; reasons: GateReason[]; verdict?: Verdict; rule?: string; status?: number };
 
 /**
  * One upstream fetch of an inspected resource, shared by every client that asks for the same URL
@@ -108,7 +109,7 @@ export class HeldDownload {
 
   constructor(key: string, private readonly settings: HoldSettings, private readonly onSettled: (d: HeldDownload, cacheable: boolean) => void) {
     this.key = key;
-    this.totalTimer = setTimeout(() => this.fail(reason('TIMEOUT', `transfer exceeded ${settings.totalTimeoutMs} ms`)), settings.totalTimeoutMs);
+    this.totalTimer = setTimeout(() => this.fail(gateReason('TIMEOUT', `transfer exceeded ${settings.totalTimeoutMs} ms`)), settings.totalTimeoutMs);
     this.totalTimer.unref();
     this.armIdle();
   }
@@ -143,7 +144,7 @@ export class HeldDownload {
     if (i >= 0) this.waiters.splice(i, 1);
     else this.streaming.splice(t, 1);
     this.record(w, {
-      served: 'client-aborted', status: t >= 0 ? this.upstreamStatus ?? 0 : 0, verdict: 'block', reasons: [reason('UPSTREAM_ERROR', 'the client disconnected before the verdict')],
+      served: 'client-aborted', status: t >= 0 ? this.upstreamStatus ?? 0 : 0, verdict: 'block', reasons: [gateReason('UPSTREAM_ERROR', 'the client disconnected before the verdict')],
       ...(t >= 0 ? { hold: 'tail' as const, bytesToClient: this.tailSent } : {}),
     });
     // Nobody left to serve: stop fetching, so a client that walks away frees the upstream and the spool.
@@ -163,7 +164,7 @@ export class HeldDownload {
       return;
     }
     this.idleCleared = false;
-    this.idleTimer = setTimeout(() => this.fail(reason('TIMEOUT', `upstream idle for ${this.settings.idleTimeoutMs} ms`)), this.settings.idleTimeoutMs);
+    this.idleTimer = setTimeout(() => this.fail(gateReason('TIMEOUT', `upstream idle for ${this.settings.idleTimeoutMs} ms`)), this.settings.idleTimeoutMs);
     this.idleTimer.unref();
   }
 
@@ -180,7 +181,7 @@ export class HeldDownload {
     this.inspection?.dispose();
     this.upstream?.destroy();
     if (!this.upstream) this.cancel?.();
-    this.outcome = { kind: 'block', reasons: [reason('UPSTREAM_ERROR', 'aborted')] };
+    this.outcome = { kind: 'block', reasons: [gateReason('UPSTREAM_ERROR', 'aborted')] };
     this.letGoOfUpstream();
     this.onSettled(this, false);
   }
@@ -190,7 +191,7 @@ export class HeldDownload {
     res.destroy();
     this.clearTimers();
     this.upstream = undefined;
-    this.outcome = { kind: 'block', reasons: [reason('UPSTREAM_ERROR', 'handed over to a verified copy of the same entity')] };
+    this.outcome = { kind: 'block', reasons: [gateReason('UPSTREAM_ERROR', 'handed over to a verified copy of the same entity')] };
     this.letGoOfUpstream();
     const waiting = this.waiters.splice(0);
     this.onSettled(this, false);
@@ -215,7 +216,7 @@ export class HeldDownload {
   }
 
   /** An upstream error, a timeout or a limit: block everyone waiting, with the reason. */
-  fail(why: VerdictReason): void {
+  fail(why: GateReason): void {
     if (this.outcome) return;
     if (why.code === 'UPSTREAM_ERROR' || why.code === 'TIMEOUT') this.settings.observer?.upstreamError(why.code);
     this.inspection?.dispose();
@@ -279,7 +280,7 @@ export class HeldDownload {
       ({ pathname, hostname } = new URL(this.key));
     } catch {
       res.destroy();
-      return this.fail(reason('INTERNAL_ERROR', `not a URL: ${this.key}`));
+      return this.fail(gateReason('INTERNAL_ERROR', `not a URL: ${this.key}`));
     }
     const cl = res.headers['content-length'];
     const declaredLength = cl !== undefined && /^\d{1,15}$/.test(cl) ? Number(cl) : undefined;
@@ -306,11 +307,11 @@ export class HeldDownload {
     });
     this.inspection = inspection;
     this.trustChannel = inspection.channel;
-    inspection.result.then((r) => this.inspected(r, status, res.headers), (e: Error) => this.fail(reason('INTERNAL_ERROR', e.message)))
+    inspection.result.then((r) => this.inspected(r, status, res.headers), (e: Error) => this.fail(gateReason('INTERNAL_ERROR', e.message)))
       // Serving the outcome runs here, outside any library entry: its own guard (an unhandled rejection would end the process).
       .catch((e: unknown) => {
         reportFault(this.settings.observer, 'response', e);
-        this.fail(reason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`));
+        this.fail(gateReason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`));
       });
     res.on('data', (chunk: Buffer) => {
       if (this.outcome) return;
@@ -320,16 +321,16 @@ export class HeldDownload {
         inspection.onDrain(() => { if (!this.outcome) res.resume(); });
       }
     });
-    res.on('error', (e) => this.fail(reason('UPSTREAM_ERROR', `upstream: ${e.message}`)));
+    res.on('error', (e) => this.fail(gateReason('UPSTREAM_ERROR', `upstream: ${e.message}`)));
     res.on('close', () => {
-      if (!res.complete && !this.outcome) this.fail(reason('UPSTREAM_ERROR', 'upstream closed the connection before the whole body arrived'));
+      if (!res.complete && !this.outcome) this.fail(gateReason('UPSTREAM_ERROR', 'upstream closed the connection before the whole body arrived'));
     });
     res.resume(); // http-mitm-proxy hands the response over paused
     res.on('end', () => {
       clearTimeout(this.idleTimer); // the body is complete: only the verdict remains
       this.idleCleared = true;
       if (this.outcome) return;
-      if (!res.complete) return this.fail(reason('UPSTREAM_ERROR', 'upstream closed the connection before the whole body arrived'));
+      if (!res.complete) return this.fail(gateReason('UPSTREAM_ERROR', 'upstream closed the connection before the whole body arrived'));
       this.lastByte = Date.now();
       inspection.end();
     });
@@ -411,13 +412,13 @@ export class HeldDownload {
         return;
       }
       w.res.destroy();
-      const why = reason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
+      const why = gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
       this.record(w, { served: 'blocked', status: this.upstreamStatus ?? 200, verdict: 'block', reasons: [why], durations: base, hold: 'tail', bytesToClient: this.tailSent });
       return;
     }
     // No 403 can follow a 200 already under way: the transfer is cut short of its length (or its last chunk).
     w.res.destroy();
-    const reasons = o.kind === 'block' ? o.reasons : [reason('INTERNAL_ERROR', 'tail hold ended without a verdict')];
+    const reasons = o.kind === 'block' ? o.reasons : [gateReason('INTERNAL_ERROR', 'tail hold ended without a verdict')];
     this.record(w, {
       served: 'blocked', status: this.upstreamStatus ?? 200, verdict: 'block', reasons, verdictData: o.kind === 'block' ? o.verdict : undefined,
       bytesToClient: this.tailSent, durations: base, rule: o.kind === 'block' ? o.rule : undefined, hold: 'tail',
@@ -542,7 +543,7 @@ export class HeldDownload {
       bytesToClient: end - start + 1, durations: base,
     });
     if (!recorded && this.settings.auditOnError !== 'serve') {
-      const why = reason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
+      const why = gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
       writeBlockPage(w.res, [why], w.id, w.url);
       this.record(w, { served: 'blocked', status: 403, verdict: 'block', reasons: [why], durations: base });
       return;
@@ -562,7 +563,7 @@ export class HeldDownload {
   }
 
   private record(w: Waiter, r: {
-    served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: VerdictReason[];
+    served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: GateReason[];
     verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; durations?: AuditRecord['durations']; rule?: string; hold?: AuditRecord['hold'];
   }): boolean {
     const v = r.verdictData ?? (this.outcome?.kind === 'verdict' ? this.outcome.verdict : this.outcome?.kind === 'block' ? this.outcome.verdict : undefined);

@@ -9,7 +9,8 @@ import { createHash } from 'node:crypto';
 import { Proxy as MitmProxy } from 'http-mitm-proxy';
 import { HttpsProxyAgent } from 'https-proxy-agent';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
-import { reason } from '../verify/verdict.js';
+import { Verifier } from '../verify/verifier.js';
+import { gateReason } from '../inspect/gateReason.js';
 import type { HostRules } from '../policy/hostRules.js';
 import type { HoldMode } from '../policy/rulesFile.js';
 import type { UnverifiableRule } from '../policy/rulesFile.js';
@@ -177,8 +178,11 @@ export class UpdateGate {
   private readonly access: AccessPolicy;
   private readonly own = ownEndpointCheck(() => [{ host: this.o.listen.host, port: this.port }, ...(this.o.ownEndpoints ?? [])]);
   private readonly inspectedAddresses: InspectedAddresses | undefined;
+  /** Built once from the rules' trust: the requests no trust channel names are judged by it. */
+  private readonly verifier: Verifier;
 
   constructor(private readonly o: GateOptions) {
+    this.verifier = new Verifier(o.policy);
     const ca = o.upstreamCaFile ? [...tls.rootCertificates, readFileSync(o.upstreamCaFile, 'utf8')] : undefined;
     const l = o.limits;
     this.memory = new MemoryBudget(l.memoryTotalBytes ?? MEMORY_TOTAL_FACTOR * l.memoryHoldBytes, (bytes) => this.reclaim(bytes));
@@ -248,7 +252,7 @@ export class UpdateGate {
     });
     proxy.onError((ctx, err) => {
       const held = ctx && (ctx as unknown as { patchgateHold?: HeldDownload }).patchgateHold;
-      if (held) held.fail(reason('UPSTREAM_ERROR', `upstream: ${err?.message ?? err}`));
+      if (held) held.fail(gateReason('UPSTREAM_ERROR', `upstream: ${err?.message ?? err}`));
     });
     this.decoy = makeLibraryCaDecoy();
     await new Promise<void>((resolve, reject) => {
@@ -292,7 +296,7 @@ export class UpdateGate {
       } catch (e) {
         this.fault('response', e);
         const held = (ctx as { patchgateHold?: HeldDownload }).patchgateHold;
-        held?.fail(reason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`));
+        held?.fail(gateReason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`));
         (ctx.serverToProxyResponse as IncomingMessage | undefined)?.destroy();
         if (!held) endAfterFault(ctx.proxyToClientResponse);
       }
@@ -309,7 +313,7 @@ export class UpdateGate {
     try { this.proxy.httpServer?.close(); } catch { /* already closed */ }
     const deadline = Date.now() + graceMs;
     while (this.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    for (const d of [...this.active, ...this.downloads.values()]) d.fail(reason('INTERNAL_ERROR', 'patchgate is shutting down'));
+    for (const d of [...this.active, ...this.downloads.values()]) d.fail(gateReason('INTERNAL_ERROR', 'patchgate is shutting down'));
     this.active.clear();
     for (const d of this.downloads.values()) d.expire();
     this.downloads.clear();
@@ -360,7 +364,7 @@ export class UpdateGate {
     if (socket.destroyed) return;
     if (decision.mode === 'inspect') {
       if (!this.ca.covers(host)) {
-        this.auditConnect(client, target, host, 'blocked', 403, [reason('INTERNAL_ERROR', 'the interception CA cannot issue for this host: refused rather than tunnelled blind')]);
+        this.auditConnect(client, target, host, 'blocked', 403, [gateReason('INTERNAL_ERROR', 'the interception CA cannot issue for this host: refused rather than tunnelled blind')]);
         refuseConnect(socket, 'HTTP/1.1 403 Forbidden\r\nx-patchgate-verdict: block\r\ncontent-length: 0\r\n\r\n');
         return;
       }
@@ -396,7 +400,7 @@ export class UpdateGate {
   }
 
   private denyConnect(socket: Duplex, client: string, target: string, host: string, d: AccessDenial): void {
-    this.auditConnect(client, target, host, 'blocked', d.status, [reason('ACCESS_DENIED', d.why)]);
+    this.auditConnect(client, target, host, 'blocked', d.status, [gateReason('ACCESS_DENIED', d.why)]);
     const text = `${d.why}\n`;
     refuseConnect(socket, `HTTP/1.1 ${d.status} ${d.status === 400 ? 'Bad Request' : 'Forbidden'}\r\ncontent-type: text/plain; charset=utf-8\r\nx-patchgate-verdict: block\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
   }
@@ -597,7 +601,7 @@ export class UpdateGate {
     const id = newAuditId();
     this.o.audit.record({
       id, kind: 'transfer', client, method: (req.method ?? 'GET').toUpperCase(), url, host, inspected: false, served: 'blocked', status: d.status,
-      verdict: 'block', reasons: [reason(code, d.why)], rulesSha256: this.o.rulesSha256, durations: {},
+      verdict: 'block', reasons: [gateReason(code, d.why)], rulesSha256: this.o.rulesSha256, durations: {},
     });
     if (!res.headersSent) res.setHeader('x-patchgate-audit-id', id);
     this.refuse(res, d.status, d.why);
@@ -724,7 +728,7 @@ export class UpdateGate {
   private holdSettings(): HoldSettings {
     const l = this.o.limits;
     return {
-      cacheTtlMs: l.cacheTtlMs, disk: this.disk, sameEntity: this.sameEntity, policy: this.o.policy, trustFor: this.o.trustFor, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
+      cacheTtlMs: l.cacheTtlMs, disk: this.disk, sameEntity: this.sameEntity, verifier: this.verifier, trustFor: this.o.trustFor, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, unverifiable: this.o.unverifiable,
       rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), auditOnError: this.o.auditOnError, now: this.o.now, observer: this.o.observer, digests: this.digests,
       redirectAllowed: (u) => (u.protocol === 'http:' || u.protocol === 'https:') && this.o.hostRules.decide(canonicalHost(u.hostname), u.pathname).mode === 'inspect',
@@ -778,7 +782,7 @@ export class UpdateGate {
     this.o.audit.record({
       id: newAuditId(), kind: 'transfer', client: req.socket.remoteAddress ?? '?', method: req.method || '?', url: target || '(empty)',
       host: targetHost(hostHeader) ?? canonicalHost(hostHeader), inspected: false, served: 'blocked', status: 400, verdict: 'block',
-      reasons: [reason('BAD_REQUEST', why)], rulesSha256: this.o.rulesSha256, durations: {},
+      reasons: [gateReason('BAD_REQUEST', why)], rulesSha256: this.o.rulesSha256, durations: {},
     });
     this.refuse(res, 400, `bad request target: ${why}`);
   }
