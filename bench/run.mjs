@@ -50,6 +50,8 @@ const CFG = QUICK
   ? {
     s1: [[1 * MiB, 5], [64 * MiB, 1]],
     s2: [[1 * MiB, 4], [64 * MiB, 1]],
+    // hold: tail (HTTP): [scenario, size, reps]
+    tail: [[1, 64 * MiB, 1]],
     s3: { size: 16 * MiB, clients: [8, 32], protos: ['http'] },
     s4: { size: 4 * MiB, clients: 32 },
     s5: { durationMs: 1000, concurrency: 8 },
@@ -58,6 +60,7 @@ const CFG = QUICK
   : {
     s1: [[1 * MiB, 15], [64 * MiB, 3], [1 * GiB, 2]],
     s2: [[1 * MiB, 10], [64 * MiB, 2], [1 * GiB, 1]],
+    tail: [[1, 64 * MiB, 3], [1, 1 * GiB, 2], [2, 64 * MiB, 2], [2, 1 * GiB, 1]],
     s3: { size: 64 * MiB, clients: [8, 32], protos: ['http', 'https'] },
     s4: { size: 64 * MiB, clients: 32 },
     s5: { durationMs: 5000, concurrency: 8 },
@@ -179,14 +182,14 @@ let gateCount = 0;
 // The gate runs with the environment of deploy/patchgate.service (glibc's trim threshold: see there),
 // unless the caller's environment says otherwise.
 const GATE_ENV = { MALLOC_TRIM_THRESHOLD_: process.env.MALLOC_TRIM_THRESHOLD_ ?? '134217728' };
-async function startGate(label) {
+async function startGate(label, extraArgs = []) {
   const port = await freePort();
   const audit = join(TMP, `audit-${++gateCount}-${label}.jsonl`);
   const nodeArgs = [];
   if (PROFILE) mkdirSync(PROFILE_DIR, { recursive: true });
   nodeArgs.push('--import', pathToFileURL(join(REPO, 'bench', 'lib', 'gate-probe.mjs')).href, GATE_BIN, 'run',
     '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--rules', join(REPO, 'rules', 'default.yaml'), '--anchor', join(PKI, 'updateca.pem'),
-    ...UPDATE_HOSTS.flatMap((h) => ['--update-host', h]), '--audit', audit, '--ca-dir', CA_DIR, '--spool-dir', SPOOL_DIR);
+    ...UPDATE_HOSTS.flatMap((h) => ['--update-host', h]), '--audit', audit, '--ca-dir', CA_DIR, '--spool-dir', SPOOL_DIR, ...extraArgs);
   const t0 = nowMs();
   const child = spawn(process.execPath, nodeArgs, {
     cwd: REPO, env: { ...process.env, ...GATE_ENV, NODE_EXTRA_CA_CERTS: originTls.ca }, stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
@@ -264,15 +267,15 @@ async function startGate(label) {
 // TLS ever). A gate keeps every verified payload spooled on disk for its cache TTL (60 s): a gate per
 // scenario also bounds the disk the quick run needs.
 let sharedGate;
-async function acquireGate(label, { fresh = !QUICK } = {}) {
-  if (fresh) return startGate(label);
+async function acquireGate(label, { fresh = !QUICK, args = [] } = {}) {
+  if (fresh) return startGate(label, args);
   const group = label.split('-')[0];
   if (sharedGate && sharedGate.group !== group) {
     await sharedGate.stop();
     sharedGate = undefined;
   }
   if (!sharedGate) {
-    sharedGate = await startGate(`${group}-shared`);
+    sharedGate = await startGate(`${group}-shared`, args);
     sharedGate.shared = true;
     sharedGate.group = group;
   }
@@ -382,16 +385,17 @@ function diskCheck(need, name, scenario) {
 }
 
 /** Scenarios 1 and 2: one inspected payload, direct and through the gate, alternated. */
-async function singlePayload({ scenario, proto, size, reps, throttled }) {
-  const name = `${scenario} ${throttled ? 'throttled 125 MB/s' : 'inspected'} ${proto} ${sizeLabel(size)}`;
-  const label = `s${scenario}-${proto}-${sizeLabel(size).replace(' ', '')}`;
+async function singlePayload({ scenario, proto, size, reps, throttled, hold = 'whole' }) {
+  const tail = hold === 'tail';
+  const name = `${scenario} ${throttled ? 'throttled 125 MB/s' : 'inspected'}${tail ? ' tail' : ''} ${proto} ${sizeLabel(size)}`;
+  const label = `s${scenario}${tail ? 't' : ''}-${proto}-${sizeLabel(size).replace(' ', '')}`;
   // Every verified entity stays spooled for the gate's cache TTL (60 s): reps x size on disk.
   if (!diskCheck(reps * size + 128 * MiB, name, scenario)) return;
   const seed = scenario * 10 + (size >= GiB ? 3 : size >= 64 * MiB ? 2 : 1);
   const { totalSize } = await origin.prepare(size, seed, size <= 64 * MiB);
   const bl = await baseline(size, seed);
   const t = target(proto);
-  const gate = await acquireGate(label);
+  const gate = await acquireGate(label, { args: tail ? ['--hold', 'tail'] : [] });
   let rowData;
   const g = [];
   const d = [];
@@ -417,15 +421,18 @@ async function singlePayload({ scenario, proto, size, reps, throttled }) {
   }
   const ost = await origin.stats(true);
   const gaps = g.map((r) => r.tHead - ost.lastByte[r.id]).filter(Number.isFinite);
+  // Tail mode: the head (and most of the body) goes out before the last byte; what counts is the end.
+  const endGaps = g.map((r) => r.tEnd - ost.lastByte[r.id]).filter(Number.isFinite);
   const gateMs = median(g.map((r) => r.tEnd - r.t0));
   const directMs = median(d.map((r) => r.tEnd - r.t0));
   const gMBps = MBps(totalSize, gateMs);
   const dMBps = MBps(totalSize, directMs);
   const auditMs = auditVerifyMs(records, g.map((r) => r.auditId));
   return row({
-    name, scenario, proto, bytes: totalSize, clients: 1, reps,
+    name, scenario, proto, bytes: totalSize, clients: 1, reps, hold,
     'MB/s': gMBps, ratio_vs_direct: gMBps / dMBps, ratio_vs_sha256: gMBps / bl.sha256MBps,
-    verify_ms_after_last_byte: median(gaps), peak_rss_mib: rowData.peakRssMiB,
+    verify_ms_after_last_byte: tail ? null : median(gaps), peak_rss_mib: rowData.peakRssMiB,
+    last_byte_to_client_end_ms: median(endGaps),
     time_s: gateMs / 1000, direct_time_s: directMs / 1000, time_vs_direct: gateMs / directMs, direct_MBps: dMBps,
     sha256_MBps: bl.sha256MBps, verifier_inprocess_MBps: bl.verifierMBps, verifier_finish_inprocess_ms: bl.verifierFinishMs,
     verify_gap_max_ms: Math.max(...gaps), audit_verify_ms: median(auditMs), audit_verify_ms_max: auditMs.length ? Math.max(...auditMs) : null,
@@ -734,7 +741,8 @@ function notes(r) {
   if (r.scenario === 3) n.push(`upstream ${r.upstream_fetches}× (${r.upstream_requests} req); last ${r.time_s}s vs one direct ${r.one_direct_time_s}s (×${r.time_vs_one_direct}), vs ${r.clients} direct ${r.n_direct_time_s}s`);
   if (r.scenario === 4) n.push(`fds ${r.open_fds_peak}; last ${r.time_s}s vs direct ${r.direct_time_s}s; upstream ${sizeLabel(r.upstream_bytes)}`);
   if (r.scenario === 5) n.push(`direct ${r.direct_req_per_s} req/s p50 ${r.direct_p50_ms} p99 ${r.direct_p99_ms}; gate CPU ${r.gate_cpu_ms_per_request} ms/req${r.audit_verify_ms !== null ? `; audit verify ${r.audit_verify_ms} ms` : ''}${r.errors ? `; ${r.errors} errors (${r.first_error})` : ''}`);
-  if (r.scenario === 7) n.push(`×squid alone ${r.ratio_vs_squid}`);
+  if ((r.scenario === 1 || r.scenario === 2) && r.hold === 'tail') n.push(`tail: client's end ${r.last_byte_to_client_end_ms} ms after the origin's last byte; first byte ${r.gate_first_byte_s}s`);
+  if (r.scenario === 7) n.push(`×squid alone ${r.ratio_vs_squid}${r.vs ? ` (${r.vs})` : ''}${r.stalled ? `; STALLED ${r.stalled} of ${r.attempts}` : ''}`);
   if (r.scenario === 8) n.push(`runs ${r.verify_ms_runs.join('/')} ms; RSS growth during the verdict ${r.rss_growth_mib_during_verdict} MiB; SHA-256 of the same bytes ${r.sha256_ms} ms`);
   if (r.scenario === 6) n.push(`added ${r.added_ms} ms (max ${r.added_ms_max}; first ever +${r.first_ever_added_ms}); known host ${r.known_host_tunnel_ms} ms, direct TLS ${r.direct_tls_ms} ms; fds kept/new host ${r.fds_kept_per_new_host}; burst of ${r.burst_hosts}: max ${r.burst_tunnel_max_ms} ms; side max ${r.side_max_ms_baseline}→${r.side_max_ms_sequential}/${r.side_max_ms_burst} ms; gate loop max ${r.event_loop_delay_max_ms_baseline}→${r.event_loop_delay_max_ms_sequential}/${r.event_loop_delay_max_ms_burst} ms${r.stall ? ' STALL' : ''}`);
   return n.join('; ');
@@ -757,13 +765,19 @@ function targets() {
     if (!rs.length) return t.push({ target, met: null, value: 'not measured' + (detail ? ` (${detail})` : '') });
     t.push({ target, met: ok, value, rows: rs.map((r) => r.name) });
   };
-  const big = find((r) => r.scenario === 1 && r.proto === 'http').sort((a, b) => b.bytes - a.bytes)[0];
+  const big = find((r) => r.scenario === 1 && r.proto === 'http' && r.hold !== 'tail').sort((a, b) => b.bytes - a.bytes)[0];
   const bigNote = big && big.bytes < GiB ? ` (largest measured: ${sizeLabel(Math.round(big.bytes / MiB) * MiB)})` : '';
   add('1 GiB inspected over HTTP >= 0.5x direct' + bigNote, big ? [big] : [], big && `${big.ratio_vs_direct}x`, big && big.ratio_vs_direct >= 0.5);
   add('  ... with gate peak RSS <= 150 MiB' + bigNote, big ? [big] : [], big && `${big.peak_rss_mib} MiB`, big && big.peak_rss_mib <= 150);
-  const thr = find((r) => r.scenario === 2);
+  const bigTail = find((r) => r.scenario === 1 && r.hold === 'tail').sort((a, b) => b.bytes - a.bytes)[0];
+  const tailNote = bigTail && bigTail.bytes < GiB ? ` (largest measured: ${sizeLabel(Math.round(bigTail.bytes / MiB) * MiB)})` : '';
+  add('tail mode: 1 GiB inspected over HTTP >= 0.8x direct' + tailNote, bigTail ? [bigTail] : [], bigTail && `${bigTail.ratio_vs_direct}x (end ${bigTail.last_byte_to_client_end_ms} ms after the origin's last byte)`, bigTail && bigTail.ratio_vs_direct >= 0.8);
+  add('  ... with gate peak RSS <= 150 MiB' + tailNote, bigTail ? [bigTail] : [], bigTail && `${bigTail.peak_rss_mib} MiB`, bigTail && bigTail.peak_rss_mib <= 150);
+  const thrTail = find((r) => r.scenario === 2 && r.hold === 'tail');
+  add('tail mode, throttled (125 MB/s origin): <= 1.05x direct time', thrTail, thrTail.map((r) => `${sizeLabel(Math.round(r.bytes / MiB) * MiB)}: ${r.time_vs_direct}x`).join(', '), thrTail.every((r) => r.time_vs_direct <= 1.05));
+  const thr = find((r) => r.scenario === 2 && r.hold !== 'tail');
   add('throttled (125 MB/s origin): <= 1.15x direct time', thr, thr.map((r) => `${sizeLabel(Math.round(r.bytes / MiB) * MiB || r.bytes)} ${r.proto}: ${r.time_vs_direct}x`).join(', '), thr.every((r) => r.time_vs_direct <= 1.15));
-  const s1 = find((r) => r.scenario === 1);
+  const s1 = find((r) => r.scenario === 1 && r.hold !== 'tail');
   add('verdict after last byte <= 5 ms (client-side: origin last byte -> client first byte)', s1, s1.map((r) => `${r.proto} ${sizeLabel(Math.round(r.bytes / MiB) * MiB)}: ${r.verify_ms_after_last_byte} ms (audit verifyMs ${r.audit_verify_ms})`).join(', '), s1.every((r) => r.verify_ms_after_last_byte <= 5));
   const s3 = find((r) => r.scenario === 3 && r.clients === 32);
   add('32 clients, same payload: one upstream fetch', s3, s3.map((r) => `${r.proto}: ${r.upstream_fetches} fetch(es), ${r.upstream_requests} request(s)`).join(', '), s3.every((r) => r.upstream_requests === 1 && Math.abs(r.upstream_fetches - 1) < 0.01));
@@ -774,6 +788,12 @@ function targets() {
   add('100 KiB inspected >= 0.4x direct req/s', s5i, s5i.map((r) => `${r.proto}: ${r.ratio_vs_direct}x`).join(', '), s5i.every((r) => r.ratio_vs_direct >= 0.4));
   const s5p = find((r) => r.scenario === 5 && r.name.includes('passed'));
   add('passed-through >= 0.5x direct req/s', s5p, s5p.map((r) => `${r.name.includes('tunnel') ? 'https tunnel' : 'http'}: ${r.ratio_vs_direct}x`).join(', '), s5p.every((r) => r.ratio_vs_direct >= 0.5));
+  const s7t = find((r) => r.scenario === 7 && r.name === '7 squid + patchgate icap tail 64 MiB');
+  add('squid 5.7 + patchgate icap (tail, as printed: delay pool), 64 MiB >= 0.5x squid alone without the delay pool', s7t, s7t.map((r) => `${r.ratio_vs_squid}x (${r.time_s}s)`).join(', '), s7t.every((r) => r.ratio_vs_squid >= 0.5));
+  const s7n = find((r) => r.scenario === 7 && r.name === '7 squid no pool + patchgate icap tail 64 MiB');
+  add('  ... the same without the delay pool (not what is printed: stalls at random)', s7n, s7n.map((r) => `${r.ratio_vs_squid ?? '-'}x, ${r.stalled ?? 0} of ${r.attempts} stalled`).join(', '), s7n.every((r) => r.ratio_vs_squid >= 0.5 && !r.stalled));
+  const s7s = find((r) => r.scenario === 7 && r.name === '7 squid + patchgate icap 100 KiB x8');
+  add('squid 5.7 + patchgate icap, 100 KiB >= 0.5x squid alone req/s', s7s, s7s.map((r) => `${r.ratio_vs_squid}x`).join(', '), s7s.every((r) => r.ratio_vs_squid >= 0.5));
   const s6 = find((r) => r.scenario === 6);
   add('first TLS to a new host <= 20 ms added', s6, s6.map((r) => `${r.added_ms} ms median, ${r.added_ms_max} ms max (first ever ${r.first_ever_added_ms} ms)`).join(', '), s6.every((r) => r.added_ms <= 20));
   add('  ... and no stall of other clients', s6, s6.map((r) => `gate event loop max ${r.event_loop_delay_max_ms_sequential}/${r.event_loop_delay_max_ms_burst} ms (baseline ${r.event_loop_delay_max_ms_baseline}); side client max ${r.side_max_ms_sequential}/${r.side_max_ms_burst} ms (baseline ${r.side_max_ms_baseline})`).join(', '), s6.every((r) => !r.stall));
@@ -789,6 +809,7 @@ const want = (n) => !ONLY || ONLY.includes(n);
 const plan = [];
 if (want(1)) for (const [size, reps] of CFG.s1) for (const proto of ['http', 'https']) plan.push(() => singlePayload({ scenario: 1, proto, size, reps, throttled: false }));
 if (want(2)) for (const [size, reps] of CFG.s2) for (const proto of ['http', 'https']) plan.push(() => singlePayload({ scenario: 2, proto, size, reps, throttled: true }));
+for (const [scenario, size, reps] of CFG.tail) if (want(scenario)) plan.push(() => singlePayload({ scenario, proto: 'http', size, reps, throttled: scenario === 2, hold: 'tail' }));
 if (want(3)) for (const proto of CFG.s3.protos) for (const n of CFG.s3.clients) {
   if (proto === 'https' && n !== 32) continue;
   plan.push(() => samePayload({ proto, n, size: CFG.s3.size }));

@@ -42,6 +42,11 @@ export interface AuditRecord {
    * format nor metadata).
    */
   rule?: string;
+  /**
+   * How this client got an inspected payload: `whole` (nothing before the verdict) or `tail`
+   * (streamed as it arrived, its end withheld until the verdict; a block cuts the transfer).
+   */
+  hold?: 'whole' | 'tail';
   /** true when this client was served from a download another request started (or a verified cache entry). */
   shared?: boolean;
 }

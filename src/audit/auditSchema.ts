@@ -56,6 +56,7 @@ export const AUDIT_LINE_SCHEMA = {
       properties: { upstreamMs: ms, verifyMs: ms, toClientMs: ms },
     },
     shared: { type: 'boolean' },
+    hold: { enum: ['whole', 'tail'] },
     rule: { type: 'string', minLength: 1 },
     icapClient: str,
     icapStatus: { type: 'integer', minimum: 100, maximum: 999 },

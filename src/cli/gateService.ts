@@ -1,5 +1,5 @@
 import type http from 'node:http';
-import { loadRulesFile, type HostRule, type LoadedRules, type UnverifiableRule } from '../policy/rulesFile.js';
+import { loadRulesFile, type HoldMode, type HostRule, type LoadedRules, type UnverifiableRule } from '../policy/rulesFile.js';
 import { buildPolicy } from '../policy/buildPolicy.js';
 import { HostRules } from '../policy/hostRules.js';
 import { buildTrustChannels, type TrustChannels } from '../policy/trustChannels.js';
@@ -16,6 +16,8 @@ export interface GateServiceArgs {
   rules: string;
   admin: string;
   updateHost?: string[];
+  /** Hold mode of the --update-host hosts (rules hosts[].hold). */
+  hold?: HoldMode;
   anchor?: string[];
   tsaAnchor?: string[];
   distrust?: string;
@@ -53,7 +55,7 @@ export function loadGateConfig(args: GateServiceArgs): GateServiceConfig {
   const loaded = loadRulesFile(args.rules);
   const policy = buildPolicy(loaded, { anchorFiles: args.anchor, tsaAnchorFiles: args.tsaAnchor, distrustFile: args.distrust, allowSha1: args.allowSha1, ekuMode: args.ekuMode, signatureMode: args.signatureMode });
   // A host named on the command line is the operator's explicit destination: any port (the lab, tests, a WSUS server).
-  const extra: HostRule[] = (args.updateHost ?? []).map((pattern) => ({ pattern, mode: 'inspect', ports: 'any', source: '--update-host' }));
+  const extra: HostRule[] = (args.updateHost ?? []).map((pattern) => ({ pattern, mode: 'inspect', ports: 'any', source: '--update-host', ...(args.hold ? { hold: args.hold } : {}) }));
   const r = loaded.rules;
   const access: AccessRules = {
     clients: [...(r.clients ?? DEFAULT_CLIENTS), ...(args.allowClient ?? [])],

@@ -64,6 +64,7 @@ export async function main(argv: string[]): Promise<number> {
           .option('admin', { type: 'string', default: '127.0.0.1:8081', describe: 'HOST:PORT for /healthz ("off" to disable)' })
           .option('upstream-proxy', { type: 'string', describe: 'forward everything through this http:// proxy (the existing egress proxy)' })
           .option('update-host', { type: 'string', describe: 'add a host pattern to inspect (repeatable), e.g. 127.0.0.1 or *.windowsupdate.com' })
+          .option('hold', { choices: ['whole', 'tail'] as const, describe: 'how payloads of --update-host hosts are held (rules hosts[].hold): whole (default) or tail' })
           .option('audit', { type: 'string', default: '-', describe: 'audit log file (JSON lines), or - for stdout' })
           .option('ca-dir', { type: 'string', default: DEFAULT_CA_DIR, describe: 'folder of the interception CA (made on first run; key mode 0600)' })
           .option('spool-dir', { type: 'string', describe: 'folder for held payloads (default: the system temp folder)' })
@@ -82,7 +83,7 @@ export async function main(argv: string[]): Promise<number> {
             interface: asList(a['wpad-interface']), expect: asList(a['wpad-expect']), every: a['wpad-every'], window: a['wpad-window'],
             dnsServer: asList(a['wpad-dns-server']), searchDomain: asList(a['wpad-search-domain']),
           } : undefined,
-          rules: a.rules, listen: a.listen, admin: a.admin, upstreamProxy: a['upstream-proxy'], updateHost: asList(a['update-host']),
+          rules: a.rules, listen: a.listen, admin: a.admin, upstreamProxy: a['upstream-proxy'], updateHost: asList(a['update-host']), hold: a.hold,
           anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust, allowSha1: a['allow-sha1'],
           ekuMode: a['eku-mode'], signatureMode: a['signature-mode'], audit: a.audit, caDir: a['ca-dir'], spoolDir: a['spool-dir'], upstreamCa: a['upstream-ca'],
           allowClient: asList(a['allow-client']),
@@ -96,6 +97,7 @@ export async function main(argv: string[]): Promise<number> {
         trustOptions(y)
           .option('listen', { type: 'string', default: '127.0.0.1:1344', describe: 'HOST:PORT to accept ICAP clients on (service URI icap://HOST:PORT/respmod)' })
           .option('update-host', { type: 'string', describe: 'add a host pattern to inspect (repeatable), e.g. 127.0.0.1 or *.windowsupdate.com' })
+          .option('hold', { choices: ['whole', 'tail'] as const, describe: 'how payloads of --update-host hosts are held (rules hosts[].hold): whole (default) or tail' })
           .option('audit', { type: 'string', default: '-', describe: 'audit log file (JSON lines), or - for stdout' })
           .option('admin', { type: 'string', default: 'off', describe: 'HOST:PORT for /healthz and /metrics ("off" to disable)' })
           .option('spool-dir', { type: 'string', describe: 'folder for held payloads (default: the system temp folder)' })
@@ -105,7 +107,7 @@ export async function main(argv: string[]): Promise<number> {
           .option('print-squid-config', { type: 'boolean', describe: 'print the squid.conf lines for this service and the rules\' inspected hosts, and exit' }),
       async (a) => {
         code = await runIcap({
-          rules: a.rules, listen: a.listen, admin: a.admin, updateHost: asList(a['update-host']),
+          rules: a.rules, listen: a.listen, admin: a.admin, updateHost: asList(a['update-host']), hold: a.hold,
           anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust, allowSha1: a['allow-sha1'],
           ekuMode: a['eku-mode'], signatureMode: a['signature-mode'], audit: a.audit, spoolDir: a['spool-dir'],
           maxConnections: a['max-connections'], previewBytes: a['preview-bytes'], printSquidConfig: a['print-squid-config'], allowPeer: asList(a['allow-peer']),

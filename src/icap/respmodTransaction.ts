@@ -3,12 +3,15 @@ import type { Readable } from 'node:stream';
 import type { Verdict } from '../verify/verdict.js';
 import { gateReason, type GateReason } from '../inspect/gateReason.js';
 import type { HostRules } from '../policy/hostRules.js';
+import type { HoldMode } from '../policy/rulesFile.js';
 import { canonicalHost, targetHost } from '../policy/hostRules.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
 import { PayloadInspection, type InspectionResult, type InspectionSettings } from '../inspect/payloadInspection.js';
 import { blockPage } from '../inspect/blockPage.js';
 import type { Spool } from '../inspect/spool.js';
 import { reportFault } from '../metrics/gateObserver.js';
+import { transferRecord } from '../inspect/transferRecord.js';
+import { decideResponse, isDroppedForVerifiedEntity, isHopByHop } from '../inspect/responsePolicy.js';
 import { HttpHead, LAST_CHUNK, chunk, icapResponseHead, requestLine, responseStatus, type IcapRequestHead } from './icapMessage.js';
 
 /** What every RESPMOD transaction shares: the rules, the audit trail, the limits. */
@@ -48,10 +51,9 @@ export interface RespmodRequest {
   preview: boolean;
 }
 
-/** Response headers never copied from the virgin response into one we write. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate']);
-const dropForEcho = (n: string) => HOP_BY_HOP.has(n) || n.startsWith('x-patchgate');
-const dropForDecoded = (n: string) => dropForEcho(n) || n === 'content-length' || n === 'content-encoding' || n === 'content-range' || n === 'accept-ranges';
+/** Headers never copied from the virgin response into one we write (src/inspect/responsePolicy.ts). */
+const dropForEcho = isHopByHop;
+const dropForDecoded = isDroppedForVerifiedEntity;
 
 const isIdentity = (ce: string | undefined) => !ce || ce.split(',').every((s) => !s.trim() || s.trim().toLowerCase() === 'identity');
 
@@ -91,6 +93,14 @@ export class RespmodTransaction {
   private verifyMs: number | undefined;
   private spool: Spool | undefined;
   private spoolStream: Readable | undefined;
+  /** The rule's hold mode for this response (rules `hold`). */
+  private readonly holdMode: HoldMode = 'whole';
+  /**
+   * Tail mode: `streaming` once the adapted response is under way before the verdict (its body the
+   * virgin body less the withheld end), `done` once the verdict ended it.
+   */
+  private tail: 'off' | 'wanted' | 'streaming' | 'done' = 'off';
+  private tailSent = 0;
 
   constructor(private readonly ctx: RespmodContext, private readonly io: TransactionIo, private readonly r: RespmodRequest) {
     this.inPreview = r.preview && r.hasBody;
@@ -109,8 +119,9 @@ export class RespmodTransaction {
     this.contentEncoding = r.resHead?.get('content-encoding');
     // Without a usable request head, or with a numeric spelling the rules could not match, inspect: fail closed.
     const spelled = url ? targetHost(url.hostname) : undefined;
-    const decision = spelled === undefined ? 'inspect' : ctx.hostRules.decide(spelled, url!.pathname).mode;
-    if (decision === 'inspect') this.mode = 'inspect';
+    const decision = spelled === undefined ? { mode: 'inspect' as const } : ctx.hostRules.decide(spelled, url!.pathname);
+    if (decision.mode === 'inspect') this.mode = 'inspect';
+    this.holdMode = decision.rule?.hold ?? 'whole';
   }
 
   /** Decides what can be decided from the heads; the body (if any) follows through data()/bodyEnd(). */
@@ -125,20 +136,12 @@ export class RespmodTransaction {
     const res = this.r.resHead!;
     const status = responseStatus(res);
     this.upstreamStatus = status;
-    if (status === 206) {
-      return this.block([gateReason('UPSTREAM_ERROR', 'the origin answered 206 Partial Content: a partial body cannot be verified (Squid: range_offset_limit -1 for update hosts)')]);
-    }
-    const location = res.get('location');
-    if (status >= 300 && status < 400 && location) {
-      let target: URL | undefined;
-      try { target = new URL(location, this.url); } catch { /* refused below */ }
-      const ok = target && (target.protocol === 'http:' || target.protocol === 'https:') && this.ctx.hostRules.decide(canonicalHost(target.hostname), target.pathname).mode === 'inspect';
-      if (!ok) return this.block([gateReason('UPSTREAM_ERROR', `redirect to ${location}, a host the rules do not inspect`)]);
-      this.record({ served: 'redirect', status, verdict: 'pass', reasons: [], inspected: false, icapStatus: this.unchangedStatus });
-      return this.unchanged();
-    }
-    if (this.method === 'HEAD' || status === 204 || status === 304 || status < 200) {
-      this.record({ served: this.method === 'HEAD' ? 'head' : 'not-modified', status, verdict: 'pass', reasons: [], inspected: false, icapStatus: this.unchangedStatus });
+    // Status line and headers first: the same rules as the gate's (src/inspect/responsePolicy.ts).
+    const d = decideResponse({ method: this.method, status, location: res.get('location'), url: this.url },
+      (t) => this.ctx.hostRules.decide(canonicalHost(t.hostname), t.pathname).mode === 'inspect');
+    if (d.kind === 'block') return this.block([d.reason]);
+    if (d.kind === 'relay') {
+      this.record({ served: d.served, status, verdict: 'pass', reasons: [], inspected: false, icapStatus: this.unchangedStatus });
       return this.unchanged();
     }
     const cl = this.r.resHead!.get('content-length');
@@ -154,6 +157,10 @@ export class RespmodTransaction {
         end: () => this.passEnd(),
         error: () => this.end(true), // a response already under way cannot become a block: cut it
       },
+      // Only with a length Squid can hold the adapted body to (see tailEnd): without one, the body is held whole.
+      ...(this.holdMode === 'tail' && this.method === 'GET' && isIdentity(this.contentEncoding) && cl !== undefined && /^\d{1,15}$/.test(cl.trim()) ? {
+        tail: { start: () => this.tailStart(), data: (chunks: Buffer[], resume: () => void) => this.tailData(chunks, resume) },
+      } : {}),
     });
     this.inspection.result.then((res) => this.onResult(res), (e: Error) => this.block([gateReason('INTERNAL_ERROR', e.message)]))
       // Answering runs here, outside the connection's guarded entries (an unhandled rejection would end the process).
@@ -183,7 +190,7 @@ export class RespmodTransaction {
   }
 
   private get echoing(): boolean {
-    return (this.mode === 'unchanged' && this.echo) || this.passEcho === 'echo';
+    return (this.mode === 'unchanged' && this.echo) || this.passEcho === 'echo' || this.tail === 'streaming';
   }
 
   /** The last-chunk: the end of a preview (more may follow) or of the whole body. */
@@ -194,6 +201,7 @@ export class RespmodTransaction {
       if (this.mode === 'unchanged' || this.passEcho === 'await-204') return this.noContent();
       this.inPreview = false;
       this.io.sendContinue();
+      if (this.tail === 'wanted') this.tailStart();
       return;
     }
     this.bodyComplete = true;
@@ -218,6 +226,7 @@ export class RespmodTransaction {
     this.spoolStream?.destroy();
     if (this.mode === 'inspect') {
       if (!this.responded) this.record({ served: 'client-aborted', status: 0, verdict: 'block', reasons: [why] });
+      else if (this.tail === 'streaming') this.record({ served: 'client-aborted', status: this.upstreamStatus!, verdict: 'block', reasons: [why], bytesToClient: this.tailSent, hold: 'tail' });
       // An allowed payload was recorded before its first byte left.
       else if (this.passEcho === 'echo') this.record({ served: 'client-aborted', status: this.upstreamStatus!, verdict: 'pass', reasons: [], inspected: false, bytesToClient: this.passBytes });
     }
@@ -228,7 +237,7 @@ export class RespmodTransaction {
 
   /** Blocks a payload still waiting for its verdict (the service stops); anything else is left to finish. */
   failHeld(why: GateReason): void {
-    if (this.mode !== 'inspect' || this.responded || this.finished) return;
+    if (this.mode !== 'inspect' || (this.responded && this.tail !== 'streaming') || this.finished) return;
     if (this.inspection) this.inspection.fail(why);
     else this.block([why]);
   }
@@ -278,6 +287,7 @@ export class RespmodTransaction {
   }
 
   private onResult(r: InspectionResult): void {
+    if (this.tail === 'streaming' && r.kind !== 'pass') return this.tailEnd(r);
     if (this.responded && r.kind !== 'pass') {
       if (r.kind === 'verdict') r.spool?.release(); // answered (or aborted) meanwhile: nobody reads it
       return;
@@ -311,7 +321,12 @@ export class RespmodTransaction {
     ]);
     this.respond200(head, true);
     this.spool = r.spool;
-    const stream = r.spool!.read();
+    this.sendSpool(r.spool!, 0);
+  }
+
+  /** The verified bytes from `from` on, then the last chunk. */
+  private sendSpool(spool: Spool, from: number): void {
+    const stream = spool.read(from);
     this.spoolStream = stream;
     stream.on('data', (d: Buffer) => {
       if (!this.io.write(chunk(d))) {
@@ -321,7 +336,7 @@ export class RespmodTransaction {
     });
     stream.on('error', (e) => {
       if (this.finished) return;
-      this.record({ served: 'client-aborted', status: this.upstreamStatus!, verdict: 'block', reasons: [gateReason('INTERNAL_ERROR', `spool: ${e.message}`)] });
+      this.record({ served: 'client-aborted', status: this.upstreamStatus!, verdict: 'block', reasons: [gateReason('INTERNAL_ERROR', `spool: ${e.message}`)], hold: this.holdMode === 'tail' && from > 0 ? 'tail' : undefined });
       this.end(true);
     });
     stream.on('end', () => {
@@ -329,6 +344,72 @@ export class RespmodTransaction {
       this.io.write([LAST_CHUNK]);
       this.end(false);
     });
+  }
+
+  // ---- tail mode: the adapted body flows back as the virgin body arrives, its end withheld ----
+
+  /**
+   * The payload's hold is planned (src/inspect/tailHold.ts): the adapted response starts now, with
+   * the virgin response's head and its Content-Length (tail mode applies only to identity bodies
+   * with one), whether the format streams or is held whole (then no body byte goes before the
+   * verdict): Squid 5.7 reads no more than 64 KiB of the virgin body until the adapted response has
+   * started (bug 5352). Squid relays it as it comes; on a block the adapted body ends short of that
+   * length, so Squid aborts the client's transfer.
+   */
+  private tailStart(): void {
+    if (this.responded || this.finished) return;
+    if (this.inPreview) {
+      // The head cannot answer a preview (that would end the virgin body): it follows the 100 Continue.
+      this.tail = 'wanted';
+      return;
+    }
+    this.tail = 'streaming';
+    const head = this.r.resHead!.edit(dropForDecoded, [
+      ['Content-Length', this.r.resHead!.get('content-length')!.trim()], ['X-Patchgate-Hold', 'tail'], ['X-Patchgate-Audit-Id', this.id],
+    ]);
+    this.respond200(head, true);
+  }
+
+  private tailData(chunks: Buffer[], resume: () => void): boolean {
+    if (this.tail !== 'streaming' || this.finished) return true;
+    let ok = true;
+    for (const c of chunks) {
+      this.tailSent += c.byteLength;
+      ok = this.io.write(chunk(c)) && ok;
+    }
+    if (!ok) this.io.onDrain(resume);
+    return ok;
+  }
+
+  /** The verdict of a streaming payload: its withheld end from the spool and the last chunk, or the connection cut. */
+  private tailEnd(r: Exclude<InspectionResult, { kind: 'pass' }>): void {
+    this.tail = 'done';
+    if (this.finished) {
+      if (r.kind === 'verdict') r.spool?.release();
+      return;
+    }
+    if (r.kind === 'verdict') {
+      this.verifyMs = r.verifyMs;
+      const recorded = this.record({ served: 'full', status: this.upstreamStatus!, verdict: 'allow', reasons: [], verdictData: r.verdict, bytesToClient: r.verdict.size, icapStatus: 200, hold: 'tail' });
+      if (!recorded && this.ctx.auditOnError !== 'serve') {
+        r.spool?.release();
+        this.record({ served: 'blocked', status: this.upstreamStatus!, verdict: 'block', reasons: [gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block')], bytesToClient: this.tailSent, icapStatus: 200, hold: 'tail' });
+        this.io.write([LAST_CHUNK]); // short of the length: Squid aborts the client's transfer (see below)
+        return this.end(false);
+      }
+      this.allowed = r.verdict;
+      this.spool = r.spool;
+      return this.sendSpool(r.spool!, this.tailSent);
+    }
+    this.rule = r.rule;
+    this.record({ served: 'blocked', status: this.upstreamStatus!, verdict: 'block', reasons: r.reasons, verdictData: r.verdict, bytesToClient: this.tailSent, icapStatus: 200, hold: 'tail' });
+    // The adapted body ends short of the Content-Length its head declared: Squid aborts its client's
+    // transfer there (and caches nothing). The ICAP response itself is complete, so that Squid counts
+    // no failure of the service: closing the connection instead would, and with the printed
+    // `icap_service_failure_limit 1` two blocks in a row would suspend the service (500 for every
+    // update download until it revives).
+    this.io.write([LAST_CHUNK]);
+    this.end(false);
   }
 
   // ---- content that is not a payload, on an inspected host (the rules pass it) ----
@@ -378,7 +459,7 @@ export class RespmodTransaction {
 
   private timeout(message: string): void {
     if (this.finished) return;
-    if (this.mode === 'inspect' && !this.responded) {
+    if (this.mode === 'inspect' && (!this.responded || this.tail === 'streaming')) {
       this.inspection?.fail(gateReason('TIMEOUT', message));
       if (!this.inspection) this.block([gateReason('TIMEOUT', message)]);
       return;
@@ -403,7 +484,7 @@ export class RespmodTransaction {
     this.spool?.release();
   }
 
-  get inFlight(): boolean { return !this.finished && this.mode === 'inspect' && !this.responded; }
+  get inFlight(): boolean { return !this.finished && this.mode === 'inspect' && (!this.responded || this.tail === 'streaming'); }
   get spoolBytes(): number { return this.inspection?.spoolBytes ?? this.spool?.heldBytes ?? 0; }
 
   /** The rule that decided content the verifier does not check (audit `rule`). */
@@ -411,18 +492,11 @@ export class RespmodTransaction {
 
   private record(x: {
     served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: GateReason[];
-    verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; toClientMs?: number; icapStatus?: number;
+    verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; toClientMs?: number; icapStatus?: number; hold?: AuditRecord['hold'];
   }): boolean {
-    const v = x.verdictData;
-    return this.ctx.audit({
-      id: this.id, kind: 'transfer', client: this.client, method: this.method, url: this.url, host: this.host,
-      inspected: x.inspected ?? v !== undefined, served: x.served, status: x.status, upstreamStatus: this.upstreamStatus,
-      bytes: v?.size, bytesToClient: x.bytesToClient, sha256: v?.sha256, format: v?.format,
-      verdict: x.verdict, reasons: x.reasons, signer: v?.signer, chain: v?.chain?.map((c) => c.sha256), timestamp: v?.timestamp,
-      trustChannel: this.inspection?.channel,
-      rulesSha256: this.ctx.rulesSha256,
-      durations: { upstreamMs: (this.lastByte || Date.now()) - this.started, verifyMs: this.verifyMs, toClientMs: x.toClientMs },
-      icapClient: this.io.peer, icapStatus: x.icapStatus, rule: this.rule,
-    });
+    return this.ctx.audit(transferRecord(
+      { id: this.id, client: this.client, method: this.method, url: this.url, host: this.host, upstreamStatus: this.upstreamStatus, rulesSha256: this.ctx.rulesSha256, trustChannel: this.inspection?.channel },
+      { ...x, rule: this.rule, icapClient: this.io.peer, durations: { upstreamMs: (this.lastByte || Date.now()) - this.started, verifyMs: this.verifyMs, toClientMs: x.toClientMs } },
+    ));
   }
 }

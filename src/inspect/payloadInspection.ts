@@ -12,6 +12,7 @@ import { reportFault, type GateObserver } from '../metrics/gateObserver.js';
 import { Spool, type DiskBudget, type MemoryBudget } from './spool.js';
 import type { DigestJob, DigestPool } from './digestPool.js';
 import type { TrustChannel } from '../policy/trustChannels.js';
+import { TailRelease } from './tailHold.js';
 
 export interface InspectionSettings {
   /** The verifier built once from the rules' trust (without channels, or for requests no channel names). */
@@ -52,6 +53,22 @@ export interface PassSink {
   end(): void;
   /** The body stopped decoding after it started to flow: the response cannot be completed. */
   error(why: GateReason): void;
+}
+
+/**
+ * Where a payload held in tail mode streams (src/inspect/tailHold.ts): the decoded bytes the format
+ * lets out before the verdict. Never called for a payload held whole.
+ */
+export interface TailSink {
+  /**
+   * The plan is made, before any body byte may leave: `streams` when the format lets this payload
+   * stream (body bytes follow through data), false when it is held whole after all. The gate then
+   * keeps its whole-mode answer (a 403 remains possible); the ICAP service starts its response
+   * anyway, with no body byte before the verdict (Squid 5.7 stalls otherwise: docs/gate.md "Hold modes").
+   */
+  start(streams: boolean): void;
+  /** More bytes, in order; false asks for a pause until `resume` is called (once). */
+  data(chunks: Buffer[], resume: () => void): boolean;
 }
 
 /**
@@ -120,13 +137,18 @@ export class PayloadInspection {
   /** Sinks (spool, digest thread, pass sink) that asked for a pause and have not resumed yet. */
   private waits = 0;
   private readonly job: DigestJob | undefined;
+  /** Tail mode: what may leave before the verdict (undefined: held whole). */
+  private tail: TailRelease | undefined;
+  private tailStarted = false;
+  /** The first decoder's input is full: waiting for its 'drain'. */
+  private entryFull = false;
 
   /** The trust channel that judged this body (rules `channels`), when channels are in use. */
   readonly channel: string | undefined;
 
   constructor(
     private s: InspectionSettings,
-    private readonly o: { contentEncoding?: string | string[]; host?: string; pathname: string; pass?: PassSink; declaredLength?: number; owner?: string },
+    private readonly o: { contentEncoding?: string | string[]; host?: string; pathname: string; pass?: PassSink; tail?: TailSink; declaredLength?: number; owner?: string },
   ) {
     const channel = s.trustFor && o.host !== undefined ? s.trustFor(o.host, o.pathname) : undefined;
     if (channel) this.s = { ...s, verifier: channel.verifier, nonPayload: channel.nonPayload ?? s.nonPayload };
@@ -163,13 +185,21 @@ export class PayloadInspection {
   /** Bytes this body holds in its spool until the spool is released, and of which in memory. */
   get spoolBytes(): number { return this.spool?.heldBytes ?? 0; }
   get spoolInMemoryBytes(): number { return this.spool?.inMemoryBytes ?? 0; }
+  /** Tail mode: decoded bytes handed to the tail sink so far. */
+  get releasedBytes(): number { return this.tail?.releasedBytes ?? 0; }
+  /** Tail mode: why this payload is held whole after all (its format), once known. */
+  get heldWholeBecause(): string | undefined { return this.tail?.whole; }
 
   /** Raw body bytes; false: wait for `onDrain` before pushing more. */
   push(raw: Buffer): boolean {
     if (this.done && this.mode !== 'pass') return true; // decided: the rest is discarded
     if (this.entry) {
       const ok = this.entry.write(raw);
-      if (!ok) this.entry.once('drain', () => this.drained());
+      // One drain listener at a time: a caller resumed early (a sink drained first) may write again before it.
+      if (!ok && !this.entryFull) {
+        this.entryFull = true;
+        this.entry.once('drain', () => { this.entryFull = false; this.drained(); });
+      }
       return ok && this.waits === 0;
     }
     this.accept(raw);
@@ -210,7 +240,7 @@ export class PayloadInspection {
   }
 
   private drained(): void {
-    if (this.waits > 0) return;
+    if (this.waits > 0 || this.entryFull) return;
     const w = this.drainWaiters.splice(0);
     for (const fn of w) fn();
   }
@@ -231,8 +261,10 @@ export class PayloadInspection {
   private decide(): void {
     const head = Buffer.concat(this.head);
     this.head = [];
-    if (sniffFormat(head) !== 'unknown') {
+    const format = sniffFormat(head);
+    if (format !== 'unknown') {
       this.mode = 'hold';
+      if (this.o.tail) this.tail = new TailRelease(format, this.s.verifier.policy.limits.maxHeaderBytes);
       this.spool = new Spool(this.s.spoolDir, this.s.memoryHoldBytes, this.s.memory, this.s.disk ? { budget: this.s.disk, owner: this.o.owner ?? '?' } : undefined);
       // A full or read-only spool ends the hold at once, with the reason (not an idle timeout later).
       this.spool.onError = (e) => {
@@ -274,6 +306,17 @@ export class PayloadInspection {
     }
     if (!this.spool!.write(chunk, this.uncongest)) this.congest();
     if (this.spool!.refused) return this.fail(gateReason('OVERSIZE', `spool: ${this.spool!.refused}; try again later`));
+    if (this.tail) {
+      // Spooled first: what leaves early is always a prefix of what the spool holds.
+      const out = this.tail.offer(chunk);
+      // The head goes out as soon as the plan is to stream (a proxy waiting for an answer, as Squid's
+      // ICAP client does, sees one at once), the body bytes as the lag lets them.
+      if (!this.tailStarted && this.tail.planned) {
+        this.tailStarted = true;
+        this.o.tail!.start(this.tail.streaming);
+      }
+      if (out.length && !this.o.tail!.data(out, this.uncongest)) this.congest();
+    }
   }
 
   private passOn(chunk: Buffer): void {

@@ -19,8 +19,15 @@ export interface HostRule {
   paths?: string[];
   /** Ports this host may be reached on besides the rules' `ports` lists; `any` (from `--update-host HOST`) for every port. */
   ports?: number[] | 'any';
+  /**
+   * How an inspected payload is held (docs/gate.md "Hold modes"): `whole` (default) keeps every byte until
+   * the verdict; `tail` streams it as it arrives and withholds only its end until the verdict.
+   */
+  hold?: HoldMode;
   source?: string;
 }
+
+export type HoldMode = 'whole' | 'tail';
 
 /** Which requests get which trust (docs/trust.md "Trust channels"); first match wins. */
 export interface ChannelRule {

@@ -83,6 +83,7 @@ export const RULES_SCHEMA = {
           mode: { enum: ['inspect', 'pinned', 'pass'] },
           paths: { type: 'array', items: { type: 'string', minLength: 1 } },
           ports: { oneOf: [{ const: 'any' }, portList] },
+          hold: { enum: ['whole', 'tail'] },
           source: { type: 'string' },
         },
       },

@@ -3,6 +3,9 @@ import { randomUUID } from 'node:crypto';
 import type { Verdict } from '../verify/verdict.js';
 import { gateReason, type GateReason } from '../inspect/gateReason.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
+import type { HoldMode } from '../policy/rulesFile.js';
+import { transferRecord } from '../inspect/transferRecord.js';
+import { decideResponse, isDroppedForVerifiedEntity } from '../inspect/responsePolicy.js';
 import type { Spool } from '../inspect/spool.js';
 import { PayloadInspection, type InspectionResult, type InspectionSettings } from '../inspect/payloadInspection.js';
 import { interpretRange } from './byteRange.js';
@@ -46,14 +49,9 @@ export interface HoldSettings extends InspectionSettings {
   redirectAllowed: (location: URL) => boolean;
 }
 
-const HOP_BY_HOP = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
-  'proxy-authenticate', 'proxy-authorization', 'content-length', 'content-encoding', 'content-range', 'accept-ranges',
-]);
-
 function entityHeaders(h: IncomingHttpHeaders): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  for (const [k, v] of Object.entries(h)) if (v !== undefined && !HOP_BY_HOP.has(k) && !k.startsWith('x-patchgate')) out[k] = v;
+  for (const [k, v] of Object.entries(h)) if (v !== undefined && !isDroppedForVerifiedEntity(k)) out[k] = v;
   return out;
 }
 
@@ -89,6 +87,13 @@ export class HeldDownload {
 
   /** The fetching request carried credentials (Authorization). */
   credentials = false;
+  /**
+   * How the payload is held for the clients waiting when it starts to arrive (rules `hold`): `whole`,
+   * or `tail` (streamed, its end withheld until the verdict; src/inspect/tailHold.ts). Clients that
+   * join later, ask for a range, or cannot tell a cut transfer from a complete one (HTTP/1.0 with no
+   * length known) are served whole from the verified copy.
+   */
+  holdMode: HoldMode = 'whole';
   /** The client whose request started the download: its spool is counted against it. */
   owner = '?';
   /** URL without its query (plus the credentials' identity), for ETag matching; undefined: no matching. */
@@ -134,11 +139,16 @@ export class HeldDownload {
 
   private detach(w: Waiter): void {
     const i = this.waiters.indexOf(w);
-    if (i < 0) return;
-    this.waiters.splice(i, 1);
-    this.record(w, { served: 'client-aborted', status: 0, verdict: 'block', reasons: [gateReason('UPSTREAM_ERROR', 'the client disconnected before the verdict')] });
+    const t = this.streaming.indexOf(w);
+    if (i < 0 && t < 0) return;
+    if (i >= 0) this.waiters.splice(i, 1);
+    else this.streaming.splice(t, 1);
+    this.record(w, {
+      served: 'client-aborted', status: t >= 0 ? this.upstreamStatus ?? 0 : 0, verdict: 'block', reasons: [gateReason('UPSTREAM_ERROR', 'the client disconnected before the verdict')],
+      ...(t >= 0 ? { hold: 'tail' as const, bytesToClient: this.tailSent } : {}),
+    });
     // Nobody left to serve: stop fetching, so a client that walks away frees the upstream and the spool.
-    if (!this.outcome && this.waiters.length === 0) this.abort();
+    if (!this.outcome && this.waiters.length === 0 && this.streaming.length === 0) this.abort();
   }
 
   private idleCleared = false;
@@ -242,30 +252,24 @@ export class HeldDownload {
       if (same && same !== this) return this.handOver(same, res);
     }
 
-    // Only chunked framing is undone by the HTTP parser: any other transfer-coding (gzip, chunked)
-    // would reach the verifier still coded. Squid answers 502 for them; so does the gate.
-    const te = String(res.headers['transfer-encoding'] ?? '').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c && c !== 'chunked');
-    if (te.length) {
-      res.destroy();
-      this.settings.observer?.upstreamError('UPSTREAM_ERROR');
-      return this.settleNow({ kind: 'block', status: 502, reasons: [gateReason('UPSTREAM_ERROR', `unsupported transfer-coding "${te.join(', ')}" (only chunked is accepted)`)] });
-    }
-    if (status === 206) {
-      res.destroy();
-      return this.fail(gateReason('UPSTREAM_ERROR', 'upstream answered 206 Partial Content to a request without Range: a partial body is never forwarded unverified'));
-    }
-    if (status >= 300 && status < 400 && res.headers.location) {
-      res.resume();
-      let target: URL | undefined;
-      try { target = new URL(res.headers.location, this.key); } catch { /* refused below */ }
-      if (!target || !this.settings.redirectAllowed(target)) {
-        return this.settleNow({ kind: 'block', reasons: [gateReason('UPSTREAM_ERROR', `redirect to ${res.headers.location}, a host the rules do not inspect`)] });
+    // Status line and headers first: the same rules as the ICAP service's (src/inspect/responsePolicy.ts).
+    const d = decideResponse({ method, status, location: res.headers.location, transferEncoding: res.headers['transfer-encoding'], url: this.key }, this.settings.redirectAllowed);
+    if (d.kind === 'block') {
+      if (d.status === 502) {
+        res.destroy();
+        this.settings.observer?.upstreamError('UPSTREAM_ERROR');
+        return this.settleNow({ kind: 'block', status: 502, reasons: [d.reason] });
       }
-      return this.settleNow({ kind: 'relay', status, headers: res.headers, served: 'redirect' });
-    }
-    if (method === 'HEAD' || status === 304 || status === 204) {
+      if (status === 206) {
+        res.destroy();
+        return this.fail(d.reason);
+      }
       res.resume();
-      return this.settleNow({ kind: 'relay', status, headers: res.headers, served: method === 'HEAD' ? 'head' : 'not-modified' });
+      return this.settleNow({ kind: 'block', reasons: [d.reason] });
+    }
+    if (d.kind === 'relay') {
+      res.resume();
+      return this.settleNow({ kind: 'relay', status, headers: res.headers, served: d.served });
     }
 
     // Decoding, sniffing, holding (verifier, digest thread, spool) and limits: one PayloadInspection,
@@ -279,12 +283,21 @@ export class HeldDownload {
       return this.fail(gateReason('INTERNAL_ERROR', `not a URL: ${this.key}`));
     }
     const cl = res.headers['content-length'];
+    const declaredLength = cl !== undefined && /^\d{1,15}$/.test(cl) ? Number(cl) : undefined;
+    // The client gets the decoded body: its length is the declared one only when nothing is to decode.
+    const identity = !/\S/.test(String(res.headers['content-encoding'] ?? '').replace(/identity|,/gi, ''));
     const inspection = new PayloadInspection(this.settings, {
       contentEncoding: res.headers['content-encoding'],
       host: hostname,
       pathname,
       owner: this.owner,
-      declaredLength: cl !== undefined && /^\d{1,15}$/.test(cl) ? Number(cl) : undefined,
+      declaredLength,
+      ...(this.holdMode === 'tail' && method === 'GET' ? {
+        tail: {
+          start: (streams: boolean) => { if (streams) this.startTail(status, res.headers, identity ? declaredLength : undefined); },
+          data: (chunks: Buffer[], resume: () => void) => this.tailData(chunks, resume),
+        },
+      } : {}),
       pass: {
         start: (head, rule) => this.startPass(head, status, res.headers, rule),
         data: (chunk, resume) => this.passChunk(chunk, resume),
@@ -336,6 +349,80 @@ export class HeldDownload {
     }
     this.upstream?.destroy();
     this.settle({ kind: 'block', reasons: r.reasons, verdict: r.verdict, rule: r.rule });
+  }
+
+  /** Tail mode: clients getting the payload as it arrives (they all got the same first `tailSent` bytes). */
+  private streaming: Waiter[] = [];
+  private tailSent = 0;
+
+  /**
+   * The first bytes of a tail-held payload may leave: the waiting clients that can tell a cut
+   * transfer from a complete one get the response head now. With a length, the Content-Length the
+   * transfer will not reach on a block; without one (a chunked or decoded body), chunked framing
+   * whose last chunk never comes on a block, so an HTTP/1.0 client (no chunking: the end of the
+   * connection would look like the end of the body) waits for the verdict instead. A Range request
+   * is served from the verified copy (the fetch is of the whole entity).
+   */
+  private startTail(status: number, headers: IncomingHttpHeaders, length: number | undefined): void {
+    this.streaming = this.waiters.filter((w) => w.method === 'GET' && w.range === undefined && (length !== undefined || w.req.httpVersion !== '1.0'));
+    this.waiters = this.waiters.filter((w) => !this.streaming.includes(w));
+    for (const w of this.streaming) {
+      w.res.writeHead(status, {
+        ...entityHeaders(headers), ...(length !== undefined ? { 'content-length': length } : {}),
+        'x-patchgate-hold': 'tail', 'x-patchgate-audit-id': w.id,
+      });
+    }
+  }
+
+  private tailData(chunks: Buffer[], resume: () => void): boolean {
+    for (const c of chunks) this.tailSent += c.byteLength;
+    const blocked: Waiter[] = [];
+    for (const w of this.streaming) {
+      let ok = true;
+      for (const c of chunks) ok = w.res.write(c) && ok;
+      if (!ok) blocked.push(w);
+    }
+    if (!blocked.length) return true;
+    // Resume once every slow client drained (or went away: its 'close' counts as drained).
+    let pending = blocked.length;
+    const one = () => { if (--pending === 0) resume(); };
+    for (const w of blocked) {
+      const done = () => { w.res.off('drain', done); w.res.off('close', done); one(); };
+      w.res.on('drain', done);
+      w.res.on('close', done);
+    }
+    return false;
+  }
+
+  /** After the verdict: an allowed payload's withheld end goes out (from the spool); anything else cuts the transfer. */
+  private endTail(w: Waiter, o: Outcome): void {
+    const base = { verifyMs: this.verifyMs, upstreamMs: this.lastByte - this.started };
+    if (o.kind === 'verdict') {
+      const size = o.verdict.size;
+      const recorded = this.record(w, { served: 'full', status: this.upstreamStatus ?? 200, verdict: 'allow', reasons: [], verdictData: o.verdict, bytesToClient: size, durations: base, hold: 'tail' });
+      if (recorded || this.settings.auditOnError === 'serve') {
+        this.readers++;
+        let done = false;
+        o.spool!.pipeTo(w.res, this.tailSent, size - 1, () => {
+          if (done) return;
+          done = true;
+          this.readers--;
+          if (this.expired && this.readers === 0) o.spool?.release();
+        });
+        return;
+      }
+      w.res.destroy();
+      const why = gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
+      this.record(w, { served: 'blocked', status: this.upstreamStatus ?? 200, verdict: 'block', reasons: [why], durations: base, hold: 'tail', bytesToClient: this.tailSent });
+      return;
+    }
+    // No 403 can follow a 200 already under way: the transfer is cut short of its length (or its last chunk).
+    w.res.destroy();
+    const reasons = o.kind === 'block' ? o.reasons : [gateReason('INTERNAL_ERROR', 'tail hold ended without a verdict')];
+    this.record(w, {
+      served: 'blocked', status: this.upstreamStatus ?? 200, verdict: 'block', reasons, verdictData: o.kind === 'block' ? o.verdict : undefined,
+      bytesToClient: this.tailSent, durations: base, rule: o.kind === 'block' ? o.rule : undefined, hold: 'tail',
+    });
   }
 
   /** Non-payload content (metadata): streamed through to the clients already waiting, not cached. */
@@ -393,6 +480,7 @@ export class HeldDownload {
     if (!this.lastByte) this.lastByte = Date.now();
     const waiting = this.waiters.splice(0);
     for (const w of waiting) this.serve(w);
+    for (const w of this.streaming.splice(0)) this.endTail(w, o);
     // Pass-through waiters of a failed pass cannot get a block page any more: cut them.
     for (const w of this.passing.splice(0)) {
       w.res.destroy();
@@ -476,18 +564,13 @@ export class HeldDownload {
 
   private record(w: Waiter, r: {
     served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: GateReason[];
-    verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; durations?: AuditRecord['durations']; rule?: string;
+    verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; durations?: AuditRecord['durations']; rule?: string; hold?: AuditRecord['hold'];
   }): boolean {
     const v = r.verdictData ?? (this.outcome?.kind === 'verdict' ? this.outcome.verdict : this.outcome?.kind === 'block' ? this.outcome.verdict : undefined);
-    return this.settings.audit({
-      id: w.id, kind: 'transfer', client: w.client, method: w.method, url: w.url, host: w.host,
-      inspected: r.inspected ?? v !== undefined, served: r.served, status: r.status, upstreamStatus: this.upstreamStatus,
-      range: w.range, bytes: v?.size, bytesToClient: r.bytesToClient, sha256: v?.sha256, format: v?.format,
-      verdict: r.verdict, reasons: r.reasons, signer: v?.signer, chain: v?.chain?.map((c) => c.sha256), timestamp: v?.timestamp,
-      trustChannel: this.trustChannel,
-      rulesSha256: this.settings.rulesSha256, durations: r.durations ?? { upstreamMs: this.lastByte ? this.lastByte - this.started : undefined },
-      shared: w.shared || undefined, rule: r.rule,
-    });
+    return this.settings.audit(transferRecord(
+      { id: w.id, client: w.client, method: w.method, url: w.url, host: w.host, upstreamStatus: this.upstreamStatus, rulesSha256: this.settings.rulesSha256, trustChannel: this.trustChannel },
+      { ...r, verdictData: v, range: w.range, shared: w.shared, durations: r.durations ?? { upstreamMs: this.lastByte ? this.lastByte - this.started : undefined } },
+    ));
   }
 }
 

@@ -12,6 +12,7 @@ import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
 import { Verifier } from '../verify/verifier.js';
 import { gateReason } from '../inspect/gateReason.js';
 import type { HostRules } from '../policy/hostRules.js';
+import type { HoldMode } from '../policy/rulesFile.js';
 import type { UnverifiableRule } from '../policy/rulesFile.js';
 import type { TrustChannel } from '../policy/trustChannels.js';
 import { canonicalHost, targetHost } from '../policy/hostRules.js';
@@ -571,7 +572,7 @@ export class UpdateGate {
       this.o.audit.debug({ client, method: req.method, url }, 'pass');
       return callback();
     }
-    this.hold(ctx, callback, req, res, opts, url, host);
+    this.hold(ctx, callback, req, res, opts, url, host, decision.rule?.hold ?? 'whole');
   }
 
   /**
@@ -606,7 +607,7 @@ export class UpdateGate {
     this.refuse(res, d.status, d.why);
   }
 
-  private hold(ctx: any, callback: (err?: Error) => void, req: IncomingMessage, res: ServerResponse, opts: UpstreamOptions, url: string, host: string): void {
+  private hold(ctx: any, callback: (err?: Error) => void, req: IncomingMessage, res: ServerResponse, opts: UpstreamOptions, url: string, host: string, holdMode: HoldMode): void {
     if (this.stopping) return this.refuse(res, 503, 'shutting down');
 
     const method = (req.method ?? 'GET').toUpperCase();
@@ -627,16 +628,16 @@ export class UpdateGate {
       if (ttl && this.cached.delete(existing)) this.cached.set(existing, ttl); // most recently used
       waiter.shared = true;
       // If the response turns out not to be shareable (private, no-store, Vary, credentials), this client fetches its own.
-      waiter.refetch = () => this.fetchFor(ctx, callback, opts, waiter, `${url}#${waiter.id}`, method, credentials, false);
+      waiter.refetch = () => this.fetchFor(ctx, callback, opts, waiter, `${url}#${waiter.id}`, method, credentials, false, holdMode);
       req.resume();
       existing.attach(waiter);
       return; // served from the shared download; nothing goes upstream for this client
     }
-    this.fetchFor(ctx, callback, opts, waiter, key, method, credentials, method === 'GET');
+    this.fetchFor(ctx, callback, opts, waiter, key, method, credentials, method === 'GET', holdMode);
   }
 
   /** Starts the upstream fetch for `waiter` (the whole entity, held), as a shared download when `shared`. */
-  private fetchFor(ctx: any, callback: (err?: Error) => void, opts: UpstreamOptions, waiter: Waiter, key: string, method: string, credentials: boolean, shared: boolean): void {
+  private fetchFor(ctx: any, callback: (err?: Error) => void, opts: UpstreamOptions, waiter: Waiter, key: string, method: string, credentials: boolean, shared: boolean, holdMode: HoldMode): void {
     waiter.shared = false;
     waiter.refetch = undefined;
     // The whole entity is fetched without Range or conditionals, and decoded here whatever the encoding.
@@ -644,6 +645,7 @@ export class UpdateGate {
     opts.headers['accept-encoding'] = method === 'HEAD' ? 'identity' : 'gzip, deflate, br';
     const held = new HeldDownload(key, this.holdSettings(), this.holdSettled);
     held.credentials = credentials;
+    held.holdMode = holdMode;
     held.owner = waiter.client;
     // One copy per upstream entity whatever the query string, where the origin's ETag says it is the same.
     if (shared) {

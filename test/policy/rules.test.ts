@@ -76,6 +76,17 @@ describe('access, content and spool keys (issue 13)', () => {
   });
 });
 
+describe('hosts[].hold (issue 18)', () => {
+  const base = 'version: 1\nanchors: []\nhosts:\n';
+  it('takes whole or tail; absent means whole (HeldDownload and the ICAP service default to it)', () => {
+    const r = parseRules(base + '  - { pattern: a.example, mode: inspect, hold: tail }\n  - { pattern: b.example, mode: inspect, hold: whole }\n  - { pattern: c.example, mode: inspect }\n', 'x.yaml');
+    expect(r.hosts?.map((h) => h.hold)).toEqual(['tail', 'whole', undefined]);
+  });
+  it('refuses any other value, naming the key', () => {
+    expect(() => parseRules(base + '  - { pattern: a.example, mode: inspect, hold: stream }\n', 'x.yaml')).toThrow(/hold/);
+  });
+});
+
 describe('distrust list format', () => {
   it('ignores colons, spaces, case and # comments; accepts SHA-1 thumbprints', () => {
     const text = '# comment\n\nAB CD' + 'ef'.repeat(30) + '  # trailing\n' + 'aa:'.repeat(19) + 'aa\n';

@@ -19,4 +19,5 @@ export interface SquidHandle {
 
 export const squidBinary = squidProcess.squidBinary as () => string | undefined;
 export const freePort = squidProcess.freePort as () => Promise<number>;
-export const startSquid = squidProcess.startSquid as (o: { icapPorts?: number[]; updateHosts: string[] }) => Promise<SquidHandle>;
+/** `squid5Workaround: false`: without the delay pool `--print-squid-config` adds for Squid bug 5352; `cache`: a memory cache instead of none. */
+export const startSquid = squidProcess.startSquid as (o: { icapPorts?: number[]; updateHosts: string[]; squid5Workaround?: boolean; cache?: boolean }) => Promise<SquidHandle>;

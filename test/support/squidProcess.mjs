@@ -31,7 +31,7 @@ export async function freePort() {
  * Loopback only, no cache, no DNS beyond 127.0.0.1, logs in `dir`; with `icapPorts`, the ICAP part
  * as patchgate prints it. Without, the same Squid (and the same delay pool) with no adaptation.
  */
-export function labSquidConfig({ port, dir, icapPorts = [], updateHosts, user }) {
+export function labSquidConfig({ port, dir, icapPorts = [], updateHosts, user, squid5Workaround, cache = false }) {
   const base = [
     `http_port 127.0.0.1:${port}`,
     'pid_filename none',
@@ -39,8 +39,8 @@ export function labSquidConfig({ port, dir, icapPorts = [], updateHosts, user })
     `cache_log ${join(dir, 'cache.log')}`,
     `access_log stdio:${join(dir, 'access.log')}`,
     `coredump_dir ${dir}`,
-    'cache deny all',
-    'cache_mem 8 MB',
+    // With `cache`: a memory cache, to see what Squid keeps of a response patchgate cut.
+    ...(cache ? ['cache_mem 128 MB', 'maximum_object_size_in_memory 64 MB'] : ['cache deny all', 'cache_mem 8 MB']),
     'pinger_enable off',
     'netdb_filename none',
     'dns_nameservers 127.0.0.1',
@@ -48,9 +48,9 @@ export function labSquidConfig({ port, dir, icapPorts = [], updateHosts, user })
   ];
   // Where Debian's squid.conf includes conf.d/*.conf: before its `http_access allow` lines.
   if (icapPorts.length) {
-    base.push(squidConfigSnippet({ services: icapPorts.map((p) => `icap://127.0.0.1:${p}/respmod`), updateHosts }));
+    base.push(squidConfigSnippet({ services: icapPorts.map((p) => `icap://127.0.0.1:${p}/respmod`), updateHosts, squid5Workaround }));
   } else {
-    const snippet = squidConfigSnippet({ services: ['icap://127.0.0.1:1/respmod'], updateHosts });
+    const snippet = squidConfigSnippet({ services: ['icap://127.0.0.1:1/respmod'], updateHosts, squid5Workaround });
     base.push(...snippet.split('\n').filter((l) => /^(acl |range_offset_limit|delay_)/.test(l)));
   }
   base.push('http_access allow localhost', 'http_access deny all');
@@ -61,7 +61,7 @@ export function labSquidConfig({ port, dir, icapPorts = [], updateHosts, user })
  * Starts Squid in the foreground (-N); resolves once it accepts connections.
  * @returns {Promise<{ port: number, dir: string, pid: number, child: import('node:child_process').ChildProcess, config: string, cacheLog: () => string, stop: () => Promise<void> }>}
  */
-export async function startSquid({ icapPorts = [], updateHosts }) {
+export async function startSquid({ icapPorts = [], updateHosts, squid5Workaround, cache }) {
   const bin = squidBinary();
   if (!bin) throw new Error("squid is not installed: .ci/run installs Debian's squid (apt-get install squid)");
   const dir = mkdtempSync(join(tmpdir(), 'patchgate-squid-'));
@@ -72,7 +72,7 @@ export async function startSquid({ icapPorts = [], updateHosts }) {
     user = 'proxy';
     chownSync(dir, Number(execFileSync('id', ['-u', user], { encoding: 'utf8' })), Number(execFileSync('id', ['-g', user], { encoding: 'utf8' })));
   }
-  const config = labSquidConfig({ port, dir, icapPorts, updateHosts, user });
+  const config = labSquidConfig({ port, dir, icapPorts, updateHosts, user, squid5Workaround, cache });
   const conf = join(dir, 'squid.conf');
   writeFileSync(conf, config);
   const child = spawn(bin, ['-N', '-f', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
