@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { isIP, isIPv4, isIPv6 } from 'node:net';
 import type { HostRule } from './rulesFile.js';
 
 export type HostMode = 'inspect' | 'pinned' | 'pass';
@@ -40,15 +40,49 @@ export function targetHost(host: string): string | undefined {
   return h;
 }
 
-/** `*.example.com` matches any name below example.com (not example.com itself); others match exactly. */
+/** The spelling a host and a pattern compare in: canonicalHost, and an IP literal in its one form (targetHost). */
+function comparableHost(host: string): string {
+  const h = canonicalHost(host);
+  return isIP(h) ? targetHost(h) ?? h : h;
+}
+
+/**
+ * `*.example.com` matches any name below example.com (not example.com itself); others match exactly,
+ * an IP literal whatever its spelling (`::1` is `0:0:0:0:0:0:0:1`). The one host matcher: the rules
+ * and the interception CA's current host list both ask it.
+ */
 export function hostMatches(pattern: string, host: string): boolean {
   const p = canonicalHost(pattern);
-  const h = canonicalHost(host);
+  const h = comparableHost(host);
   if (p.startsWith('*.')) {
     const suffix = p.slice(1); // ".example.com"
     return h.length > suffix.length && h.endsWith(suffix);
   }
-  return p === h;
+  return comparableHost(p) === h;
+}
+
+const DNS_CHARS = /^[A-Za-z0-9.-]+$/;
+const IPV6_CHARS = /^[0-9A-Fa-f:.]+$/;
+
+/**
+ * A name safe to connect to, to issue a certificate for (and anywhere it might become part of a
+ * path): an LDH DNS name (labels 1-63 characters, no leading or trailing hyphen, at most 253
+ * characters, no leading or trailing dot, a last label that is not all digits), an IPv4 dotted quad
+ * (no leading zeros) or a bracket-less IPv6 literal without a zone. Everything else (`..`, `/`, `\`,
+ * `%`, control characters, spaces, brackets, empty) is refused.
+ */
+export function isSafeHostName(host: string): boolean {
+  if (typeof host !== 'string' || host.length === 0 || host.length > 253) return false;
+  if (host.includes(':')) return IPV6_CHARS.test(host) && isIPv6(host);
+  if (isIPv4(host)) return true;
+  if (!DNS_CHARS.test(host)) return false;
+  const labels = host.split('.');
+  for (const label of labels) {
+    if (label.length < 1 || label.length > 63) return false;
+    if (label.startsWith('-') || label.endsWith('-')) return false;
+  }
+  // An all-numeric last label is no DNS name (RFC 3696 2), and it is not a valid IPv4 literal either.
+  return !/^\d+$/.test(labels[labels.length - 1] ?? '');
 }
 
 /** Path patterns: `*` matches any run of characters (including `/`); the query string is ignored. */
