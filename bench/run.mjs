@@ -696,10 +696,10 @@ async function firstTls() {
     new_host_first_get_ms: median(samples.map((s) => s.firstGet.ms)), known_host_first_get_ms: median(samples.map((s) => s.warmGet.ms)), direct_first_get_ms: median(samples.map((s) => s.directGet.ms)),
     first_ever_tunnel_ms: cold.first.totalMs, first_ever_added_ms: cold.first.totalMs - cold.warm.totalMs,
     new_hosts: samples.length, burst_hosts: burst,
-    // A burst of new host names under one parent domain: http-mitm-proxy sets them up one at a time.
+    // A burst of new host names under one parent domain: each needs a leaf from the interception CA.
     burst_tunnel_median_ms: median(burstTimes), burst_tunnel_max_ms: Math.max(...burstTimes),
-    // Descriptors still open once every test connection is closed: http-mitm-proxy keeps one listening
-    // HTTPS server per intercepted host name for the life of the process.
+    // Descriptors still open once every test connection is closed (once, http-mitm-proxy kept one
+    // listening HTTPS server per intercepted host name; the gate now terminates TLS on the CONNECT socket).
     fds_before: fdsBefore, fds_after: fdsAfter, fds_kept_per_new_host: (fdsAfter - fdsBefore) / (1 + samples.length + burst),
     side_max_ms_baseline: phases.base.sideMax, side_max_ms_first_ever: phases.cold.sideMax, side_max_ms_sequential: phases.sequential.sideMax, side_max_ms_burst: phases.burst.sideMax,
     event_loop_delay_max_ms_baseline: phases.base.eldMax, event_loop_delay_max_ms_first_ever: phases.cold.eldMax,
