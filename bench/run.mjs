@@ -7,13 +7,14 @@
 // Prints a table and the targets, writes bench/results.json (one object per scenario row) and
 // bench/results.meta.json (environment, targets). See bench/README.md.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, mkdirSync, statfsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, mkdirSync, statfsSync, symlinkSync, readdirSync } from 'node:fs';
 import { tmpdir, cpus, totalmem, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import net from 'node:net';
 import http from 'node:http';
 import { createHash } from 'node:crypto';
+import YAML from 'yaml';
 import { REPO, DIST, PKI, KiB, MiB, GiB, nowMs, labSigner, median, percentile, round, ProcSampler } from './lib/common.mjs';
 import { makeClient, loadRun, connectTunnel, connectDirectTls } from './lib/clients.mjs';
 import { profileTop, formatProfileTop } from './lib/profile-top.mjs';
@@ -171,6 +172,21 @@ const target = (proto, inspected = true) => ({
   host: inspected ? (proto === 'http' ? '127.0.0.1' : 'localhost') : 'pass.bench.test',
   port: proto === 'http' ? origin.httpPort : origin.httpsPort,
 });
+/**
+ * The shipped rules plus one `pass` rule for pass.bench.test on the origin's ports: without it the
+ * gate refuses the passed-through rows (a loopback address no rule names, a port outside 80/8080 and
+ * 443), and those rows measured 403 answers (until #18's rework).
+ */
+const BENCH_RULES = join(TMP, 'rules', 'bench.yaml');
+{
+  // Beside links to what the shipped rules name by relative path (../certs, the distrust list).
+  mkdirSync(join(TMP, 'rules'));
+  symlinkSync(join(REPO, 'certs'), join(TMP, 'certs'));
+  for (const f of readdirSync(join(REPO, 'rules'))) symlinkSync(join(REPO, 'rules', f), join(TMP, 'rules', f));
+  const rules = YAML.parse(readFileSync(join(REPO, 'rules', 'default.yaml'), 'utf8'));
+  rules.hosts = [...(rules.hosts ?? []), { pattern: 'pass.bench.test', mode: 'pass', ports: [origin.httpPort, origin.httpsPort] }];
+  writeFileSync(BENCH_RULES, YAML.stringify(rules));
+}
 
 // ---------------------------------------------------------------------------------------------
 // The gate child
@@ -185,7 +201,7 @@ async function startGate(label) {
   const nodeArgs = [];
   if (PROFILE) mkdirSync(PROFILE_DIR, { recursive: true });
   nodeArgs.push('--import', pathToFileURL(join(REPO, 'bench', 'lib', 'gate-probe.mjs')).href, GATE_BIN, 'run',
-    '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--rules', join(REPO, 'rules', 'default.yaml'), '--anchor', join(PKI, 'updateca.pem'),
+    '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--rules', BENCH_RULES, '--anchor', join(PKI, 'updateca.pem'),
     ...UPDATE_HOSTS.flatMap((h) => ['--update-host', h]), '--audit', audit, '--ca-dir', CA_DIR, '--spool-dir', SPOOL_DIR);
   const t0 = nowMs();
   const child = spawn(process.execPath, nodeArgs, {
