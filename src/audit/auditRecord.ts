@@ -2,7 +2,7 @@ import type { PayloadFormat, Verdict, VerdictReason } from '../verify/verdict.js
 
 /**
  * One audit record: one line of JSON per response to a client for an inspected resource (and per
- * CONNECT to a pinned host). The README's "Audit records" section documents every field.
+ * CONNECT to a pinned host). docs/audit.md "Audit records" documents every field.
  */
 export interface AuditRecord {
   /** Unique id, also sent to the client in X-Patchgate-Audit-Id and in block pages. */
@@ -45,7 +45,7 @@ export interface AuditRecord {
   shared?: boolean;
 }
 
-/** What `patchgate wpad-guard` found (README "wpad-guard"): stable strings. */
+/** What `patchgate wpad-guard` found (docs/wpad-guard.md): stable strings. */
 export const WPAD_FINDINGS = ['random-name-answered', 'unexpected-wpad-responder', 'pac-diverts-updates'] as const;
 export type WpadFinding = (typeof WPAD_FINDINGS)[number];
 export const WPAD_PROTOCOLS = ['dns', 'llmnr', 'nbns', 'mdns', 'http'] as const;

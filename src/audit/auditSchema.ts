@@ -10,7 +10,8 @@ const ms = { type: 'number', minimum: 0 } as const;
 
 /**
  * The JSON Schema of one audit line, as `patchgate audit verify` checks it: pino's fields, `prev`,
- * and the AuditRecord (src/audit/auditRecord.ts). The README's "Audit records" table documents it.
+ * and the AuditRecord (src/audit/auditRecord.ts). The "Audit records" table of docs/audit.md documents it
+ * (test/docs/auditFields.test.ts checks that it names exactly these fields).
  * Unknown top-level fields are refused: a line has exactly the fields this version writes.
  */
 export const AUDIT_LINE_SCHEMA = {

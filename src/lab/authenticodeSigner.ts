@@ -16,7 +16,16 @@ import { OID } from '../verify/oids.js';
 import type { DigestName } from '../verify/algorithms.js';
 import { RangeHasher } from '../verify/rangeHasher.js';
 import { parsePeLayout, peDigestRanges, type PeLayout } from '../verify/pe/peLayout.js';
-import { parseCabLayout } from '../verify/cab/cabLayout.js';
+import {
+  CAB_SIGNATURE,
+  FLAG_NEXT_CABINET,
+  FLAG_PREV_CABINET,
+  FLAG_RESERVE_PRESENT,
+  parseCabLayout,
+  SIGNATURE_LOCATOR_MAGIC,
+  SIGNED_HEADER_RESERVE,
+} from '../verify/cab/cabLayout.js';
+import { WIN_CERT_REVISION_2_0, WIN_CERT_TYPE_PKCS_SIGNED_DATA } from '../verify/pe/winCertificate.js';
 
 export type AuthenticodeDigest = DigestName;
 export type AuthenticodeDataType = 'pe' | 'cab';
@@ -205,9 +214,6 @@ export function buildAuthenticodeSignature(opts: AuthenticodeSignatureOptions): 
 
 // ---------------------------------------------------------------------------------------- PE
 
-const WIN_CERT_REVISION_2_0 = 0x0200;
-const WIN_CERT_TYPE_PKCS_SIGNED_DATA = 0x0002;
-
 const align8 = (n: number) => (n + 7) & ~7;
 
 function peLayoutOf(pe: Uint8Array): PeLayout {
@@ -308,11 +314,8 @@ export function signPe(unsignedPe: Uint8Array, signer: AuthenticodeSigner): Uint
 
 // --------------------------------------------------------------------------------------- CAB
 
-const CAB_FLAG_RESERVE_PRESENT = 0x0004;
 /** cbCFHeader (u16) + cbCFFolder (u8) + cbCFData (u8) + the 20-byte signature reserve. */
-const CAB_SIGNED_RESERVE = 4 + 20;
-/** First dword of the reserve as osslsigncode writes it. */
-const CAB_RESERVE_MAGIC = 0x00100000;
+const CAB_SIGNED_RESERVE = 4 + SIGNED_HEADER_RESERVE;
 
 /**
  * Inserts the 20-byte signature reserve osslsigncode uses into an unsigned, single-cabinet CAB
@@ -322,10 +325,10 @@ const CAB_RESERVE_MAGIC = 0x00100000;
 function cabWithReserve(unsignedCab: Uint8Array, signatureSize: number): Uint8Array {
   if (unsignedCab.byteLength < 36) throw new Error('not a cabinet: shorter than CFHEADER');
   const src = new DataView(unsignedCab.buffer, unsignedCab.byteOffset, unsignedCab.byteLength);
-  if (src.getUint32(0, true) !== 0x4643534d) throw new Error('not a cabinet: no MSCF signature');
+  if (src.getUint32(0, true) !== CAB_SIGNATURE) throw new Error('not a cabinet: no MSCF signature');
   const flags = src.getUint16(30, true);
-  if (flags & CAB_FLAG_RESERVE_PRESENT) throw new Error('the cabinet already has a reserve area (signed?): not supported');
-  if (flags & 0x0003) throw new Error('multi-cabinet sets (prev/next cabinet) are not supported');
+  if (flags & FLAG_RESERVE_PRESENT) throw new Error('the cabinet already has a reserve area (signed?): not supported');
+  if (flags & (FLAG_PREV_CABINET | FLAG_NEXT_CABINET)) throw new Error('multi-cabinet sets (prev/next cabinet) are not supported');
   const cFolders = src.getUint16(26, true);
   const coffFiles = src.getUint32(16, true);
   if (src.getUint32(8, true) !== unsignedCab.byteLength) throw new Error('cbCabinet does not match the file size');
@@ -337,11 +340,11 @@ function cabWithReserve(unsignedCab: Uint8Array, signatureSize: number): Uint8Ar
   const v = new DataView(out.buffer);
   v.setUint32(8, out.byteLength, true); // cbCabinet: the cabinet without its signature
   v.setUint32(16, coffFiles + CAB_SIGNED_RESERVE, true);
-  v.setUint16(30, flags | CAB_FLAG_RESERVE_PRESENT, true);
-  v.setUint16(36, 20, true); // cbCFHeader
+  v.setUint16(30, flags | FLAG_RESERVE_PRESENT, true);
+  v.setUint16(36, SIGNED_HEADER_RESERVE, true); // cbCFHeader
   out[38] = 0; // cbCFFolder
   out[39] = 0; // cbCFData
-  v.setUint32(40, CAB_RESERVE_MAGIC, true);
+  v.setUint32(40, SIGNATURE_LOCATOR_MAGIC, true);
   v.setUint32(44, out.byteLength, true); // signature offset
   v.setUint32(48, signatureSize, true);
   for (let i = 0; i < cFolders; i++) {

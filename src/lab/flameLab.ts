@@ -198,7 +198,7 @@ export async function runFlameLab(opts: LabOptions = {}): Promise<LabResult> {
   }
 }
 
-/** The step table, for the terminal and the README. */
+/** The step table, for the terminal and docs/lab.md. */
 export function formatStepTable(r: LabResult): string {
   const rows = r.steps.map((s) => [String(s.step), s.phase, s.actor, s.answeredBy, s.served, s.verdict, s.reasons]);
   const head = ['#', 'phase', 'who asked', 'who answered', 'what was served', 'verdict', 'reasons'];

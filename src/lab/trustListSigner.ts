@@ -9,6 +9,8 @@ import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { OID } from '../verify/oids.js';
 import type { DigestName } from '../verify/algorithms.js';
+import { CAB_SIGNATURE } from '../verify/cab/cabLayout.js';
+import { COMPRESS_NONE } from '../verify/ctl/cabinetFile.js';
 import { compareDerForSetOf, spcDataValue } from './authenticodeSigner.js';
 
 const DIGEST_OID: Record<Exclude<DigestName, 'md5'>, string> = {
@@ -137,7 +139,7 @@ export function singleFileCabinet(name: string, data: Uint8Array): Buffer {
   const coffCabStart = coffFiles + 16 + nameBytes.length;
   const total = coffCabStart + blocks.reduce((n, b) => n + 8 + b.byteLength, 0);
   const buf = Buffer.alloc(total);
-  buf.write('MSCF', 0, 'latin1');
+  buf.writeUInt32LE(CAB_SIGNATURE, 0);
   buf.writeUInt32LE(total, 8);
   buf.writeUInt32LE(coffFiles, 16);
   buf[24] = 3;
@@ -146,7 +148,7 @@ export function singleFileCabinet(name: string, data: Uint8Array): Buffer {
   buf.writeUInt16LE(1, 28); // one file
   buf.writeUInt32LE(coffCabStart, 36);
   buf.writeUInt16LE(blocks.length, 40);
-  buf.writeUInt16LE(0, 42); // stored
+  buf.writeUInt16LE(COMPRESS_NONE, 42); // stored
   buf.writeUInt32LE(data.byteLength, coffFiles);
   buf.writeUInt16LE(((2026 - 1980) << 9) | (1 << 5) | 1, coffFiles + 10);
   buf.writeUInt16LE(0x20, coffFiles + 14);

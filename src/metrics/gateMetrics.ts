@@ -34,7 +34,7 @@ export const VERIFY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 
  * global one, so several gates in one process keep their own counts). Fed by three sources:
  * every audit record (`observeRecord`, subscribed to the AuditLog), the gate's observer hooks
  * (bytes through the verifier, verifications, upstream failures), and the gate's getters read at
- * scrape time (holds in flight, spool bytes). The README's "Metrics" section lists every name.
+ * scrape time (holds in flight, spool bytes). docs/metrics.md lists every name.
  */
 export class GateMetrics implements GateObserver {
   readonly registry = new Registry();

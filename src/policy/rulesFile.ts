@@ -22,7 +22,7 @@ export interface HostRule {
   source?: string;
 }
 
-/** Which requests get which trust (README "Trust channels"); first match wins. */
+/** Which requests get which trust (docs/trust.md "Trust channels"); first match wins. */
 export interface ChannelRule {
   name: string;
   hosts: string[];

@@ -1,4 +1,4 @@
-/** JSON Schema of the rules file (YAML). The README's "Rules file" section documents every key. */
+/** JSON Schema of the rules file (YAML). docs/rules.md documents every key. */
 const pinned = {
   type: 'object',
   additionalProperties: false,

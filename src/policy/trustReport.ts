@@ -89,7 +89,7 @@ export function trustWarnings(rows: AnchorRow[]): string[] {
   const out: string[] = [];
   for (const r of rows) {
     if (r.status === 'expired') out.push(`${r.role} anchor "${r.name}" (${r.sha256.slice(0, 16)}…) expired ${r.notAfter!.toISOString()}: it approves only signatures whose timestamp proves an earlier signing time`);
-    if (r.status === 'expiring') out.push(`${r.role} anchor "${r.name}" (${r.sha256.slice(0, 16)}…) expires ${r.notAfter!.toISOString()}, within ${EXPIRY_WARNING_DAYS} days: add its successor (README "Adding an anchor")`);
+    if (r.status === 'expiring') out.push(`${r.role} anchor "${r.name}" (${r.sha256.slice(0, 16)}…) expires ${r.notAfter!.toISOString()}, within ${EXPIRY_WARNING_DAYS} days: add its successor (docs/trust.md "Adding an anchor")`);
     if (r.status === 'not-yet-valid') out.push(`${r.role} anchor "${r.name}" is not valid before ${r.notBefore!.toISOString()}`);
   }
   const code = rows.filter((r) => r.role === 'code');

@@ -4,7 +4,7 @@ import type { NameProtocol } from './nameProbes.js';
 
 /**
  * The WPAD guard's metrics, on the registry given (the gate's, under `run --wpad-guard`, so one
- * /metrics shows both) or a private one. The README's "wpad-guard" section lists every name.
+ * /metrics shows both) or a private one. docs/wpad-guard.md lists every name.
  */
 export class WpadMetrics {
   readonly registry: Registry;

@@ -18,6 +18,12 @@ const EXPECTED_DIFFERENCES: Record<string, { codes: ReasonCode[]; why: string }>
   'rogue-appxbundle': { codes: ['UNTRUSTED_ROOT'], why: 'Pinning the rogue root as osslsigncode is given it: the bundle verifies, its packages (signed by the publisher under the vendor root) do not; osslsigncode checks the bundle only.' },
   'flame-appx': { codes: ['NO_CODESIGN_EKU', 'WEAK_ALGORITHM'], why: 'Flame-like chain, as for flame-msi.' },
   'sha1-digest-msi': { codes: ['WEAK_ALGORITHM'], why: 'osslsigncode accepts a SHA-1 digest; patchgate only where the rules allow SHA-1.' },
+  'sha1-digest-msp': { codes: ['WEAK_ALGORITHM'], why: 'As sha1-digest-msi.' },
+  'sha1-cert-msi': { codes: ['WEAK_ALGORITHM'], why: 'osslsigncode accepts a leaf certificate signed with SHA-1; patchgate only where the rules allow SHA-1.' },
+  'sha1-cert-appx': { codes: ['WEAK_ALGORITHM'], why: 'As sha1-cert-msi.' },
+  'sha1-cert-appxbundle': { codes: ['WEAK_ALGORITHM'], why: 'As sha1-cert-msi.' },
+  'flame-msp': { codes: ['NO_CODESIGN_EKU', 'WEAK_ALGORITHM'], why: 'Flame-like chain, as for flame-msi.' },
+  'flame-appxbundle': { codes: ['NO_CODESIGN_EKU', 'WEAK_ALGORITHM'], why: 'Flame-like chain, as for flame-msi.' },
 };
 
 function osslsigncode(file: string, caFile: string, at: string | null) {

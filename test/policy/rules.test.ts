@@ -1,11 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, writeFileSync, rmSync, readFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadRulesFile, parseRules, RulesError } from '../../src/policy/rulesFile.js';
 import { buildPolicy } from '../../src/policy/buildPolicy.js';
 import { parseDistrustList, pinEntry } from '../../src/policy/trustMaterial.js';
-import { REASON_CODES } from '../../src/verify/reasonCodes.js';
 import { REPO, pki } from '../support/fixtures.js';
 
 describe('rules file', () => {
@@ -87,9 +86,3 @@ describe('distrust list format', () => {
   });
 });
 
-describe('README', () => {
-  it('lists every reason code', () => {
-    const readme = readFileSync(join(REPO, 'README.md'), 'utf8');
-    for (const code of Object.keys(REASON_CODES)) expect(readme).toContain(`\`${code}\``);
-  });
-});

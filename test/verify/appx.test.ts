@@ -26,6 +26,9 @@ describe('APPX and MSIX packages', () => {
     ['unsigned-appx', ['NOT_SIGNED']],
     ['rogue-appx', ['UNTRUSTED_ROOT']],
     ['flame-appx', ['NO_CODESIGN_EKU', 'UNTRUSTED_ROOT', 'WEAK_ALGORITHM']],
+    ['sha1-cert-appx', ['WEAK_ALGORITHM']],
+    ['flame-appxbundle', ['NO_CODESIGN_EKU', 'UNTRUSTED_ROOT', 'WEAK_ALGORITHM']],
+    ['sha1-cert-appxbundle', ['WEAK_ALGORITHM']],
     ['tampered-appx', ['DIGEST_MISMATCH', 'MALFORMED']],
     ['tampered-zip64-appx', ['DIGEST_MISMATCH', 'MALFORMED']],
     ['appended-appx', ['MALFORMED']],
@@ -79,6 +82,14 @@ function layout(b: Buffer) {
   }
   return { eocd, cdOffset, records, record: (name: string) => records.find((r) => r.name === name)! };
 }
+
+describe('SHA-1 certificates', () => {
+  it.each(['sha1-cert-appx', 'sha1-cert-appxbundle'])('%s passes only where the rules allow SHA-1', async (name) => {
+    const v = await verifyRandomAccessFixture(name, labPolicy({ allowSha1: true }));
+    expect(v.reasons).toEqual([]);
+    expect(v.verdict).toBe('allow');
+  });
+});
 
 describe('code integrity', () => {
   it('a package with AppxMetadata/CodeIntegrity.cat signs its digest too (AXCI, compared with osslsigncode by the interop test)', async () => {

@@ -35,6 +35,9 @@ describe('MSI and MSP packages', () => {
     ['tampered-msp', ['DIGEST_MISMATCH']],
     ['tampered-ex-msi', ['DIGEST_MISMATCH']],
     ['sha1-digest-msi', ['WEAK_ALGORITHM']],
+    ['sha1-digest-msp', ['WEAK_ALGORITHM']],
+    ['sha1-cert-msi', ['WEAK_ALGORITHM']],
+    ['flame-msp', ['NO_CODESIGN_EKU', 'UNTRUSTED_ROOT', 'WEAK_ALGORITHM']],
     ['appended-msi', ['TRAILING_DATA']],
   ])('%s is blocked with %j', async (name, expected) => {
     const v = await verifyRandomAccessFixture(name);
@@ -48,8 +51,8 @@ describe('MSI and MSP packages', () => {
     expect(codes(v)).toContain('UNTRUSTED_ROOT');
   });
 
-  it('SHA-1 passes only where the rules allow it', async () => {
-    const v = await verifyRandomAccessFixture('sha1-digest-msi', labPolicy({ allowSha1: true, fileDigests: ['sha1', 'sha256', 'sha384', 'sha512'] }));
+  it.each(['sha1-digest-msi', 'sha1-digest-msp', 'sha1-cert-msi'])('SHA-1 (%s) passes only where the rules allow it', async (name) => {
+    const v = await verifyRandomAccessFixture(name, labPolicy({ allowSha1: true, fileDigests: ['sha1', 'sha256', 'sha384', 'sha512'] }));
     expect(v.reasons).toEqual([]);
   });
 

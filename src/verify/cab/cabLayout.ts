@@ -2,11 +2,15 @@ import { MalformedError } from '../malformed.js';
 import type { ByteRange } from '../rangeHasher.js';
 import { u16, u32 } from '../format/littleEndian.js';
 
-const FLAG_PREV_CABINET = 0x0001;
-const FLAG_NEXT_CABINET = 0x0002;
-const FLAG_RESERVE_PRESENT = 0x0004;
+/** "MSCF", CFHEADER's first dword (little-endian). */
+export const CAB_SIGNATURE = 0x4643534d;
+export const FLAG_PREV_CABINET = 0x0001;
+export const FLAG_NEXT_CABINET = 0x0002;
+export const FLAG_RESERVE_PRESENT = 0x0004;
 /** A signed cabinet reserves exactly this many header bytes for the signature locator. */
-const SIGNED_HEADER_RESERVE = 20;
+export const SIGNED_HEADER_RESERVE = 20;
+/** The first dword of the signature locator in the reserve, the only value osslsigncode writes and this accepts. */
+export const SIGNATURE_LOCATOR_MAGIC = 0x00100000;
 
 export interface CabLayout {
   signed: boolean;
@@ -25,7 +29,7 @@ export type CabLayoutResult = { kind: 'layout'; layout: CabLayout } | { kind: 'n
  */
 export function parseCabLayout(head: Uint8Array, maxHeaderBytes: number): CabLayoutResult {
   if (head.byteLength < 36) return { kind: 'need', bytes: 36 };
-  if (u32(head, 0) !== 0x4643534d) throw new MalformedError('no MSCF signature');
+  if (u32(head, 0) !== CAB_SIGNATURE) throw new MalformedError('no MSCF signature');
   const flags = u16(head, 30);
   const nFolders = u16(head, 26);
   const coffFiles = u32(head, 16);
@@ -44,7 +48,7 @@ export function parseCabLayout(head: Uint8Array, maxHeaderBytes: number): CabLay
   if (u32(head, 4) !== 0) throw new MalformedError('CFHEADER reserved1 is not zero');
   // iCabinet (not in the digest) is 0 for a cabinet that is not part of a set.
   if (!(flags & (FLAG_PREV_CABINET | FLAG_NEXT_CABINET)) && u16(head, 34) !== 0) throw new MalformedError('iCabinet is not zero in a single cabinet');
-  if (u32(head, 40) !== 0x00100000 || u32(head, 52) !== 0) throw new MalformedError('signature locator in the CAB reserve area is not in its canonical form');
+  if (u32(head, 40) !== SIGNATURE_LOCATOR_MAGIC || u32(head, 52) !== 0) throw new MalformedError('signature locator in the CAB reserve area is not in its canonical form');
   if (coffFiles > maxHeaderBytes) throw new MalformedError('CAB file table offset past the header limit');
   if (head.byteLength < coffFiles) return { kind: 'need', bytes: coffFiles };
   let idx = 60;

@@ -2,7 +2,7 @@ import { inflateRawSync } from 'node:zlib';
 import { MalformedError } from '../malformed.js';
 import { u16, u32 } from '../format/littleEndian.js';
 
-const COMPRESS_NONE = 0;
+export const COMPRESS_NONE = 0;
 const COMPRESS_MSZIP = 1;
 /** MS-CAB 2.7: an MSZIP block holds at most 32 KiB of output and starts with "CK". */
 const MSZIP_BLOCK = 32768;

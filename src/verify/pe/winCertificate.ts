@@ -1,8 +1,9 @@
 import { MalformedError } from '../malformed.js';
 import { reason, type VerdictReason } from '../verdict.js';
 
-const WIN_CERT_REVISION_2_0 = 0x0200;
-const WIN_CERT_TYPE_PKCS_SIGNED_DATA = 0x0002;
+/** WIN_CERTIFICATE wRevision and wCertificateType of an Authenticode entry (the lab signer writes them too). */
+export const WIN_CERT_REVISION_2_0 = 0x0200;
+export const WIN_CERT_TYPE_PKCS_SIGNED_DATA = 0x0002;
 
 /** Length of the DER element at the start of `b` (tag + length + value), or throws. */
 export function derElementLength(b: Uint8Array): number {
