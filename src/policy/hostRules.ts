@@ -52,13 +52,20 @@ function comparableHost(host: string): string {
  * and the interception CA's current host list both ask it.
  */
 export function hostMatches(pattern: string, host: string): boolean {
+  return matchesHost(compileHostPattern(pattern), comparableHost(host));
+}
+
+/** A host pattern read once: a suffix (`.example.com` for `*.example.com`) or one exact host. */
+type HostPattern = { suffix: string } | { exact: string };
+
+function compileHostPattern(pattern: string): HostPattern {
   const p = canonicalHost(pattern);
-  const h = comparableHost(host);
-  if (p.startsWith('*.')) {
-    const suffix = p.slice(1); // ".example.com"
-    return h.length > suffix.length && h.endsWith(suffix);
-  }
-  return comparableHost(p) === h;
+  return p.startsWith('*.') ? { suffix: p.slice(1) } : { exact: comparableHost(p) };
+}
+
+/** `host` in comparableHost's spelling. */
+function matchesHost(p: HostPattern, host: string): boolean {
+  return 'suffix' in p ? host.length > p.suffix.length && host.endsWith(p.suffix) : p.exact === host;
 }
 
 const DNS_CHARS = /^[A-Za-z0-9.-]+$/;
@@ -87,9 +94,11 @@ export function isSafeHostName(host: string): boolean {
 
 /** Path patterns: `*` matches any run of characters (including `/`); the query string is ignored. */
 export function pathMatches(pattern: string, path: string): boolean {
-  const p = path.split('?')[0] ?? '';
-  const re = new RegExp('^' + pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$');
-  return re.test(p);
+  return pathPattern(pattern).test(path.split('?')[0] ?? '');
+}
+
+function pathPattern(pattern: string): RegExp {
+  return new RegExp('^' + pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$');
 }
 
 /**
@@ -98,27 +107,35 @@ export function pathMatches(pattern: string, path: string): boolean {
  * match the request falls through to the next rule.
  */
 export class HostRules {
-  constructor(private readonly rules: HostRule[]) {}
+  /** The rules' patterns read once (decide runs several times per request). */
+  private readonly compiled: { rule: HostRule; host: HostPattern; paths: RegExp[] | undefined }[];
+
+  constructor(private readonly rules: HostRule[]) {
+    this.compiled = rules.map((rule) => ({ rule, host: compileHostPattern(rule.pattern), paths: rule.paths?.map(pathPattern) }));
+  }
 
   decide(host: string, path?: string): HostDecision {
-    for (const rule of this.rules) {
-      if (!hostMatches(rule.pattern, host)) continue;
-      if (rule.paths && path !== undefined && !rule.paths.some((p) => pathMatches(p, path))) continue;
-      return { mode: rule.mode, rule };
+    const h = comparableHost(host);
+    const p = path === undefined ? undefined : path.split('?')[0] ?? '';
+    for (const c of this.compiled) {
+      if (!matchesHost(c.host, h)) continue;
+      if (c.paths && p !== undefined && !c.paths.some((re) => re.test(p))) continue;
+      return { mode: c.rule.mode, rule: c.rule };
     }
     return { mode: 'pass' };
   }
 
   /** Mode for a CONNECT, where no path is known: paths do not narrow it. */
   decideConnect(host: string): HostDecision {
-    for (const rule of this.rules) if (hostMatches(rule.pattern, host)) return { mode: rule.mode, rule };
+    const h = comparableHost(host);
+    for (const c of this.compiled) if (matchesHost(c.host, h)) return { mode: c.rule.mode, rule: c.rule };
     return { mode: 'pass' };
   }
 
   /** Does a rule name this host exactly (a pattern without wildcard)? Such a host may be loopback or link-local. */
   namesExactly(host: string): boolean {
-    const h = canonicalHost(host);
-    return this.rules.some((r) => !r.pattern.includes('*') && canonicalHost(r.pattern) === h);
+    const h = comparableHost(host);
+    return this.compiled.some((c) => 'exact' in c.host && c.host.exact === h);
   }
 
   /** Patterns named exactly (no wildcard) in a mode: the names whose addresses `inspectAddresses` compares against. */

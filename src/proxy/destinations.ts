@@ -103,6 +103,12 @@ export class InspectedAddresses {
 export class DestinationAdmission {
   private readonly own: (address: string, port: number) => boolean;
   private readonly inspected: InspectedAddresses | undefined;
+  /**
+   * Address decisions already made (host, port, the addresses it resolved to): the rules, the
+   * gate's endpoints and this machine's interfaces are fixed for the gate's life, so the same
+   * question has the same answer. Bounded: cleared when full.
+   */
+  private readonly byAddresses = new Map<string, AccessDenial | null>();
 
   constructor(private readonly o: { access: AccessPolicy; hostRules: HostRules; viaUpstreamProxy: boolean; ownEndpoints: () => { host: string; port: number }[] }) {
     this.own = ownEndpointCheck(o.ownEndpoints);
@@ -120,7 +126,14 @@ export class DestinationAdmission {
       // Nothing to connect to: the caller answers as for an unreachable upstream (an interception goes on: each request resolves again).
       return { addresses: [], unresolved: `${host} does not resolve (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` };
     }
-    return this.o.access.addresses(host, port, addresses, this.own) ?? { addresses };
+    const key = `${host}|${port}|${addresses.join(',')}`;
+    let denial = this.byAddresses.get(key);
+    if (denial === undefined) {
+      denial = this.o.access.addresses(host, port, addresses, this.own) ?? null;
+      if (this.byAddresses.size >= 4096) this.byAddresses.clear();
+      this.byAddresses.set(key, denial);
+    }
+    return denial ?? { addresses };
   }
 
   /** inspectAddresses: is a destination an alias (same address) of an inspected host named exactly? */
