@@ -143,8 +143,9 @@ export class UpdateGate {
       ownEndpoints: () => [{ host: o.listen.host, port: this.port }, ...(o.ownEndpoints ?? [])],
     });
     this.upstream = new UpstreamFetch({ upstreamProxy: o.upstreamProxy, upstreamCaFile: o.upstreamCaFile });
+    this.server = http.createServer();
     // A request head must be complete this long after it started (slowloris), as ICAP's.
-    this.server = http.createServer({ headersTimeout: l.requestHeadTimeoutMs ?? REQUEST_HEAD_TIMEOUT_MS });
+    this.server.headersTimeout = l.requestHeadTimeoutMs ?? REQUEST_HEAD_TIMEOUT_MS;
     this.connects = new ConnectHandler({
       access: this.access, hostRules: o.hostRules, destinations: this.destinations, audit: o.audit, rulesSha256: o.rulesSha256,
       upstreamProxy: o.upstreamProxy, tunnelIdleMs: l.tunnelIdleTimeoutMs ?? TUNNEL_IDLE_MS, fault: (w, e) => this.fault(w, e),
