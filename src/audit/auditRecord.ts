@@ -1,4 +1,5 @@
-import type { PayloadFormat, Verdict, VerdictReason } from '../verify/verdict.js';
+import type { PayloadFormat, Verdict } from '../verify/verdict.js';
+import type { GateReason } from '../inspect/gateReason.js';
 
 /**
  * One audit record: one line of JSON per response to a client for an inspected resource (and per
@@ -24,7 +25,7 @@ export interface AuditRecord {
   sha256?: string;
   format?: PayloadFormat;
   verdict: 'allow' | 'block' | 'pass';
-  reasons: VerdictReason[];
+  reasons: GateReason[];
   signer?: Verdict['signer'];
   chain?: string[];
   timestamp?: Verdict['timestamp'];

@@ -4,7 +4,7 @@ import { buildPolicy } from '../policy/buildPolicy.js';
 import { buildTrustChannels } from '../policy/trustChannels.js';
 import { anchorRows, trustWarnings, ROLE_SIGNS } from '../policy/trustReport.js';
 import { parseDistrustList } from '../policy/trustMaterial.js';
-import { trustListVerdict } from '../verify/ctl/trustListVerification.js';
+import { Verifier } from '../verify/verifier.js';
 import { singleCabinetFile } from '../verify/ctl/cabinetFile.js';
 import { parseAt } from './verifyCommand.js';
 import { UsageError } from './usageError.js';
@@ -58,7 +58,7 @@ export function runImportCtl(args: { rules: string; file: string; out: string; a
       return 1;
     }
   }
-  const { verdict, list } = trustListVerdict(der, policy, now, 'ctl');
+  const { verdict, list } = new Verifier(policy).trustList(der, { now });
   if (verdict.verdict !== 'allow' || !list || list.isCatalog) {
     out(`BLOCK  ${args.file}: not imported`);
     for (const r of verdict.reasons) out(`  reason   ${r.code}: ${r.message}`);

@@ -1,12 +1,10 @@
 import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { IncrementalVerifier } from '../verify/incrementalVerifier.js';
-import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
+import { Verifier } from '../verify/verifier.js';
 import type { Verdict } from '../verify/verdict.js';
 import { loadRulesFile, RulesError } from '../policy/rulesFile.js';
 import { buildPolicy } from '../policy/buildPolicy.js';
 import { formatVerdictText } from './verdictTable.js';
-import { catalogFileVerdict } from '../verify/ctl/catalogMembership.js';
 import { buildTrustChannels } from '../policy/trustChannels.js';
 import { UsageError } from './usageError.js';
 
@@ -29,8 +27,8 @@ export interface VerifyArgs {
 }
 
 /** Streams a file through the incremental verifier (MSI: then reads its streams): memory stays bounded whatever its size. */
-export async function verifyFile(path: string, policy: ApprovedCaPolicy, now: Date, detachedSignature?: Uint8Array): Promise<Verdict> {
-  const verifier = new IncrementalVerifier(policy, { now, detachedSignature });
+export async function verifyFile(path: string, trust: Verifier, now: Date, detachedSignature?: Uint8Array): Promise<Verdict> {
+  const verifier = trust.stream({ now, detachedSignature });
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
     verifier.update(chunk as Buffer);
     if (verifier.earlyBlock) break;
@@ -64,18 +62,20 @@ export function parseAt(at: string | undefined): Date {
 export async function runVerify(args: VerifyArgs, out: (line: string) => void): Promise<number> {
   const now = parseAt(args.at);
   const loaded = loadRulesFile(args.rules);
-  let policy = buildPolicy(loaded, {
+  const policy = buildPolicy(loaded, {
     anchorFiles: args.anchor, tsaAnchorFiles: args.tsaAnchor, distrustFile: args.distrust,
     allowSha1: args.allowSha1, ekuMode: args.ekuMode, signatureMode: args.signatureMode,
   });
-  if (args.url !== undefined) {
+  let trust: Verifier;
+  if (args.url === undefined) trust = new Verifier(policy);
+  else {
     let u: URL;
     try {
       u = new URL(args.url);
     } catch {
       throw new UsageError(`--url: "${args.url}" is not a URL`);
     }
-    policy = buildTrustChannels(loaded, policy).trustFor(u.hostname, u.pathname).policy;
+    trust = buildTrustChannels(loaded, policy).trustFor(u.hostname, u.pathname).verifier;
   }
   if (args.detached && args.files.length !== 1) throw new UsageError('--detached takes exactly one FILE');
   if (args.detached && args.catalog) throw new UsageError('--detached and --catalog exclude each other');
@@ -103,7 +103,7 @@ export async function runVerify(args: VerifyArgs, out: (line: string) => void): 
   let blocked = false;
   for (const file of args.files) {
     // A catalog member is hashed whole in memory (SIP digest); payload-sized files go through the gate instead.
-    const verdict = catalog ? catalogFileVerdict(catalog, readFileSync(file), policy, now) : await verifyFile(file, policy, now, detached);
+    const verdict = catalog ? trust.catalogFile(catalog, readFileSync(file), { now }) : await verifyFile(file, trust, now, detached);
     if (verdict.verdict !== 'allow') blocked = true;
     out(args.json ? JSON.stringify({ file, ...verdict }) : formatVerdictText(file, verdict));
   }

@@ -2,8 +2,9 @@ import net, { type Socket } from 'node:net';
 import type { UnverifiableRule } from '../policy/rulesFile.js';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { reason } from '../verify/verdict.js';
+import { gateReason } from '../inspect/gateReason.js';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
+import { Verifier } from '../verify/verifier.js';
 import type { HostRules } from '../policy/hostRules.js';
 import type { TrustChannel } from '../policy/trustChannels.js';
 import type { AuditLog } from '../audit/auditLog.js';
@@ -141,7 +142,7 @@ export class IcapService {
     this.ctx = {
       hostRules: this.o.hostRules, rulesSha256: this.o.rulesSha256, istag: this.istag,
       inspection: {
-        policy: this.o.policy, trustFor: this.o.trustFor, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
+        verifier: new Verifier(this.o.policy), trustFor: this.o.trustFor, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, maxPayloadBytes: l.maxPayloadBytes,
         memory: this.memory, digests: this.digests, disk: DiskBudget.forSpool(this.spoolDir, l),
         nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, unverifiable: this.o.unverifiable, now: this.o.now, observer: this.o.observer,
       },
@@ -291,7 +292,7 @@ class IcapConnection {
       clearTimeout(this.headTimer);
       this.state = 'closed';
       try {
-        this.tx?.abort(reason('UPSTREAM_ERROR', 'the ICAP client closed the connection before the response was complete'));
+        this.tx?.abort(gateReason('UPSTREAM_ERROR', 'the ICAP client closed the connection before the response was complete'));
       } catch (e) {
         reportFault(this.ctx.inspection.observer, 'icap', e);
       }
@@ -500,7 +501,7 @@ class IcapConnection {
     const status = e instanceof IcapProtocolError ? e.status : 500;
     const message = e instanceof Error ? e.message : String(e);
     // A transaction in progress is blocked (its record says why); the client gets an ICAP error and the connection closes.
-    this.tx?.abort(reason(status === 500 ? 'INTERNAL_ERROR' : 'MALFORMED', `ICAP: ${message}`));
+    this.tx?.abort(gateReason(status === 500 ? 'INTERNAL_ERROR' : 'MALFORMED', `ICAP: ${message}`));
     this.tx = undefined;
     if (this.state === 'closed') return;
     this.state = 'closed';
@@ -511,7 +512,7 @@ class IcapConnection {
 
   /** Service stopping: a transaction still holding a payload is blocked now. */
   shutdown(): void {
-    if (this.tx) this.tx.failHeld(reason('INTERNAL_ERROR', 'patchgate is shutting down'));
+    if (this.tx) this.tx.failHeld(gateReason('INTERNAL_ERROR', 'patchgate is shutting down'));
     else this.destroy();
   }
 

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
+import type { Verdict } from '../verify/verdict.js';
+import { gateReason, type GateReason } from '../inspect/gateReason.js';
 import type { HostRules } from '../policy/hostRules.js';
 import { canonicalHost, targetHost } from '../policy/hostRules.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
@@ -125,14 +126,14 @@ export class RespmodTransaction {
     const status = responseStatus(res);
     this.upstreamStatus = status;
     if (status === 206) {
-      return this.block([reason('UPSTREAM_ERROR', 'the origin answered 206 Partial Content: a partial body cannot be verified (Squid: range_offset_limit -1 for update hosts)')]);
+      return this.block([gateReason('UPSTREAM_ERROR', 'the origin answered 206 Partial Content: a partial body cannot be verified (Squid: range_offset_limit -1 for update hosts)')]);
     }
     const location = res.get('location');
     if (status >= 300 && status < 400 && location) {
       let target: URL | undefined;
       try { target = new URL(location, this.url); } catch { /* refused below */ }
       const ok = target && (target.protocol === 'http:' || target.protocol === 'https:') && this.ctx.hostRules.decide(canonicalHost(target.hostname), target.pathname).mode === 'inspect';
-      if (!ok) return this.block([reason('UPSTREAM_ERROR', `redirect to ${location}, a host the rules do not inspect`)]);
+      if (!ok) return this.block([gateReason('UPSTREAM_ERROR', `redirect to ${location}, a host the rules do not inspect`)]);
       this.record({ served: 'redirect', status, verdict: 'pass', reasons: [], inspected: false, icapStatus: this.unchangedStatus });
       return this.unchanged();
     }
@@ -154,11 +155,11 @@ export class RespmodTransaction {
         error: () => this.end(true), // a response already under way cannot become a block: cut it
       },
     });
-    this.inspection.result.then((res) => this.onResult(res), (e: Error) => this.block([reason('INTERNAL_ERROR', e.message)]))
+    this.inspection.result.then((res) => this.onResult(res), (e: Error) => this.block([gateReason('INTERNAL_ERROR', e.message)]))
       // Answering runs here, outside the connection's guarded entries (an unhandled rejection would end the process).
       .catch((e: unknown) => {
         reportFault(this.ctx.inspection.observer, 'icap', e);
-        const why = reason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`);
+        const why = gateReason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`);
         // Not answered yet: the block. Answered in part: the connection closes (Squid, bypass=off, fails it).
         try { if (!this.responded) this.block([why]); } catch { /* closed below */ }
         if (!this.finished) { this.abort(why); this.io.done(true); }
@@ -211,7 +212,7 @@ export class RespmodTransaction {
   }
 
   /** The connection went away (or the service stops): block what is held. */
-  abort(why: VerdictReason): void {
+  abort(why: GateReason): void {
     if (this.finished) return;
     this.finished = true;
     this.spoolStream?.destroy();
@@ -226,7 +227,7 @@ export class RespmodTransaction {
   }
 
   /** Blocks a payload still waiting for its verdict (the service stops); anything else is left to finish. */
-  failHeld(why: VerdictReason): void {
+  failHeld(why: GateReason): void {
     if (this.mode !== 'inspect' || this.responded || this.finished) return;
     if (this.inspection) this.inspection.fail(why);
     else this.block([why]);
@@ -265,7 +266,7 @@ export class RespmodTransaction {
     this.io.write([icapResponseHead(200, [['ISTag', this.ctx.istag], ['Encapsulated', enc]]), http]);
   }
 
-  private block(reasons: VerdictReason[], verdict?: Verdict): void {
+  private block(reasons: GateReason[], verdict?: Verdict): void {
     if (this.responded) return;
     const page = blockPage(reasons, this.id, this.url);
     const head = new HttpHead(`HTTP/1.1 403 ${page.statusText}`, Object.entries(page.headers).map(([k, v]) => [k, String(v)]));
@@ -294,7 +295,7 @@ export class RespmodTransaction {
     const recorded = this.record({ served: 'full', status: this.upstreamStatus!, verdict: 'allow', reasons: [], verdictData: verdict, bytesToClient: verdict.size, icapStatus: use204 ? 204 : 200 });
     if (!recorded && this.ctx.auditOnError !== 'serve') {
       r.spool?.release();
-      return this.block([reason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block')]);
+      return this.block([gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block')]);
     }
     if (use204) {
       // The client's own copy is byte for byte what was verified.
@@ -320,7 +321,7 @@ export class RespmodTransaction {
     });
     stream.on('error', (e) => {
       if (this.finished) return;
-      this.record({ served: 'client-aborted', status: this.upstreamStatus!, verdict: 'block', reasons: [reason('INTERNAL_ERROR', `spool: ${e.message}`)] });
+      this.record({ served: 'client-aborted', status: this.upstreamStatus!, verdict: 'block', reasons: [gateReason('INTERNAL_ERROR', `spool: ${e.message}`)] });
       this.end(true);
     });
     stream.on('end', () => {
@@ -378,8 +379,8 @@ export class RespmodTransaction {
   private timeout(message: string): void {
     if (this.finished) return;
     if (this.mode === 'inspect' && !this.responded) {
-      this.inspection?.fail(reason('TIMEOUT', message));
-      if (!this.inspection) this.block([reason('TIMEOUT', message)]);
+      this.inspection?.fail(gateReason('TIMEOUT', message));
+      if (!this.inspection) this.block([gateReason('TIMEOUT', message)]);
       return;
     }
     // Unchanged or already answered: nothing to protect, but do not keep the connection forever.
@@ -409,7 +410,7 @@ export class RespmodTransaction {
   private rule: string | undefined;
 
   private record(x: {
-    served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: VerdictReason[];
+    served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: GateReason[];
     verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; toClientMs?: number; icapStatus?: number;
   }): boolean {
     const v = x.verdictData;

@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import type { VerdictReason } from '../verify/verdict.js';
+import type { GateReason } from './gateReason.js';
 
 /** The 403 that replaces a blocked payload, as data: the proxy writes it, the ICAP service encapsulates it. */
 export interface BlockPage {
@@ -10,7 +10,7 @@ export interface BlockPage {
 }
 
 /** Reason codes in headers (X-Patchgate-Reason), a short text body naming the audit record. */
-export function blockPage(reasons: VerdictReason[], auditId: string, url: string): BlockPage {
+export function blockPage(reasons: GateReason[], auditId: string, url: string): BlockPage {
   const codes = [...new Set(reasons.map((r) => r.code))];
   const body = Buffer.from([
     'patchgate blocked this download: its code signature did not pass the approved-CA policy.',
@@ -36,7 +36,7 @@ export function blockPage(reasons: VerdictReason[], auditId: string, url: string
 }
 
 /** Writes the 403 that replaces a blocked payload; returns the body's size. */
-export function writeBlockPage(res: ServerResponse, reasons: VerdictReason[], auditId: string, url: string, status?: number): number {
+export function writeBlockPage(res: ServerResponse, reasons: GateReason[], auditId: string, url: string, status?: number): number {
   const page = blockPage(reasons, auditId, url);
   if (!res.headersSent) {
     // A bad gateway (an upstream answer the gate cannot take, e.g. an unknown transfer-coding) is 502, as Squid answers.

@@ -1,20 +1,22 @@
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import type { Transform } from 'node:stream';
-import { IncrementalVerifier } from '../verify/incrementalVerifier.js';
+import type { IncrementalVerifier } from '../verify/incrementalVerifier.js';
 import { sniffFormat, SNIFF_BYTES } from '../verify/format/sniffFormat.js';
 import { sniffMetadata, type MetadataCheck } from '../verify/format/sniffMetadata.js';
 import { pathMatches } from '../policy/hostRules.js';
 import type { UnverifiableRule } from '../policy/rulesFile.js';
-import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
-import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
+import type { Verdict } from '../verify/verdict.js';
+import { gateReason, type GateReason } from './gateReason.js';
+import type { Verifier } from '../verify/verifier.js';
 import { reportFault, type GateObserver } from '../metrics/gateObserver.js';
 import { Spool, type DiskBudget, type MemoryBudget } from './spool.js';
 import type { DigestJob, DigestPool } from './digestPool.js';
 import type { TrustChannel } from '../policy/trustChannels.js';
 
 export interface InspectionSettings {
-  policy: ApprovedCaPolicy;
-  /** Per-channel trust (rules `channels`): when set, it decides the policy for each request's host and path. */
+  /** The verifier built once from the rules' trust (without channels, or for requests no channel names). */
+  verifier: Verifier;
+  /** Per-channel trust (rules `channels`): when set, it decides the verifier for each request's host and path. */
   trustFor?: (host: string, path: string) => TrustChannel;
   spoolDir: string;
   memoryHoldBytes: number;
@@ -38,7 +40,7 @@ export interface InspectionSettings {
 /** What became of a body: verified (allow or block, with the verifier's Verdict), blocked before a verdict, or passed as non-payload content. */
 export type InspectionResult =
   | { kind: 'verdict'; verdict: Verdict; spool: Spool | undefined; verifyMs: number }
-  | { kind: 'block'; reasons: VerdictReason[]; verdict?: Verdict; rule?: string }
+  | { kind: 'block'; reasons: GateReason[]; verdict?: Verdict; rule?: string }
   | { kind: 'pass'; rule: string };
 
 /** What the caller does with content that is not a payload (the rules pass it): it is streamed on, decoded, never held. */
@@ -49,7 +51,7 @@ export interface PassSink {
   data(chunk: Buffer, resume: () => void): boolean;
   end(): void;
   /** The body stopped decoding after it started to flow: the response cannot be completed. */
-  error(why: VerdictReason): void;
+  error(why: GateReason): void;
 }
 
 /**
@@ -127,7 +129,7 @@ export class PayloadInspection {
     private readonly o: { contentEncoding?: string | string[]; host?: string; pathname: string; pass?: PassSink; declaredLength?: number; owner?: string },
   ) {
     const channel = s.trustFor && o.host !== undefined ? s.trustFor(o.host, o.pathname) : undefined;
-    if (channel) this.s = { ...s, policy: channel.policy, nonPayload: channel.nonPayload ?? s.nonPayload };
+    if (channel) this.s = { ...s, verifier: channel.verifier, nonPayload: channel.nonPayload ?? s.nonPayload };
     this.channel = channel?.name;
     this.result = new Promise((r) => (this.resolveResult = r));
     const chain = contentDecoders(o.contentEncoding);
@@ -135,10 +137,10 @@ export class PayloadInspection {
     // more). A decoded body's length is unknown.
     const declared = 'decoders' in chain && chain.decoders.length === 0 ? Number(o.declaredLength ?? NaN) : NaN;
     const offload = 'decoders' in chain && !!s.digests && !(Number.isFinite(declared) && declared <= (s.inlineDigestBytes ?? 1 << 20));
-    this.verifier = new IncrementalVerifier(this.s.policy, { now: s.now?.(), digests: offload ? 'external' : 'inline' });
-    if (offload) this.job = s.digests!.job(this.s.policy);
+    this.verifier = this.s.verifier.stream({ now: s.now?.(), digests: offload ? 'external' : 'inline' });
+    if (offload) this.job = s.digests!.job(this.s.verifier.policy);
     if ('unsupported' in chain) {
-      this.fail(reason('UNSUPPORTED_FORMAT', `unsupported Content-Encoding "${chain.unsupported}"`));
+      this.fail(gateReason('UNSUPPORTED_FORMAT', `unsupported Content-Encoding "${chain.unsupported}"`));
       return;
     }
     this.decoders = chain.decoders;
@@ -146,7 +148,7 @@ export class PayloadInspection {
       for (let i = 0; i + 1 < this.decoders.length; i++) this.decoders[i]!.pipe(this.decoders[i + 1]!);
       for (const d of this.decoders) {
         d.on('error', (e: Error) => {
-          const why = reason('UPSTREAM_ERROR', `body does not decode (${e.message})`);
+          const why = gateReason('UPSTREAM_ERROR', `body does not decode (${e.message})`);
           if (this.mode === 'pass') this.o.pass!.error(why);
           else this.fail(why);
         });
@@ -190,11 +192,11 @@ export class PayloadInspection {
   /** Stops the decoders (a pass or block ended early): nothing more is read. A verified spool stays the caller's. */
   dispose(): void {
     for (const d of this.decoders) d.destroy();
-    if (!this.done) this.finish({ kind: 'block', reasons: [reason('INTERNAL_ERROR', 'inspection abandoned')] });
+    if (!this.done) this.finish({ kind: 'block', reasons: [gateReason('INTERNAL_ERROR', 'inspection abandoned')] });
   }
 
   /** Ends it from outside (upstream error, timeout, shutdown): a block unless already decided. */
-  fail(why: VerdictReason, rule?: string): void {
+  fail(why: GateReason, rule?: string): void {
     if (this.done) return;
     if (why.code === 'UPSTREAM_ERROR' || why.code === 'TIMEOUT') this.s.observer?.upstreamError(why.code);
     this.finish({ kind: 'block', reasons: [why], ...(rule ? { rule } : {}) });
@@ -217,7 +219,7 @@ export class PayloadInspection {
     if (this.done && this.mode !== 'pass') return;
     this.decodedBytes += chunk.byteLength;
     const max = this.s.maxPayloadBytes;
-    if (max > 0 && this.decodedBytes > max) return this.fail(reason('OVERSIZE', `decoded body exceeds the ${max}-byte limit`));
+    if (max > 0 && this.decodedBytes > max) return this.fail(gateReason('OVERSIZE', `decoded body exceeds the ${max}-byte limit`));
     if (this.mode === 'hold') return this.hold(chunk);
     if (this.mode === 'pass') return this.passOn(chunk);
     this.head.push(chunk);
@@ -235,7 +237,7 @@ export class PayloadInspection {
       // A full or read-only spool ends the hold at once, with the reason (not an idle timeout later).
       this.spool.onError = (e) => {
         reportFault(this.s.observer, 'spool', e);
-        this.fail(reason('INTERNAL_ERROR', `spool: ${e.message}`));
+        this.fail(gateReason('INTERNAL_ERROR', `spool: ${e.message}`));
       };
       this.hold(head);
       return;
@@ -250,7 +252,7 @@ export class PayloadInspection {
         : named ? `a kind the verifier cannot check: the rules block it (rule unverifiable "${named.name}")`
           : meta ? `${meta.kind === 'empty' ? 'an empty body' : `${meta.kind} metadata`}, and the rules block other content on update hosts (rule nonPayload)`
             : 'neither a format the verifier checks (PE, CAB, MSI, MSIX, trust list, catalog) nor recognisable metadata (XML, JSON, text without #!, one DER certificate): blocked (rule unrecognised)';
-      return this.fail(reason('UNSUPPORTED_FORMAT', why), rule);
+      return this.fail(gateReason('UNSUPPORTED_FORMAT', why), rule);
     }
     this.textCheck = meta?.check;
     this.mode = 'pass';
@@ -267,11 +269,11 @@ export class PayloadInspection {
     if (this.verifier.earlyBlock) return this.fail(this.verifier.earlyBlock);
     const job = this.job;
     if (job) {
-      if (job.failed) return this.fail(reason('INTERNAL_ERROR', `digest thread: ${job.failed.message}`));
+      if (job.failed) return this.fail(gateReason('INTERNAL_ERROR', `digest thread: ${job.failed.message}`));
       if (!job.update(chunk, this.uncongest)) this.congest();
     }
     if (!this.spool!.write(chunk, this.uncongest)) this.congest();
-    if (this.spool!.refused) return this.fail(reason('OVERSIZE', `spool: ${this.spool!.refused}; try again later`));
+    if (this.spool!.refused) return this.fail(gateReason('OVERSIZE', `spool: ${this.spool!.refused}; try again later`));
   }
 
   private passOn(chunk: Buffer): void {
@@ -283,7 +285,7 @@ export class PayloadInspection {
     this.textCheck = undefined;
     this.mode = 'sniff'; // nothing more is passed on
     for (const d of this.decoders) d.destroy();
-    this.o.pass!.error(reason('UNSUPPORTED_FORMAT', 'content passed as metadata turned out not to be text (binary data after a text start): the response was cut'));
+    this.o.pass!.error(gateReason('UNSUPPORTED_FORMAT', 'content passed as metadata turned out not to be text (binary data after a text start): the response was cut'));
   }
 
   /** A sink is full: stop the decoders too, or a small compressed input could fill memory. */
@@ -350,7 +352,7 @@ export class PayloadInspection {
         if (verdict.verdict === 'allow') this.finish({ kind: 'verdict', verdict, spool, verifyMs });
         else this.finish({ kind: 'block', reasons: verdict.reasons, verdict });
       },
-      (e: Error) => this.fail(reason('INTERNAL_ERROR', e.message)),
+      (e: Error) => this.fail(gateReason('INTERNAL_ERROR', e.message)),
     );
   }
 

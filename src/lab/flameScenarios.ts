@@ -1,4 +1,4 @@
-import type { ReasonCode } from '../verify/reasonCodes.js';
+import type { GateReasonCode } from '../verify/reasonCodes.js';
 import type { WpadFinding } from '../audit/auditRecord.js';
 import type { LabPki } from './labPki.js';
 import type { IssuedCertificate } from '../pki/certificateFactory.js';
@@ -14,7 +14,7 @@ export interface FlameScenario {
   /** What the attacker serves for the targeted update, in one sentence. */
   attack: string;
   /** Reason codes the gate must block with (exactly these). */
-  expectedCodes: ReasonCode[];
+  expectedCodes: GateReasonCode[];
   /** The attacker answers every request for the target with 206 and a spliced body (BITS-style). */
   rangeSplice: boolean;
   /** The payload the attacker serves for the targeted URL. */

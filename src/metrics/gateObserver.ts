@@ -1,4 +1,4 @@
-import type { ReasonCode } from '../verify/reasonCodes.js';
+import type { ShellReasonCode } from '../verify/reasonCodes.js';
 
 /**
  * What the gate reports as it works, for metrics: the few events that audit records cannot tell
@@ -11,7 +11,7 @@ export interface GateObserver {
   /** One verification finished: once per download, however many clients it then serves. */
   verified(verifyMs: number, verdict: 'allow' | 'block'): void;
   /** An inspected transfer failed because of the upstream (error, early close, forged 206, stall). */
-  upstreamError(code: Extract<ReasonCode, 'UPSTREAM_ERROR' | 'TIMEOUT'>): void;
+  upstreamError(code: Extract<ShellReasonCode, 'UPSTREAM_ERROR' | 'TIMEOUT'>): void;
   /**
    * patchgate itself failed: an exception caught at an entry point (`where`: request, response,
    * connect, tunnel, websocket, icap, admin), or a spool write error (`where`: spool). Counted,

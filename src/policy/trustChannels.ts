@@ -1,4 +1,5 @@
 import type { ApprovedCaPolicy, PinnedCertificate } from '../verify/approvedCaPolicy.js';
+import { Verifier } from '../verify/verifier.js';
 import type { ChannelRule, LoadedRules } from './rulesFile.js';
 import { hostMatches, pathMatches } from './hostRules.js';
 import { pinEntry } from './trustMaterial.js';
@@ -8,6 +9,8 @@ export interface TrustChannel {
   /** The channel's name from the rules, or `default`. */
   name: string;
   policy: ApprovedCaPolicy;
+  /** The channel's verifier, built once from `policy`: its anchors parsed once, its caches kept across requests. */
+  verifier: Verifier;
   /** Overrides the rules' nonPayload for this channel (e.g. raw .crt files on ctldl). */
   nonPayload?: 'pass' | 'block';
 }
@@ -34,15 +37,16 @@ export class TrustChannels {
   readonly fallback: TrustChannel;
 
   constructor(base: ApprovedCaPolicy, rules: ChannelRule[] = []) {
-    this.fallback = { name: 'default', policy: { ...base, ctlAnchors: [] } };
-    this.channels = rules.map((c, i) => ({
-      name: c.name, hosts: c.hosts, paths: c.paths, nonPayload: c.nonPayload,
-      policy: {
+    const fallbackPolicy = { ...base, ctlAnchors: [] };
+    this.fallback = { name: 'default', policy: fallbackPolicy, verifier: new Verifier(fallbackPolicy) };
+    this.channels = rules.map((c, i) => {
+      const policy: ApprovedCaPolicy = {
         ...base,
         anchors: channelPins(c.anchors, base.anchors, `channels[${i}].anchors`),
         ctlAnchors: channelPins(c.ctlAnchors, base.ctlAnchors ?? [], `channels[${i}].ctlAnchors`),
-      },
-    }));
+      };
+      return { name: c.name, hosts: c.hosts, paths: c.paths, nonPayload: c.nonPayload, policy, verifier: new Verifier(policy) };
+    });
   }
 
   /** The trust for one request: the first channel whose host and path patterns match, else `default`. */

@@ -2,7 +2,7 @@ import http, { type IncomingMessage } from 'node:http';
 import tls from 'node:tls';
 import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { reason } from '../verify/verdict.js';
+import { gateReason } from '../inspect/gateReason.js';
 import { canonicalHost, isSafeHostName, targetHost, type HostRules } from '../policy/hostRules.js';
 import type { AccessDenial, AccessPolicy } from '../policy/accessPolicy.js';
 import type { AuditLog } from '../audit/auditLog.js';
@@ -90,7 +90,7 @@ export class ConnectHandler {
     if (socket.destroyed) return;
     if (decision.mode === 'inspect') {
       if (!this.ca?.covers(host)) {
-        this.audit(client, target, host, 'blocked', 403, [reason('INTERNAL_ERROR', 'the interception CA cannot issue for this host: refused rather than tunnelled blind')]);
+        this.audit(client, target, host, 'blocked', 403, [gateReason('INTERNAL_ERROR', 'the interception CA cannot issue for this host: refused rather than tunnelled blind')]);
         refuseConnect(socket, 'HTTP/1.1 403 Forbidden\r\nx-patchgate-verdict: block\r\ncontent-length: 0\r\n\r\n');
         return;
       }
@@ -108,7 +108,7 @@ export class ConnectHandler {
   }
 
   private deny(socket: Duplex, client: string, target: string, host: string, d: AccessDenial): void {
-    this.audit(client, target, host, 'blocked', d.status, [reason('ACCESS_DENIED', d.why)]);
+    this.audit(client, target, host, 'blocked', d.status, [gateReason('ACCESS_DENIED', d.why)]);
     const text = `${d.why}\n`;
     refuseConnect(socket, `HTTP/1.1 ${d.status} ${d.status === 400 ? 'Bad Request' : 'Forbidden'}\r\ncontent-type: text/plain; charset=utf-8\r\nx-patchgate-verdict: block\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
   }

@@ -1,6 +1,7 @@
 import type { IncomingMessage, IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import { reason, type Verdict, type VerdictReason } from '../verify/verdict.js';
+import type { Verdict } from '../verify/verdict.js';
+import { gateReason, type GateReason } from '../inspect/gateReason.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
 import type { Spool } from '../inspect/spool.js';
 import { PayloadInspection, type InspectionResult, type InspectionSettings } from '../inspect/payloadInspection.js';
@@ -59,7 +60,7 @@ function entityHeaders(h: IncomingHttpHeaders): Record<string, string | string[]
 type Outcome =
   | { kind: 'verdict'; verdict: Verdict; status: number; headers: IncomingHttpHeaders; spool: Spool | undefined }
   | { kind: 'relay'; status: number; headers: IncomingHttpHeaders; served: AuditRecord['served'] }
-  | { kind: 'block'; reasons: VerdictReason[]; verdict?: Verdict; rule?: string; status?: number };
+  | { kind: 'block'; reasons: GateReason[]; verdict?: Verdict; rule?: string; status?: number };
 
 /**
  * One upstream fetch of an inspected resource, shared by every client that asks for the same URL
@@ -103,7 +104,7 @@ export class HeldDownload {
 
   constructor(key: string, private readonly settings: HoldSettings, private readonly onSettled: (d: HeldDownload, cacheable: boolean) => void) {
     this.key = key;
-    this.totalTimer = setTimeout(() => this.fail(reason('TIMEOUT', `transfer exceeded ${settings.totalTimeoutMs} ms`)), settings.totalTimeoutMs);
+    this.totalTimer = setTimeout(() => this.fail(gateReason('TIMEOUT', `transfer exceeded ${settings.totalTimeoutMs} ms`)), settings.totalTimeoutMs);
     this.totalTimer.unref();
     this.armIdle();
   }
@@ -135,7 +136,7 @@ export class HeldDownload {
     const i = this.waiters.indexOf(w);
     if (i < 0) return;
     this.waiters.splice(i, 1);
-    this.record(w, { served: 'client-aborted', status: 0, verdict: 'block', reasons: [reason('UPSTREAM_ERROR', 'the client disconnected before the verdict')] });
+    this.record(w, { served: 'client-aborted', status: 0, verdict: 'block', reasons: [gateReason('UPSTREAM_ERROR', 'the client disconnected before the verdict')] });
     // Nobody left to serve: stop fetching, so a client that walks away frees the upstream and the spool.
     if (!this.outcome && this.waiters.length === 0) this.abort();
   }
@@ -153,7 +154,7 @@ export class HeldDownload {
       return;
     }
     this.idleCleared = false;
-    this.idleTimer = setTimeout(() => this.fail(reason('TIMEOUT', `upstream idle for ${this.settings.idleTimeoutMs} ms`)), this.settings.idleTimeoutMs);
+    this.idleTimer = setTimeout(() => this.fail(gateReason('TIMEOUT', `upstream idle for ${this.settings.idleTimeoutMs} ms`)), this.settings.idleTimeoutMs);
     this.idleTimer.unref();
   }
 
@@ -170,7 +171,7 @@ export class HeldDownload {
     this.inspection?.dispose();
     this.upstream?.destroy();
     if (!this.upstream) this.cancel?.();
-    this.outcome = { kind: 'block', reasons: [reason('UPSTREAM_ERROR', 'aborted')] };
+    this.outcome = { kind: 'block', reasons: [gateReason('UPSTREAM_ERROR', 'aborted')] };
     this.letGoOfUpstream();
     this.onSettled(this, false);
   }
@@ -180,7 +181,7 @@ export class HeldDownload {
     res.destroy();
     this.clearTimers();
     this.upstream = undefined;
-    this.outcome = { kind: 'block', reasons: [reason('UPSTREAM_ERROR', 'handed over to a verified copy of the same entity')] };
+    this.outcome = { kind: 'block', reasons: [gateReason('UPSTREAM_ERROR', 'handed over to a verified copy of the same entity')] };
     this.letGoOfUpstream();
     const waiting = this.waiters.splice(0);
     this.onSettled(this, false);
@@ -205,7 +206,7 @@ export class HeldDownload {
   }
 
   /** An upstream error, a timeout or a limit: block everyone waiting, with the reason. */
-  fail(why: VerdictReason): void {
+  fail(why: GateReason): void {
     if (this.outcome) return;
     if (why.code === 'UPSTREAM_ERROR' || why.code === 'TIMEOUT') this.settings.observer?.upstreamError(why.code);
     this.inspection?.dispose();
@@ -247,18 +248,18 @@ export class HeldDownload {
     if (te.length) {
       res.destroy();
       this.settings.observer?.upstreamError('UPSTREAM_ERROR');
-      return this.settleNow({ kind: 'block', status: 502, reasons: [reason('UPSTREAM_ERROR', `unsupported transfer-coding "${te.join(', ')}" (only chunked is accepted)`)] });
+      return this.settleNow({ kind: 'block', status: 502, reasons: [gateReason('UPSTREAM_ERROR', `unsupported transfer-coding "${te.join(', ')}" (only chunked is accepted)`)] });
     }
     if (status === 206) {
       res.destroy();
-      return this.fail(reason('UPSTREAM_ERROR', 'upstream answered 206 Partial Content to a request without Range: a partial body is never forwarded unverified'));
+      return this.fail(gateReason('UPSTREAM_ERROR', 'upstream answered 206 Partial Content to a request without Range: a partial body is never forwarded unverified'));
     }
     if (status >= 300 && status < 400 && res.headers.location) {
       res.resume();
       let target: URL | undefined;
       try { target = new URL(res.headers.location, this.key); } catch { /* refused below */ }
       if (!target || !this.settings.redirectAllowed(target)) {
-        return this.settleNow({ kind: 'block', reasons: [reason('UPSTREAM_ERROR', `redirect to ${res.headers.location}, a host the rules do not inspect`)] });
+        return this.settleNow({ kind: 'block', reasons: [gateReason('UPSTREAM_ERROR', `redirect to ${res.headers.location}, a host the rules do not inspect`)] });
       }
       return this.settleNow({ kind: 'relay', status, headers: res.headers, served: 'redirect' });
     }
@@ -275,7 +276,7 @@ export class HeldDownload {
       ({ pathname, hostname } = new URL(this.key));
     } catch {
       res.destroy();
-      return this.fail(reason('INTERNAL_ERROR', `not a URL: ${this.key}`));
+      return this.fail(gateReason('INTERNAL_ERROR', `not a URL: ${this.key}`));
     }
     const cl = res.headers['content-length'];
     const inspection = new PayloadInspection(this.settings, {
@@ -293,11 +294,11 @@ export class HeldDownload {
     });
     this.inspection = inspection;
     this.trustChannel = inspection.channel;
-    inspection.result.then((r) => this.inspected(r, status, res.headers), (e: Error) => this.fail(reason('INTERNAL_ERROR', e.message)))
+    inspection.result.then((r) => this.inspected(r, status, res.headers), (e: Error) => this.fail(gateReason('INTERNAL_ERROR', e.message)))
       // Serving the outcome runs here, outside any library entry: its own guard (an unhandled rejection would end the process).
       .catch((e: unknown) => {
         reportFault(this.settings.observer, 'response', e);
-        this.fail(reason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`));
+        this.fail(gateReason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`));
       });
     res.on('data', (chunk: Buffer) => {
       if (this.outcome) return;
@@ -307,16 +308,16 @@ export class HeldDownload {
         inspection.onDrain(() => { if (!this.outcome) res.resume(); });
       }
     });
-    res.on('error', (e) => this.fail(reason('UPSTREAM_ERROR', `upstream: ${e.message}`)));
+    res.on('error', (e) => this.fail(gateReason('UPSTREAM_ERROR', `upstream: ${e.message}`)));
     res.on('close', () => {
-      if (!res.complete && !this.outcome) this.fail(reason('UPSTREAM_ERROR', 'upstream closed the connection before the whole body arrived'));
+      if (!res.complete && !this.outcome) this.fail(gateReason('UPSTREAM_ERROR', 'upstream closed the connection before the whole body arrived'));
     });
     res.resume(); // http-mitm-proxy hands the response over paused
     res.on('end', () => {
       clearTimeout(this.idleTimer); // the body is complete: only the verdict remains
       this.idleCleared = true;
       if (this.outcome) return;
-      if (!res.complete) return this.fail(reason('UPSTREAM_ERROR', 'upstream closed the connection before the whole body arrived'));
+      if (!res.complete) return this.fail(gateReason('UPSTREAM_ERROR', 'upstream closed the connection before the whole body arrived'));
       this.lastByte = Date.now();
       inspection.end();
     });
@@ -454,7 +455,7 @@ export class HeldDownload {
       bytesToClient: end - start + 1, durations: base,
     });
     if (!recorded && this.settings.auditOnError !== 'serve') {
-      const why = reason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
+      const why = gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
       writeBlockPage(w.res, [why], w.id, w.url);
       this.record(w, { served: 'blocked', status: 403, verdict: 'block', reasons: [why], durations: base });
       return;
@@ -474,7 +475,7 @@ export class HeldDownload {
   }
 
   private record(w: Waiter, r: {
-    served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: VerdictReason[];
+    served: AuditRecord['served']; status: number; verdict: AuditRecord['verdict']; reasons: GateReason[];
     verdictData?: Verdict; inspected?: boolean; bytesToClient?: number; durations?: AuditRecord['durations']; rule?: string;
   }): boolean {
     const v = r.verdictData ?? (this.outcome?.kind === 'verdict' ? this.outcome.verdict : this.outcome?.kind === 'block' ? this.outcome.verdict : undefined);

@@ -5,7 +5,8 @@ import type { Duplex } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { createHash } from 'node:crypto';
 import type { ApprovedCaPolicy } from '../verify/approvedCaPolicy.js';
-import { reason } from '../verify/verdict.js';
+import { Verifier } from '../verify/verifier.js';
+import { gateReason } from '../inspect/gateReason.js';
 import { canonicalHost, type HostRules } from '../policy/hostRules.js';
 import type { UnverifiableRule } from '../policy/rulesFile.js';
 import type { TrustChannel } from '../policy/trustChannels.js';
@@ -133,8 +134,11 @@ export class UpdateGate {
   private port = 0;
   private stopping = false;
   private digests: DigestPool | undefined;
+  /** Built once from the rules' trust: the requests no trust channel names are judged by it. */
+  private readonly verifier: Verifier;
 
   constructor(private readonly o: GateOptions) {
+    this.verifier = new Verifier(o.policy);
     const l = o.limits;
     this.memory = new MemoryBudget(l.memoryTotalBytes ?? MEMORY_TOTAL_FACTOR * l.memoryHoldBytes, (bytes) => this.cache.reclaimMemory(bytes));
     this.access = new AccessPolicy(o.access ?? defaultAccessRules(), o.hostRules);
@@ -320,7 +324,7 @@ export class UpdateGate {
     const id = newAuditId();
     this.o.audit.record({
       id, kind: 'transfer', client, method: (req.method ?? 'GET').toUpperCase(), url, host, inspected: false, served: 'blocked', status: d.status,
-      verdict: 'block', reasons: [reason(code, d.why)], rulesSha256: this.o.rulesSha256, durations: {},
+      verdict: 'block', reasons: [gateReason(code, d.why)], rulesSha256: this.o.rulesSha256, durations: {},
     });
     if (!res.headersSent) res.setHeader('x-patchgate-audit-id', id);
     refuse(res, d.status, d.why);
@@ -332,7 +336,7 @@ export class UpdateGate {
     this.o.audit.record({
       id: newAuditId(), kind: 'transfer', client: req.socket.remoteAddress ?? '?', method: req.method || '?', url: path || '(empty)',
       host, inspected: false, served: 'blocked', status: 400, verdict: 'block',
-      reasons: [reason('BAD_REQUEST', why)], rulesSha256: this.o.rulesSha256, durations: {},
+      reasons: [gateReason('BAD_REQUEST', why)], rulesSha256: this.o.rulesSha256, durations: {},
     });
     refuse(res, 400, `bad request target: ${why}`);
   }
@@ -386,16 +390,16 @@ export class UpdateGate {
     const out = this.upstream.request(target, waiter.req.method ?? method, headers);
     held.onCancel(() => out.destroy());
     out.on('response', (r: IncomingMessage) => {
-      r.on('error', (e: Error) => held.fail(reason('UPSTREAM_ERROR', `upstream: ${e.message}`)));
+      r.on('error', (e: Error) => held.fail(gateReason('UPSTREAM_ERROR', `upstream: ${e.message}`)));
       try {
         held.takeUpstream(r);
       } catch (e) {
         this.fault('response', e);
-        held.fail(reason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`));
+        held.fail(gateReason('INTERNAL_ERROR', `internal error: ${e instanceof Error ? e.message : String(e)}`));
         r.destroy();
       }
     });
-    out.on('error', (e: Error) => held.fail(reason('UPSTREAM_ERROR', `upstream: ${e.message}`)));
+    out.on('error', (e: Error) => held.fail(gateReason('UPSTREAM_ERROR', `upstream: ${e.message}`)));
     // A client that joined and then fetches its own has had its (empty) body read already.
     if (waiter.req.readableEnded) out.end();
     else waiter.req.pipe(out);
@@ -404,7 +408,7 @@ export class UpdateGate {
   private holdSettings(): HoldSettings {
     const l = this.o.limits;
     return {
-      cacheTtlMs: l.cacheTtlMs, disk: this.disk, sameEntity: this.cache.sameEntity, policy: this.o.policy, trustFor: this.o.trustFor, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
+      cacheTtlMs: l.cacheTtlMs, disk: this.disk, sameEntity: this.cache.sameEntity, verifier: this.verifier, trustFor: this.o.trustFor, spoolDir: this.spoolDir, memoryHoldBytes: l.memoryHoldBytes, memory: this.memory, maxPayloadBytes: l.maxPayloadBytes,
       idleTimeoutMs: l.idleTimeoutMs, totalTimeoutMs: l.totalTimeoutMs, nonPayload: this.o.nonPayload, unsignedDeltas: this.o.unsignedDeltas, unverifiable: this.o.unverifiable,
       rulesSha256: this.o.rulesSha256, audit: (r) => this.o.audit.record(r), auditOnError: this.o.auditOnError, now: this.o.now, observer: this.o.observer, digests: this.digests,
       redirectAllowed: (u) => (u.protocol === 'http:' || u.protocol === 'https:') && this.o.hostRules.decide(canonicalHost(u.hostname), u.pathname).mode === 'inspect',

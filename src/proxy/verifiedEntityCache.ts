@@ -1,4 +1,4 @@
-import { reason } from '../verify/verdict.js';
+import { gateReason } from '../inspect/gateReason.js';
 import type { HeldDownload } from './heldDownload.js';
 
 /**
@@ -108,7 +108,7 @@ export class VerifiedEntityCache {
 
   /** Stop: every hold still open is blocked, every copy let go. */
   clear(): void {
-    for (const d of [...this.active, ...this.downloads.values()]) d.fail(reason('INTERNAL_ERROR', 'patchgate is shutting down'));
+    for (const d of [...this.active, ...this.downloads.values()]) d.fail(gateReason('INTERNAL_ERROR', 'patchgate is shutting down'));
     this.active.clear();
     for (const d of this.downloads.values()) d.expire();
     this.downloads.clear();

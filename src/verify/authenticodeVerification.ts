@@ -1,13 +1,13 @@
 import { OID } from './oids.js';
 import { DIGEST_STRENGTH, digestFromOid, type DigestName } from './algorithms.js';
-import type { ApprovedCaPolicy } from './approvedCaPolicy.js';
-import { dedupeReasons, reason, type SignatureSummary, type Verdict, type VerdictReason } from './verdict.js';
+import type { Verifier } from './verifier.js';
+import { reason, type SignatureSummary, type Verdict, type VerdictReason } from './verdict.js';
 import { MalformedError } from './malformed.js';
-import { attributeValues, parseSignedData, type SignedDataParts } from './cms/signedDataParts.js';
+import { attributeValues, parseSignedData, type SignedDataParts, type SignerParts } from './cms/signedDataParts.js';
 import { parseSpcIndirectDataContent } from './cms/spcIndirectDataContent.js';
-import { checkSigner, judgeDigest } from './cms/signerCheck.js';
+import { judgeDigest } from './cms/signerCheck.js';
 import type { AcceptedTimestamp } from './cms/timestampCheck.js';
-import { judgeAtSigningTime } from './cms/signingTimeChain.js';
+import { onlySigner, signedDataReport, verifySignedData, type ContentBinding } from './cms/signedDataVerification.js';
 import type { CertificateInfo } from './chain/certificateInfo.js';
 
 /** What the file itself yields: the digests computed while streaming, and which Authenticode type it is. */
@@ -34,22 +34,11 @@ export interface SignatureEvaluation {
 }
 
 /**
- * Evaluates one Authenticode signature in the order that keeps a good chain from ever standing in
- * for a bad file: file digest, then the signer over its attributes, then the timestamp, then the
- * chain at the proven time.
+ * Authenticode's content binding: SpcIndirectDataContent names the kind of file, the digest
+ * algorithm and the file's digest, which must equal the digest the format computed. A signature
+ * made for another kind of file (or, with SpcSipInfo, another SIP) is MALFORMED.
  */
-export function evaluateAuthenticodeSignature(der: Uint8Array, evidence: FileEvidence, policy: ApprovedCaPolicy, now: Date, index: number, nested: boolean): SignatureEvaluation {
-  const base = { index, nested, chain: [] as CertificateInfo[], anchored: false, verifiedAt: now, nestedDers: [] as Uint8Array[] };
-  let parts: SignedDataParts;
-  try {
-    parts = parseSignedData(der, nested ? `nested signature #${index}` : 'signature');
-    if (parts.eContentType !== OID.spcIndirectData) throw new MalformedError('the signature does not sign Authenticode content (SpcIndirectDataContent)');
-    if (parts.signers.length !== 1) throw new MalformedError(`Authenticode requires exactly one signer, found ${parts.signers.length}`);
-  } catch (err) {
-    if (!(err instanceof MalformedError)) throw err;
-    return { ...base, digestAlgorithm: 'unknown', reasons: [reason('MALFORMED', err.message)] };
-  }
-  const out: VerdictReason[] = [];
+function authenticodeBinding(parts: SignedDataParts, evidence: FileEvidence, verifier: Verifier): { binding: ContentBinding; algorithm: DigestName | undefined; digest: SignatureEvaluation['digest'] } {
   const indirect = parseSpcIndirectDataContent(parts.eContentElement);
   if (indirect.dataType !== evidence.dataType) {
     throw new MalformedError(`the signature was made for another kind of file (${indirect.dataType})`);
@@ -57,10 +46,10 @@ export function evaluateAuthenticodeSignature(der: Uint8Array, evidence: FileEvi
   if (evidence.sipGuid && !(indirect.sipGuid && Buffer.from(indirect.sipGuid).equals(evidence.sipGuid))) {
     throw new MalformedError(`the signature names another SIP (${indirect.sipGuid ? Buffer.from(indirect.sipGuid).toString('hex') : 'none'}) than this format's`);
   }
+  const out: VerdictReason[] = [];
   const algorithm = digestFromOid(indirect.digestAlgorithmOid);
-  const weakBefore = out.length;
-  judgeDigest(indirect.digestAlgorithmOid, policy, 'file digest', out);
-  const refused = out.length > weakBefore;
+  judgeDigest(indirect.digestAlgorithmOid, verifier.policy, 'file digest', out);
+  const refused = out.length > 0;
   let digest: SignatureEvaluation['digest'];
   const expected = Buffer.from(indirect.digest);
   if (algorithm && algorithm !== 'md5') {
@@ -72,21 +61,31 @@ export function evaluateAuthenticodeSignature(der: Uint8Array, evidence: FileEvi
       if (!actual.equals(expected)) out.unshift(reason('DIGEST_MISMATCH', `the file's ${algorithm} Authenticode digest is ${digest.actual}, the signature signs ${digest.expected}`));
     }
   }
+  return { binding: { anchors: verifier.anchors.code, purpose: 'codeSigning', contentReasons: out }, algorithm, digest };
+}
 
-  const signerInfo = parts.signers[0]!;
-  const signer = checkSigner(parts, signerInfo, policy);
-  out.push(...signer.reasons);
-
-  const judged = judgeAtSigningTime(parts, signerInfo, signer.signer, policy.anchors, 'codeSigning', policy, now);
-  const { timestamp, at } = judged;
-  const chain: CertificateInfo[] = judged.chain?.path ?? [];
-  const anchored = judged.chain?.anchored ?? false;
-  out.push(...judged.reasons);
-
-  const nestedDers = nested ? [] : attributeValues(signerInfo.info.unsignedAttrs, OID.spcNestedSignature).map((el) => new Uint8Array(el.valueBeforeDecodeView));
+/**
+ * Evaluates one Authenticode signature through the one SignedData path, bound to the file by its
+ * indirect data: file digest first, so a good chain never stands in for a changed file.
+ */
+export function evaluateAuthenticodeSignature(der: Uint8Array, evidence: FileEvidence, verifier: Verifier, now: Date, index: number, nested: boolean): SignatureEvaluation {
+  const base = { index, nested, chain: [] as CertificateInfo[], anchored: false, verifiedAt: now, nestedDers: [] as Uint8Array[] };
+  let parts: SignedDataParts;
+  let signerParts: SignerParts;
+  try {
+    parts = parseSignedData(der, nested ? `nested signature #${index}` : 'signature');
+    if (parts.eContentType !== OID.spcIndirectData) throw new MalformedError('the signature does not sign Authenticode content (SpcIndirectDataContent)');
+    signerParts = onlySigner(parts, (n) => `Authenticode requires exactly one signer, found ${n}`);
+  } catch (err) {
+    if (!(err instanceof MalformedError)) throw err;
+    return { ...base, digestAlgorithm: 'unknown', reasons: [reason('MALFORMED', err.message)] };
+  }
+  const { binding, algorithm, digest } = authenticodeBinding(parts, evidence, verifier);
+  const r = verifySignedData(parts, signerParts, binding, verifier, now);
+  const nestedDers = nested ? [] : attributeValues(signerParts.info.unsignedAttrs, OID.spcNestedSignature).map((el) => new Uint8Array(el.valueBeforeDecodeView));
   return {
-    index, nested, digestAlgorithm: algorithm ?? 'unknown', reasons: dedupeReasons(out), signer: signer.signer,
-    chain, anchored, digest, timestamp, verifiedAt: at, nestedDers,
+    index, nested, digestAlgorithm: algorithm ?? 'unknown', reasons: r.reasons, signer: r.signer,
+    chain: r.chain, anchored: r.anchored, digest, timestamp: r.timestamp, verifiedAt: r.at, nestedDers,
   };
 }
 
@@ -98,9 +97,9 @@ function summarise(e: SignatureEvaluation): SignatureSummary {
   };
 }
 
-function safeEvaluate(der: Uint8Array, evidence: FileEvidence, policy: ApprovedCaPolicy, now: Date, index: number, nested: boolean): SignatureEvaluation {
+function safeEvaluate(der: Uint8Array, evidence: FileEvidence, verifier: Verifier, now: Date, index: number, nested: boolean): SignatureEvaluation {
   try {
-    return evaluateAuthenticodeSignature(der, evidence, policy, now, index, nested);
+    return evaluateAuthenticodeSignature(der, evidence, verifier, now, index, nested);
   } catch (err) {
     const code = err instanceof MalformedError ? 'MALFORMED' : 'INTERNAL_ERROR';
     return { index, nested, digestAlgorithm: 'unknown', reasons: [reason(code, (err as Error).message)], chain: [], anchored: false, verifiedAt: now, nestedDers: [] };
@@ -112,13 +111,14 @@ function safeEvaluate(der: Uint8Array, evidence: FileEvidence, policy: ApprovedC
  * `primary` (what Windows evaluates), `best` (strongest file digest), or `all`. Whatever the mode,
  * only a signature whose own checks all pass (file digest included) can allow.
  */
-export function authenticodeVerdict(signatureDers: Uint8Array[], evidence: FileEvidence, policy: ApprovedCaPolicy, now: Date): Omit<Verdict, 'format' | 'sha256' | 'size'> {
+export function authenticodeVerdict(signatureDers: Uint8Array[], evidence: FileEvidence, verifier: Verifier, now: Date): Omit<Verdict, 'format' | 'sha256' | 'size'> {
+  const policy = verifier.policy;
   if (!signatureDers.length) throw new MalformedError('no signature');
-  const primary = safeEvaluate(signatureDers[0]!, evidence, policy, now, 0, false);
+  const primary = safeEvaluate(signatureDers[0]!, evidence, verifier, now, 0, false);
   // Further signatures: those nested in the primary (1.3.6.1.4.1.311.2.4.1), then further
   // WIN_CERTIFICATE entries (dual-signed UEFI binaries carry two), each evaluated on its own.
   const others = [...primary.nestedDers, ...signatureDers.slice(1)];
-  const all = [primary, ...others.map((d, i) => safeEvaluate(d, evidence, policy, now, i + 1, true))];
+  const all = [primary, ...others.map((d, i) => safeEvaluate(d, evidence, verifier, now, i + 1, true))];
   let deciding = primary;
   let reasons: VerdictReason[];
   switch (policy.signatureMode) {
@@ -135,14 +135,14 @@ export function authenticodeVerdict(signatureDers: Uint8Array[], evidence: FileE
       reasons = all.flatMap((e) => e.reasons.map((r) => (e.nested ? { code: r.code, message: `signature #${e.index}: ${r.message}` } : r)));
       break;
   }
-  const leaf = deciding.signer;
+  const report = signedDataReport(deciding);
   return {
     verdict: reasons.length === 0 ? 'allow' : 'block',
     reasons,
-    signer: leaf ? { subject: leaf.subject, issuer: leaf.issuer, serial: leaf.serialHex, sha256: leaf.sha256 } : undefined,
-    chain: deciding.chain.length ? deciding.chain.map((c) => ({ subject: c.subject, issuer: c.issuer, sha256: c.sha256, notBefore: c.notBefore.toISOString(), notAfter: c.notAfter.toISOString() })) : undefined,
+    signer: report.signer,
+    chain: report.chain,
     digest: deciding.digest,
-    timestamp: deciding.timestamp ? { time: deciding.timestamp.time.toISOString(), authority: deciding.timestamp.authority } : undefined,
+    timestamp: report.timestamp,
     verifiedAt: deciding.verifiedAt.toISOString(),
     signatureMode: policy.signatureMode,
     signatures: all.map(summarise),

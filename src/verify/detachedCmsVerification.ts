@@ -1,55 +1,49 @@
 import { digestFromOid, type DigestName } from './algorithms.js';
-import type { ApprovedCaPolicy } from './approvedCaPolicy.js';
-import { dedupeReasons, reason, type Verdict, type VerdictReason } from './verdict.js';
+import type { Verifier } from './verifier.js';
+import { reason, type Verdict } from './verdict.js';
 import { MalformedError } from './malformed.js';
-import { parseSignedData, type SignedDataParts } from './cms/signedDataParts.js';
-import { checkSigner } from './cms/signerCheck.js';
-import { judgeAtSigningTime } from './cms/signingTimeChain.js';
+import { parseSignedData, type SignedDataParts, type SignerParts } from './cms/signedDataParts.js';
+import { onlySigner, signedDataReport, verifySignedData } from './cms/signedDataVerification.js';
 
 /**
  * A detached CMS/PKCS#7 signature over a whole file (`verify --detached`). Parsed before the
- * content streams, so the content is hashed once, with the signer's own digest algorithm.
+ * content streams, so the content is hashed once, with the signer's own digest algorithm; then
+ * judged by the one SignedData path, its messageDigest bound to the streamed content.
  */
 export class DetachedCmsCheck {
   private readonly parts: SignedDataParts;
+  private readonly signerParts: SignerParts;
 
-  constructor(signature: Uint8Array, private readonly policy: ApprovedCaPolicy, private readonly now: Date) {
+  constructor(signature: Uint8Array, private readonly verifier: Verifier, private readonly now: Date) {
     this.parts = parseSignedData(signature, 'detached signature');
     if (this.parts.eContentValue !== undefined) throw new MalformedError('the signature encapsulates its content: it is not detached');
-    if (this.parts.signers.length !== 1) throw new MalformedError(`expected one signer, found ${this.parts.signers.length}`);
+    this.signerParts = onlySigner(this.parts, (n) => `expected one signer, found ${n}`);
   }
 
   contentDigests(): DigestName[] {
-    const d = digestFromOid(this.parts.signers[0]!.info.digestAlgorithm.algorithmId);
+    const d = digestFromOid(this.signerParts.info.digestAlgorithm.algorithmId);
     return d && d !== 'md5' ? [d] : [];
   }
 
   verdict(digests: Map<DigestName, Buffer>): Omit<Verdict, 'format' | 'sha256' | 'size'> {
-    const out: VerdictReason[] = [];
-    const signerParts = this.parts.signers[0]!;
-    const signer = checkSigner(this.parts, signerParts, this.policy, (d) => digests.get(d));
-    // A messageDigest mismatch on detached content means the file was changed: say so plainly.
-    for (const r of signer.reasons) {
-      out.push(r.code === 'SIGNATURE_INVALID' && r.message.includes('messageDigest attribute does not match')
-        ? reason('DIGEST_MISMATCH', 'the file does not match the digest in the detached signature')
-        : r);
-    }
-    const judged = judgeAtSigningTime(this.parts, signerParts, signer.signer, this.policy.anchors, 'codeSigning', this.policy, this.now);
-    const at = judged.at;
-    const chain = { path: judged.chain?.path ?? [] };
-    out.push(...judged.reasons);
-    const reasons = dedupeReasons(out);
-    const leaf = signer.signer;
-    const d = signer.digest;
+    const r = verifySignedData(this.parts, this.signerParts, {
+      anchors: this.verifier.anchors.code,
+      purpose: 'codeSigning',
+      detachedDigest: (d) => digests.get(d),
+      // A messageDigest that differs on detached content means the file was changed: say so plainly.
+      messageDigestMismatch: reason('DIGEST_MISMATCH', 'the file does not match the digest in the detached signature'),
+    }, this.verifier, this.now);
+    const d = r.signerDigest;
+    const report = signedDataReport(r);
     return {
-      verdict: reasons.length ? 'block' : 'allow',
-      reasons,
-      signer: leaf ? { subject: leaf.subject, issuer: leaf.issuer, serial: leaf.serialHex, sha256: leaf.sha256 } : undefined,
-      chain: chain.path.length ? chain.path.map((c) => ({ subject: c.subject, issuer: c.issuer, sha256: c.sha256, notBefore: c.notBefore.toISOString(), notAfter: c.notAfter.toISOString() })) : undefined,
+      verdict: r.reasons.length ? 'block' : 'allow',
+      reasons: r.reasons,
+      signer: report.signer,
+      chain: report.chain,
       digest: d && digests.get(d) ? { algorithm: d, expected: '(messageDigest attribute)', actual: digests.get(d)!.toString('hex') } : undefined,
-      timestamp: judged.timestamp ? { time: judged.timestamp.time.toISOString(), authority: judged.timestamp.authority } : undefined,
-      verifiedAt: at.toISOString(),
-      ekuMode: this.policy.ekuMode,
+      timestamp: report.timestamp,
+      verifiedAt: r.at.toISOString(),
+      ekuMode: this.verifier.policy.ekuMode,
     };
   }
 }

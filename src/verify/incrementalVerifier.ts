@@ -1,6 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { DigestName } from './algorithms.js';
 import type { ApprovedCaPolicy } from './approvedCaPolicy.js';
+import { Verifier } from './verifier.js';
 import { reason, type PayloadFormat, type Verdict, type VerdictReason } from './verdict.js';
 import { MalformedError } from './malformed.js';
 import { RangeHasher } from './rangeHasher.js';
@@ -9,7 +10,7 @@ import { formatFor } from './format/formats.js';
 import { signedContentVerdict, verifyRandomAccess } from './format/signedContentVerdict.js';
 import { DetachedCmsCheck } from './detachedCmsVerification.js';
 import { TrustListCabinetStream, TrustListStream } from './ctl/trustListStreams.js';
-import { bytesSource, type RandomAccessFormat, type RandomAccessSource, type StreamingFormat } from './format/signedFileFormat.js';
+import { type RandomAccessFormat, type RandomAccessSource, type StreamingFormat } from './format/signedFileFormat.js';
 
 /** A format stream's verdict; `format` refines the sniffed one (a cabinet that holds a trust list). */
 type Partial = Omit<Verdict, 'format' | 'sha256' | 'size'> & { format?: PayloadFormat };
@@ -39,10 +40,12 @@ class LayoutStream<L> implements FormatStream {
 
   constructor(
     private readonly format: StreamingFormat<L>,
-    private readonly policy: ApprovedCaPolicy,
+    private readonly verifier: Verifier,
     private readonly now: Date,
     private readonly hashing = true,
   ) {}
+
+  private get policy(): Readonly<ApprovedCaPolicy> { return this.verifier.policy; }
 
   /** The byte ranges the Authenticode digest covers, once the layout is known. */
   get ranges(): readonly (readonly [number, number])[] | undefined {
@@ -110,7 +113,7 @@ class LayoutStream<L> implements FormatStream {
     if (total < span.offset + span.size || this.signatureFilled !== span.size) {
       return block(reason('MALFORMED', `payload is truncated: ${total} bytes, the signature ends at ${span.offset + span.size}`));
     }
-    const partial = signedContentVerdict(this.format.signatures(this.layout, this.signature!, this.fileDigests()), this.policy, this.now);
+    const partial = signedContentVerdict(this.format.signatures(this.layout, this.signature!, this.fileDigests()), this.verifier, this.now);
     if (this.trailing > 0) {
       const t = reason('TRAILING_DATA', `${this.trailing} bytes after the signature, outside what the signature covers`);
       return { ...partial, verdict: 'block', reasons: [t, ...partial.reasons] };
@@ -188,14 +191,18 @@ export class IncrementalVerifier {
   private readonly hashing: boolean;
   private external: ExternalDigests | undefined;
 
-  constructor(private readonly policy: ApprovedCaPolicy, private readonly options: IncrementalVerifierOptions = {}) {
+  private readonly verifier: Verifier;
+
+  /** Built by Verifier.stream(); a policy makes a one-off Verifier (tests, scripts). */
+  constructor(source: Verifier | ApprovedCaPolicy, private readonly options: IncrementalVerifierOptions = {}) {
+    this.verifier = Verifier.of(source);
     this.now = options.now ?? new Date();
     this.hashing = (options.digests ?? 'inline') !== 'external';
     if (!this.hashing && options.detachedSignature) throw new Error('external digests are not supported with a detached signature');
     if (options.detachedSignature) {
       this.format = 'cms-detached';
       try {
-        this.stream = new DetachedStream(new DetachedCmsCheck(options.detachedSignature, policy, this.now));
+        this.stream = new DetachedStream(new DetachedCmsCheck(options.detachedSignature, this.verifier, this.now));
       } catch (err) {
         this.stream = new UnsupportedStream(reason(err instanceof MalformedError ? 'MALFORMED' : 'INTERNAL_ERROR', `detached signature: ${(err as Error).message}`));
       }
@@ -213,7 +220,7 @@ export class IncrementalVerifier {
     const at = this.total;
     this.total += chunk.byteLength;
     if (this.hashing) this.whole.update(chunk);
-    const max = this.policy.limits.maxPayloadBytes;
+    const max = this.verifier.policy.limits.maxPayloadBytes;
     if (max > 0 && this.total > max && !this.early) {
       this.early = reason('OVERSIZE', `payload exceeds the ${max}-byte limit`);
     }
@@ -239,14 +246,14 @@ export class IncrementalVerifier {
     if (format) {
       this.format = format.name;
       if (format.mode === 'streaming') {
-        const layout = new LayoutStream(format, this.policy, this.now, this.hashing);
+        const layout = new LayoutStream(format, this.verifier, this.now, this.hashing);
         // An unsigned cabinet holding one .stl (authrootstl.cab) is judged by the signed CTL inside it.
-        this.stream = format.name === 'cab' ? new TrustListCabinetStream(layout, this.policy, this.now) : layout;
+        this.stream = format.name === 'cab' ? new TrustListCabinetStream(layout, this.verifier, this.now) : layout;
       } else this.stream = new RandomAccessPending(format);
     } else if (sniffFormat(head) === 'cms') {
       // A bare SignedData: a certificate trust list (.stl) or a catalog (.cat); anything else is refused there.
       this.format = 'unknown';
-      this.stream = new TrustListStream(this.policy, this.now);
+      this.stream = new TrustListStream(this.verifier, this.now);
     } else {
       this.format = 'unknown';
       this.stream = new UnsupportedStream(reason('UNSUPPORTED_FORMAT', 'not a PE, CAB, MSI or MSIX file, nor a trust list or catalog (format sniffed from the bytes)'));
@@ -293,7 +300,7 @@ export class IncrementalVerifier {
       return this.conclude(block(reason('INTERNAL_ERROR', `the finished payload holds ${source.size} bytes, ${this.total} were verified`)), sha256);
     }
     const pending = this.stream as RandomAccessPending;
-    return this.conclude(await verifyRandomAccess(pending.format, source, this.policy, this.now), sha256);
+    return this.conclude(await verifyRandomAccess(pending.format, source, this.verifier, this.now), sha256);
   }
 
   /** The one rule every path obeys: allow only with no reason to block. */
@@ -340,15 +347,13 @@ export class IncrementalVerifier {
 }
 
 /** Whole-buffer convenience over the verifier, for every format (random-access ones read the buffer itself). */
-export async function verifyBuffer(bytes: Uint8Array, policy: ApprovedCaPolicy, options: IncrementalVerifierOptions = {}): Promise<Verdict> {
-  const v = new IncrementalVerifier(policy, options);
-  v.update(bytes);
-  return v.needsRandomAccess ? v.finishFrom(bytesSource(bytes)) : v.finish();
+export async function verifyBuffer(bytes: Uint8Array, verifier: Verifier | ApprovedCaPolicy, options: IncrementalVerifierOptions = {}): Promise<Verdict> {
+  return Verifier.of(verifier).verify(bytes, options);
 }
 
 /** Whole-buffer convenience over the streaming verifier (streaming formats only: an MSI needs verifyBuffer). */
-export function verifyBytes(bytes: Uint8Array, policy: ApprovedCaPolicy, options: IncrementalVerifierOptions = {}): Verdict {
-  const v = new IncrementalVerifier(policy, options);
+export function verifyBytes(bytes: Uint8Array, verifier: Verifier | ApprovedCaPolicy, options: IncrementalVerifierOptions = {}): Verdict {
+  const v = new IncrementalVerifier(verifier, options);
   v.update(bytes);
   return v.finish();
 }

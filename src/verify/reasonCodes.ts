@@ -27,6 +27,21 @@ export const REASON_CODES = {
   ACCESS_DENIED: 'The gate refused the request itself: the client\'s address is not in `clients`, or the destination is one the rules do not let it proxy (a port not listed, a loopback or link-local address no rule names, the gate\'s own addresses, a host neither inspected nor pinned under `passThrough: deny`), or the Host inside a CONNECT names another host.',
 } as const;
 
-export type ReasonCode = keyof typeof REASON_CODES;
+/**
+ * Codes only the shell produces (the proxy, the ICAP service, the inspection pipeline they share):
+ * about the request or the transfer, never about the payload's bytes. The core never emits one.
+ */
+export const SHELL_REASON_CODES = ['BAD_REQUEST', 'UPSTREAM_ERROR', 'TIMEOUT', 'ACCESS_DENIED'] as const satisfies readonly (keyof typeof REASON_CODES)[];
 
-export const ALL_REASON_CODES = Object.keys(REASON_CODES) as ReasonCode[];
+export type ShellReasonCode = (typeof SHELL_REASON_CODES)[number];
+
+/** Every code an audit record may carry: the core's and the shell's (REASON_CODES lists them all for users). */
+export type GateReasonCode = keyof typeof REASON_CODES;
+
+/** The core's codes: the only ones a Verdict can carry. */
+export type ReasonCode = Exclude<GateReasonCode, ShellReasonCode>;
+
+export const ALL_REASON_CODES = Object.keys(REASON_CODES) as GateReasonCode[];
+
+const SHELL_ONLY: ReadonlySet<string> = new Set(SHELL_REASON_CODES);
+export const CORE_REASON_CODES = ALL_REASON_CODES.filter((c): c is ReasonCode => !SHELL_ONLY.has(c));

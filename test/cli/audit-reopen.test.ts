@@ -5,36 +5,22 @@
  * /metrics and show it in /healthz; a later SIGHUP with the path fixed reopens, and the chain
  * across the files stays intact.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { describe, expect, it } from 'vitest';
+import { mkdirSync, readFileSync, renameSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { fx } from '../support/fixtures.js';
-import { type Origin, proxyRequest, send, startOrigin, waitFor } from '../support/gateHarness.js';
-import { adminGet, startRunProcess } from '../support/runProcess.js';
+import { proxyRequest, waitFor } from '../support/gateHarness.js';
+import { adminGet, startRunProcess, useRunTestBed } from '../support/runProcess.js';
 import { verifyAuditFiles } from '../../src/audit/verifyAudit.js';
 
-let dir: string;
-let origin: Origin;
+const bed = useRunTestBed('patchgate-reopen-');
 const lines = (f: string) => readFileSync(f, 'utf8').split('\n').filter(Boolean).length;
-
-beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'patchgate-reopen-'));
-  origin = await startOrigin();
-  origin.route('/good.exe', send(readFileSync(fx('good.exe'))));
-  origin.route('/flame.exe', send(readFileSync(fx('flame.exe'))));
-});
-afterAll(async () => {
-  await origin?.close();
-  rmSync(dir, { recursive: true, force: true });
-});
 
 describe('patchgate run: a failed audit reopen on SIGHUP', () => {
   it('EISDIR: the gate lives, keeps writing to the old file, reports it (stderr, metric, /healthz); a fixed path reopens on the next SIGHUP', async () => {
-    const audit = join(dir, 'audit.jsonl');
-    const gate = await startRunProcess({ audit, dir });
+    const audit = join(bed.dir, 'audit.jsonl');
+    const gate = await startRunProcess({ audit, dir: bed.dir });
     try {
-      expect((await proxyRequest(gate.port, origin.url('/good.exe'))).status).toBe(200);
+      expect((await proxyRequest(gate.port, bed.origin.url('/good.exe'))).status).toBe(200);
       renameSync(audit, `${audit}.1`);
       mkdirSync(audit); // the path is now a folder: the reopen fails with EISDIR
       gate.child.kill('SIGHUP');
@@ -43,7 +29,7 @@ describe('patchgate run: a failed audit reopen on SIGHUP', () => {
       expect(gate.child.exitCode).toBeNull();
 
       // Still serving, and the record goes to the file that was open (now audit.jsonl.1).
-      expect((await proxyRequest(gate.port, origin.url('/flame.exe'))).status).toBe(403);
+      expect((await proxyRequest(gate.port, bed.origin.url('/flame.exe'))).status).toBe(403);
       expect(await waitFor(() => lines(`${audit}.1`) === 2, 3000)).toBe(true);
       const health = JSON.parse(await adminGet(gate.adminPort, '/healthz'));
       expect(health).toMatchObject({ status: 'degraded', auditReopen: { ok: false }, faults: { audit: { count: 1 } } });
@@ -56,7 +42,7 @@ describe('patchgate run: a failed audit reopen on SIGHUP', () => {
       rmdirSync(audit);
       gate.child.kill('SIGHUP');
       expect(await waitFor(async () => JSON.parse(await adminGet(gate.adminPort, '/healthz')).status === 'ok', 5000)).toBe(true);
-      expect((await proxyRequest(gate.port, origin.url('/good.exe'))).status).toBe(200);
+      expect((await proxyRequest(gate.port, bed.origin.url('/good.exe'))).status).toBe(200);
       expect(await waitFor(() => { try { return lines(audit) === 1; } catch { return false; } }, 3000)).toBe(true);
     } finally {
       gate.child.kill('SIGTERM');

@@ -3,39 +3,25 @@
  * then SIGHUP) and across a restart, the head it prints, and /metrics and /healthz on the admin
  * address.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { describe, expect, it } from 'vitest';
+import { renameSync } from 'node:fs';
 import { join } from 'node:path';
-import { fx } from '../support/fixtures.js';
-import { type Origin, proxyRequest, send, startOrigin, waitFor } from '../support/gateHarness.js';
-import { adminGet, auditHeads, startRunProcess } from '../support/runProcess.js';
+import { proxyRequest, waitFor } from '../support/gateHarness.js';
+import { adminGet, auditHeads, startRunProcess, useRunTestBed } from '../support/runProcess.js';
 import { verifyAuditFiles } from '../../src/audit/verifyAudit.js';
 
-let dir: string;
-let origin: Origin;
+const bed = useRunTestBed('patchgate-run-audit-');
 
-beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'patchgate-run-audit-'));
-  origin = await startOrigin();
-  origin.route('/good.exe', send(readFileSync(fx('good.exe'))));
-  origin.route('/flame.exe', send(readFileSync(fx('flame.exe'))));
-});
-afterAll(async () => {
-  await origin?.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-const startRun = (audit: string) => startRunProcess({ audit, dir });
+const startRun = (audit: string) => startRunProcess({ audit, dir: bed.dir });
 const heads = auditHeads;
 
 describe('patchgate run: audit chain and metrics', () => {
   it('rename + SIGHUP rotates the audit file; a restart resumes; FILE.1 FILE verifies; /metrics counts the traffic', async () => {
-    const audit = join(dir, 'audit.jsonl');
+    const audit = join(bed.dir, 'audit.jsonl');
     const gate = await startRun(audit);
     expect(heads(gate.stderr())[0]).toEqual({ hash: '0'.repeat(64), when: 'start' });
-    expect((await proxyRequest(gate.port, origin.url('/good.exe'))).status).toBe(200);
-    expect((await proxyRequest(gate.port, origin.url('/flame.exe'))).status).toBe(403);
+    expect((await proxyRequest(gate.port, bed.origin.url('/good.exe'))).status).toBe(200);
+    expect((await proxyRequest(gate.port, bed.origin.url('/flame.exe'))).status).toBe(403);
 
     const text = await adminGet(gate.adminPort, '/metrics');
     expect(text).toMatch(/^patchgate_transfers_total\{verdict="allow",reason="none"\} 1$/m);
@@ -49,7 +35,7 @@ describe('patchgate run: audit chain and metrics', () => {
     renameSync(audit, `${audit}.1`);
     gate.child.kill('SIGHUP');
     expect(await waitFor(() => heads(gate.stderr()).some((h) => h.when.startsWith('SIGHUP')), 5000)).toBe(true);
-    expect((await proxyRequest(gate.port, origin.url('/flame.exe'))).status).toBe(403);
+    expect((await proxyRequest(gate.port, bed.origin.url('/flame.exe'))).status).toBe(403);
     gate.child.kill('SIGTERM');
     expect(await gate.exited).toBe(0);
     const stopHead = heads(gate.stderr()).find((h) => h.when === 'stop')!;
@@ -61,7 +47,7 @@ describe('patchgate run: audit chain and metrics', () => {
     // A restart appends to the same file and carries on from its last line.
     const again = await startRun(audit);
     expect(heads(again.stderr())[0]).toEqual({ hash: stopHead.hash, when: 'start' });
-    expect((await proxyRequest(again.port, origin.url('/good.exe'))).status).toBe(200);
+    expect((await proxyRequest(again.port, bed.origin.url('/good.exe'))).status).toBe(200);
     again.child.kill('SIGTERM');
     expect(await again.exited).toBe(0);
     const all = await verifyAuditFiles([`${audit}.1`, audit], { expectHash: stopHead.hash });

@@ -3,14 +3,14 @@
  * directories, flags `patchgate run` accepts) and the logrotate snippet, run for real by Debian's
  * logrotate against a running gate: two rotations, and the files verify as one chain.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO, fx } from '../support/fixtures.js';
-import { type Origin, proxyRequest, send, startOrigin, waitFor } from '../support/gateHarness.js';
-import { BIN, auditHeads, startRunProcess } from '../support/runProcess.js';
+import { REPO } from '../support/fixtures.js';
+import { proxyRequest, waitFor } from '../support/gateHarness.js';
+import { BIN, auditHeads, startRunProcess, useRunTestBed } from '../support/runProcess.js';
 import { verifyAuditFiles } from '../../src/audit/verifyAudit.js';
 
 const unitText = readFileSync(join(REPO, 'deploy', 'patchgate.service'), 'utf8');
@@ -130,18 +130,7 @@ describe('deploy/patchgate-icap@.service', () => {
 });
 
 describe('deploy/patchgate.logrotate', () => {
-  let dir: string;
-  let origin: Origin;
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'patchgate-logrotate-'));
-    origin = await startOrigin();
-    origin.route('/good.exe', send(readFileSync(fx('good.exe'))));
-    origin.route('/flame.exe', send(readFileSync(fx('flame.exe'))));
-  });
-  afterAll(async () => {
-    await origin?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const bed = useRunTestBed('patchgate-logrotate-');
 
   it('renames and reopens (create + reload), never copytruncate; numbered, delaycompress', () => {
     const directives = logrotateText.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
@@ -155,11 +144,11 @@ describe('deploy/patchgate.logrotate', () => {
   it('two real logrotate runs against a running gate: FILE.2.gz FILE.1 FILE verify as one chain', async () => {
     const logrotate = ['/usr/sbin/logrotate', '/sbin/logrotate'].find(existsSync);
     expect(logrotate, 'logrotate is needed (apt-get install logrotate; .ci/run installs it)').toBeDefined();
-    const audit = join(dir, 'audit.jsonl');
-    const gate = await startRunProcess({ audit, dir });
+    const audit = join(bed.dir, 'audit.jsonl');
+    const gate = await startRunProcess({ audit, dir: bed.dir });
     // The snippet as shipped, with this test's file, no user switch (the test runs as itself) and
     // the reload aimed at this process instead of the systemd unit.
-    const conf = join(dir, 'patchgate.logrotate');
+    const conf = join(bed.dir, 'patchgate.logrotate');
     writeFileSync(conf, logrotateText
       .replace('/var/log/patchgate/audit.jsonl', audit)
       .replace(/^\s*su patchgate patchgate\n/m, '')
@@ -167,19 +156,19 @@ describe('deploy/patchgate.logrotate', () => {
       .replace(/systemctl reload patchgate\.service[^\n]*/, `kill -HUP ${gate.child.pid}`));
     const rotate = async () => {
       const before = auditHeads(gate.stderr()).length;
-      execFileSync(logrotate!, ['--force', '--state', join(dir, 'logrotate.state'), conf], { encoding: 'utf8' });
+      execFileSync(logrotate!, ['--force', '--state', join(bed.dir, 'logrotate.state'), conf], { encoding: 'utf8' });
       expect(await waitFor(() => auditHeads(gate.stderr()).length > before, 5000), 'the gate saw SIGHUP').toBe(true);
     };
     try {
       for (const round of [1, 2, 3]) {
-        expect((await proxyRequest(gate.port, origin.url('/good.exe'))).status).toBe(200);
-        expect((await proxyRequest(gate.port, origin.url('/flame.exe'))).status).toBe(403);
+        expect((await proxyRequest(gate.port, bed.origin.url('/good.exe'))).status).toBe(200);
+        expect((await proxyRequest(gate.port, bed.origin.url('/flame.exe'))).status).toBe(403);
         if (round < 3) await rotate();
       }
     } finally {
       expect(await gate.stop()).toBe(0);
     }
-    expect(readdirSync(dir).filter((f) => f.startsWith('audit.jsonl')).sort()).toEqual(['audit.jsonl', 'audit.jsonl.1', 'audit.jsonl.2.gz']);
+    expect(readdirSync(bed.dir).filter((f) => f.startsWith('audit.jsonl')).sort()).toEqual(['audit.jsonl', 'audit.jsonl.1', 'audit.jsonl.2.gz']);
     const r = await verifyAuditFiles([`${audit}.2.gz`, `${audit}.1`, audit]);
     expect(r).toMatchObject({ intact: true, records: 6, fromGenesis: true });
     expect(r.files.map((f) => f.lines)).toEqual([2, 2, 2]);

@@ -23,6 +23,7 @@ import { MalformedError } from '../../src/verify/malformed.js';
 import { IncrementalVerifier, verifyBytes } from '../../src/verify/incrementalVerifier.js';
 import { judgeDigest } from '../../src/verify/cms/signerCheck.js';
 import { validateChain } from '../../src/verify/chain/chainValidator.js';
+import { Verifier } from '../../src/verify/verifier.js';
 import { CertificateInfo } from '../../src/verify/chain/certificateInfo.js';
 import type { PinnedCertificate } from '../../src/verify/approvedCaPolicy.js';
 import type { VerdictReason } from '../../src/verify/verdict.js';
@@ -267,9 +268,9 @@ describe('algorithm policy (property)', () => {
         extensions: { basicConstraints: { cA: false }, keyUsage: { usages: ['digitalSignature'] }, extendedKeyUsage: { purposes: ['codeSigning'] } },
       });
       const info = new CertificateInfo(leaf.der);
-      const policy = labPolicy({ allowSha1, minRsaBits });
       const anchor = pinOf(issuer, 'root');
-      const r = validateChain(info, [info], [anchor], 'codeSigning', AT, policy);
+      const verifier = new Verifier(labPolicy({ allowSha1, minRsaBits, anchors: [anchor] }));
+      const r = validateChain(info, [info], verifier.anchors.code, 'codeSigning', AT, verifier);
       const rootBits = issuer === rsaRoot ? 2048 : undefined;
       const weakHash = hash === 'md5' || (hash === 'sha1' && !allowSha1);
       const weakKey = (leafKey !== 'ec' && leafKey < minRsaBits) || (rootBits !== undefined && rootBits < minRsaBits);

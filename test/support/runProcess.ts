@@ -1,9 +1,12 @@
 /** `patchgate run` as a child process on 127.0.0.1 (ports chosen by the OS), for end-to-end tests. */
+import { afterAll, beforeAll } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO, pki } from './fixtures.js';
-import { waitFor } from './gateHarness.js';
+import { REPO, fx, pki } from './fixtures.js';
+import { type Origin, send, startOrigin, waitFor } from './gateHarness.js';
 
 export const BIN = join(REPO, 'bin', 'patchgate.js');
 
@@ -56,3 +59,25 @@ export function adminGet(port: number, path: string): Promise<string> {
 
 /** The "audit head" lines `patchgate run` printed on stderr, in order. */
 export const auditHeads = (stderr: string) => [...stderr.matchAll(/audit head ([0-9a-f]{64}) \(([^;]+);/g)].map((m) => ({ hash: m[1]!, when: m[2]! }));
+
+/** What the tests of `patchgate run` as a process share: a temp folder, and an origin serving good.exe (allowed) and flame.exe (blocked). */
+export interface RunTestBed {
+  readonly dir: string;
+  readonly origin: Origin;
+}
+
+/** The test bed, made before the current suite's tests (beforeAll) and removed after them (afterAll). */
+export function useRunTestBed(tempPrefix: string): RunTestBed {
+  const bed = {} as { dir: string; origin: Origin };
+  beforeAll(async () => {
+    bed.dir = mkdtempSync(join(tmpdir(), tempPrefix));
+    bed.origin = await startOrigin();
+    bed.origin.route('/good.exe', send(readFileSync(fx('good.exe'))));
+    bed.origin.route('/flame.exe', send(readFileSync(fx('flame.exe'))));
+  });
+  afterAll(async () => {
+    await bed.origin?.close();
+    if (bed.dir) rmSync(bed.dir, { recursive: true, force: true });
+  });
+  return bed;
+}

@@ -2,12 +2,13 @@
  * A lab PKI shaped like Microsoft's two channels: one root; under it a code-signing PCA (no EKU
  * extension, like Code Signing PCA 2024) issuing a codeSigning leaf, and a Certificate List CA (no
  * EKU, like Certificate List CA 2024) issuing a "Trust List Publisher" with only the root-list-signer
- * EKU (1.3.6.1.4.1.311.10.3.9). Made in memory with the project's certificate factory.
+ * EKU (1.3.6.1.4.1.311.10.3.9). Made in memory by the lab's issuer (src/lab/labPki.ts), as the Flame lab's PKI is.
  */
 import { createHash } from 'node:crypto';
-import { issueCertificate, type IssuedCertificate } from '../../src/pki/certificateFactory.js';
+import type { IssuedCertificate, KeyUsageName } from '../../src/pki/certificateFactory.js';
 import { buildPE } from '../fixtures/build-unsigned.mjs';
 import { signPe } from '../../src/lab/authenticodeSigner.js';
+import { labIssuer, pinnedAnchor } from '../../src/lab/labPki.js';
 import { signTrustList, type TrustListEntry } from '../../src/lab/trustListSigner.js';
 import { OID } from '../../src/verify/oids.js';
 import type { PinnedCertificate } from '../../src/verify/approvedCaPolicy.js';
@@ -20,23 +21,13 @@ export interface TrustListPki {
   listPublisher: IssuedCertificate;
 }
 
-const YEAR = 365 * 24 * 3600 * 1000;
-const rsa = { type: 'rsa' as const, bits: 2048 as const };
-
 export function makeTrustListPki(now = new Date()): TrustListPki {
-  const from = new Date(now.getTime() - YEAR);
-  const to = new Date(now.getTime() + 5 * YEAR);
-  const ca = (cn: string, issuer?: IssuedCertificate) => issueCertificate({
-    subject: { O: 'Patchgate Lab', CN: cn }, key: rsa, issuer, notBefore: from, notAfter: to,
-    extensions: { basicConstraints: { cA: true, critical: true }, keyUsage: { usages: ['digitalSignature', 'keyCertSign', 'cRLSign'], critical: true } },
-  });
-  const leaf = (cn: string, issuer: IssuedCertificate, purposes: string[]) => issueCertificate({
-    subject: { O: 'Patchgate Lab', CN: cn }, key: rsa, issuer, notBefore: from, notAfter: to,
-    extensions: { basicConstraints: { cA: false, critical: true }, keyUsage: { usages: ['digitalSignature'], critical: true }, extendedKeyUsage: { purposes } },
-  });
-  const root = ca('Lab Root Certificate Authority 2026');
-  const codePca = ca('Lab Code Signing PCA 2026', root);
-  const listCa = ca('Lab Certificate List CA 2026', root);
+  const { ca, leaf } = labIssuer('Patchgate Lab', now, 1, 5);
+  // Microsoft's PCAs carry digitalSignature besides the CA usages, and no EKU extension.
+  const usages: KeyUsageName[] = ['digitalSignature', 'keyCertSign', 'cRLSign'];
+  const root = ca('Lab Root Certificate Authority 2026', undefined, { usages });
+  const codePca = ca('Lab Code Signing PCA 2026', root, { usages });
+  const listCa = ca('Lab Certificate List CA 2026', root, { usages });
   return {
     root, codePca, listCa,
     codeLeaf: leaf('Lab Corporation', codePca, ['codeSigning']),
@@ -44,7 +35,7 @@ export function makeTrustListPki(now = new Date()): TrustListPki {
   };
 }
 
-export const pin = (c: IssuedCertificate): PinnedCertificate => ({ sha256: createHash('sha256').update(c.der).digest('hex'), der: c.der, label: 'lab' });
+export const pin = (c: IssuedCertificate): PinnedCertificate => pinnedAnchor(c, 'lab');
 export const sha1 = (b: Uint8Array) => new Uint8Array(createHash('sha1').update(b).digest());
 
 /** A root list (authroot.stl-shaped) naming the given certificates by SHA-1 thumbprint. */

@@ -7,6 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { validateChain } from '../../src/verify/chain/chainValidator.js';
 import { CertificateInfo } from '../../src/verify/chain/certificateInfo.js';
+import { AnchorSet } from '../../src/verify/chain/anchorSet.js';
+import { Verifier } from '../../src/verify/verifier.js';
 import { generateKey, issueCertificate, type IssuedCertificate } from '../../src/pki/certificateFactory.js';
 import { AT, labPolicy } from '../support/fixtures.js';
 
@@ -29,14 +31,15 @@ describe('certificate signature cache', () => {
     const leafInfo = CertificateInfo.fromDer(leaf.der);
     const realInfo = CertificateInfo.fromDer(real.der);
     const fakeInfo = CertificateInfo.fromDer(fake.der);
-    const policy = labPolicy();
+    // One verifier for both anchors: its signature cache sees the real and the look-alike issuer.
+    const verifier = new Verifier(labPolicy({ anchors: [pin(real), pin(fake)] }));
     const codes = (issuer: CertificateInfo, anchor: IssuedCertificate) =>
-      validateChain(leafInfo, [leafInfo, issuer], [pin(anchor)], 'codeSigning', AT, policy).reasons.map((r) => r.code);
+      validateChain(leafInfo, [leafInfo, issuer], new AnchorSet([pin(anchor)]), 'codeSigning', AT, verifier).reasons.map((r) => r.code);
     for (let round = 0; round < 2; round++) {
       expect(codes(realInfo, real)).toEqual([]);
       expect(codes(fakeInfo, fake)).toContain('SIGNATURE_INVALID');
     }
     // Fresh objects for the same bytes (as after the certificate cache evicted them) agree too.
-    expect(validateChain(new CertificateInfo(leaf.der), [new CertificateInfo(fake.der)], [pin(fake)], 'codeSigning', AT, policy).reasons.map((r) => r.code)).toContain('SIGNATURE_INVALID');
+    expect(validateChain(new CertificateInfo(leaf.der), [new CertificateInfo(fake.der)], new AnchorSet([pin(fake)]), 'codeSigning', AT, verifier).reasons.map((r) => r.code)).toContain('SIGNATURE_INVALID');
   });
 });

@@ -4,6 +4,7 @@ import * as pkijs from 'pkijs';
 import { OID } from '../oids.js';
 import { signatureAlgorithmFromOid, type SignatureAlgorithm } from '../algorithms.js';
 import { parseStrictDer } from '../cms/strictDer.js';
+import { BoundedCache } from '../boundedCache.js';
 
 const NAME_LABELS: Record<string, string> = {
   '2.5.4.3': 'CN', '2.5.4.6': 'C', '2.5.4.7': 'L', '2.5.4.8': 'ST', '2.5.4.10': 'O', '2.5.4.11': 'OU',
@@ -41,8 +42,7 @@ const EC_ORDERS = [
   0x01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409n,
 ];
 
-const CERT_CACHE_SIZE = 512;
-const CERT_CACHE = new Map<string, CertificateInfo>();
+const CERT_CACHE = new BoundedCache<string, CertificateInfo>(512);
 
 /**
  * One X.509 certificate with the facts the policy needs, read once. `der` is the exact encoding
@@ -199,16 +199,7 @@ export class CertificateInfo {
    */
   static fromDer(der: Uint8Array): CertificateInfo {
     const key = createHash('sha256').update(der).digest('hex');
-    const hit = CERT_CACHE.get(key);
-    if (hit) {
-      CERT_CACHE.delete(key);
-      CERT_CACHE.set(key, hit);
-      return hit;
-    }
-    const info = new CertificateInfo(der);
-    CERT_CACHE.set(key, info);
-    if (CERT_CACHE.size > CERT_CACHE_SIZE) CERT_CACHE.delete(CERT_CACHE.keys().next().value!);
-    return info;
+    return CERT_CACHE.get(key) ?? CERT_CACHE.set(key, new CertificateInfo(der));
   }
 
   get isSelfIssued(): boolean {

@@ -1,8 +1,8 @@
 import { OID } from '../oids.js';
-import type { ApprovedCaPolicy, PinnedCertificate } from '../approvedCaPolicy.js';
 import { reason, type VerdictReason } from '../verdict.js';
-import { CertificateInfo } from './certificateInfo.js';
-import { checkSignature, type SignatureCheck } from './signatureCheck.js';
+import type { Verifier } from '../verifier.js';
+import type { CertificateInfo } from './certificateInfo.js';
+import type { AnchorSet } from './anchorSet.js';
 
 export type ChainPurpose = 'codeSigning' | 'timeStamping' | 'trustListSigning';
 
@@ -26,19 +26,10 @@ export interface ChainResult {
   reasons: VerdictReason[];
 }
 
-const pinnedCache = new WeakMap<PinnedCertificate, CertificateInfo | null>();
-
-function pinnedInfo(pin: PinnedCertificate): CertificateInfo | null {
-  let info = pinnedCache.get(pin);
-  if (info === undefined) {
-    try {
-      info = pin.der ? new CertificateInfo(pin.der) : null;
-    } catch {
-      info = null;
-    }
-    pinnedCache.set(pin, info);
-  }
-  return info;
+/** The paths a search found: those ending at an anchor (at most 8), and the longest other one. */
+export interface PathSearch {
+  anchored: readonly (readonly CertificateInfo[])[];
+  longest: readonly CertificateInfo[];
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
@@ -53,27 +44,46 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 export function validateChain(
   leaf: CertificateInfo,
   bag: readonly CertificateInfo[],
-  anchors: PinnedCertificate[],
+  anchors: AnchorSet,
   purpose: ChainPurpose,
   at: Date,
-  policy: ApprovedCaPolicy,
+  verifier: Verifier,
 ): ChainResult {
-  const anchorSet = new Set(anchors.map((a) => a.sha256));
-  const pool: CertificateInfo[] = [...bag];
-  for (const a of anchors) {
-    const info = pinnedInfo(a);
-    if (info && !pool.some((c) => c.sha256 === info.sha256)) pool.push(info);
-  }
+  // The search depends on the certificates' bytes and the anchor set only: the Verifier keeps it.
+  const key = `${anchors.key}|${leaf.sha256}|${bag.map((c) => c.sha256).join(',')}`;
+  const { anchored: anchoredPaths, longest } = verifier.searchPaths(key, () => searchPaths(leaf, bag, anchors));
 
-  // Depth-first search over issuer names; the first path that reaches a pin and passes every check wins,
-  // else the anchored path with the fewest problems, else the longest path (for the report).
+  let best: ChainResult | undefined;
+  for (const path of anchoredPaths) {
+    const reasons = checkPath(path, true, purpose, at, verifier);
+    if (!best || reasons.length < best.reasons.length) best = { path: [...path], anchored: true, reasons };
+    if (reasons.length === 0) break;
+  }
+  if (best) return best;
+
+  const top = longest[longest.length - 1]!;
+  const where = top.isSelfIssued
+    ? `the chain ends at "${top.subject}" (SHA-256 ${top.sha256}), which is not pinned`
+    : `no certificate issued "${top.subject}" among the ${bag.length} the signature carries, and no pinned anchor was reached`;
+  const reasons = [reason('UNTRUSTED_ROOT', `${purpose === 'timeStamping' ? 'timestamp: ' : ''}${where}`)];
+  reasons.push(...checkPath(longest, false, purpose, at, verifier));
+  return { path: [...longest], anchored: false, reasons };
+}
+
+/**
+ * Depth-first search over issuer names, bounded in depth and steps (a hostile bag of same-named
+ * certificates must not explode it): every path that reaches a pin (at most 8), and the longest one.
+ */
+function searchPaths(leaf: CertificateInfo, bag: readonly CertificateInfo[], anchors: AnchorSet): PathSearch {
+  const pool: CertificateInfo[] = [...bag];
+  for (const info of anchors.certificates) if (!pool.some((c) => c.sha256 === info.sha256)) pool.push(info);
   let steps = 0;
   const anchoredPaths: CertificateInfo[][] = [];
   let longest: CertificateInfo[] = [leaf];
   const walk = (path: CertificateInfo[]): void => {
     if (++steps > MAX_SEARCH_STEPS || anchoredPaths.length >= 8) return;
     const top = path[path.length - 1]!;
-    if (anchorSet.has(top.sha256)) {
+    if (anchors.has(top.sha256)) {
       anchoredPaths.push(path);
       return;
     }
@@ -85,25 +95,11 @@ export function validateChain(
     }
   };
   walk([leaf]);
-
-  let best: ChainResult | undefined;
-  for (const path of anchoredPaths) {
-    const reasons = checkPath(path, true, purpose, at, policy);
-    if (!best || reasons.length < best.reasons.length) best = { path, anchored: true, reasons };
-    if (reasons.length === 0) break;
-  }
-  if (best) return best;
-
-  const top = longest[longest.length - 1]!;
-  const where = top.isSelfIssued
-    ? `the chain ends at "${top.subject}" (SHA-256 ${top.sha256}), which is not pinned`
-    : `no certificate issued "${top.subject}" among the ${bag.length} the signature carries, and no pinned anchor was reached`;
-  const reasons = [reason('UNTRUSTED_ROOT', `${purpose === 'timeStamping' ? 'timestamp: ' : ''}${where}`)];
-  reasons.push(...checkPath(longest, false, purpose, at, policy));
-  return { path: longest, anchored: false, reasons };
+  return Object.freeze({ anchored: Object.freeze(anchoredPaths.map((p) => Object.freeze(p))), longest: Object.freeze(longest) });
 }
 
-function checkPath(path: CertificateInfo[], anchored: boolean, purpose: ChainPurpose, at: Date, policy: ApprovedCaPolicy): VerdictReason[] {
+function checkPath(path: readonly CertificateInfo[], anchored: boolean, purpose: ChainPurpose, at: Date, verifier: Verifier): VerdictReason[] {
+  const policy = verifier.policy;
   const out: VerdictReason[] = [];
   const tag = purpose === 'timeStamping' ? 'timestamp: ' : '';
   const add = (code: Parameters<typeof reason>[0], msg: string) => out.push(reason(code, tag + msg));
@@ -175,7 +171,7 @@ function checkPath(path: CertificateInfo[], anchored: boolean, purpose: ChainPur
       } else {
         if (alg.digest === 'md5') add('WEAK_ALGORITHM', `${name} is signed with MD5 (md5WithRSAEncryption)`);
         if (alg.digest === 'sha1' && !policy.allowSha1) add('WEAK_ALGORITHM', `${name} is signed with SHA-1, which the rules do not allow`);
-        const check = certificateSignature(c, issuer);
+        const check = verifier.certificateSignature(c, issuer);
         if (!check.ok) {
           if (check.why === 'unsupported') add('UNSUPPORTED_ALGORITHM', `${name}: ${check.detail}`);
           else if (!issuer.explicitCurve) add('SIGNATURE_INVALID', `${name} is not validly signed by "${issuer.subject}": ${check.detail}`);
@@ -184,23 +180,6 @@ function checkPath(path: CertificateInfo[], anchored: boolean, purpose: ChainPur
     }
   }
   return out;
-}
-
-/**
- * Whether `issuer`'s key made `c`'s signature: a pure function of the two certificates' exact bytes
- * (the cache keys by the SHA-256 of the issuer's DER, on the child's cached CertificateInfo), so a
- * publisher's chain is checked once, not once per payload.
- */
-const SIGNATURE_CHECKS = new WeakMap<CertificateInfo, Map<string, SignatureCheck>>();
-function certificateSignature(c: CertificateInfo, issuer: CertificateInfo): SignatureCheck {
-  let m = SIGNATURE_CHECKS.get(c);
-  if (!m) SIGNATURE_CHECKS.set(c, (m = new Map()));
-  const hit = m.get(issuer.sha256);
-  if (hit) return hit;
-  const { tbs, signature } = c.signedPart();
-  const check = checkSignature(issuer, c.signatureAlgorithmOid, tbs, signature);
-  if (m.size < 16) m.set(issuer.sha256, check);
-  return check;
 }
 
 /** True when the leaf is restricted to lifetime signing: a timestamp does not extend its life. */

@@ -5,6 +5,8 @@ import { OID } from '../oids.js';
 import { MalformedError, parsing } from '../malformed.js';
 import { CertificateInfo } from '../chain/certificateInfo.js';
 import { parseStrictDer, scanDerStructure } from './strictDer.js';
+import { readDerHeader } from '../derHeader.js';
+import { BoundedCache } from '../boundedCache.js';
 
 /** Certificates beyond this many in one signature are refused: real signatures carry a handful. */
 export const MAX_BAG_CERTIFICATES = 100;
@@ -87,18 +89,10 @@ export function parseSingleDer(bytes: Uint8Array, what: string): asn1js.AsnType 
 export interface RawTlv { tag: number; start: number; valueStart: number; end: number }
 
 export function rawTlv(bytes: Uint8Array, at: number, limit: number): RawTlv {
-  let i = at;
-  const tag = bytes[i++]!;
-  if ((tag & 0x1f) === 0x1f) while (bytes[i++]! & 0x80) { /* high tag number form */ }
-  const first = bytes[i++]!;
-  let length = first;
-  if (first & 0x80) {
-    length = 0;
-    for (let k = first & 0x7f; k > 0; k--) length = length * 256 + bytes[i++]!;
-  }
-  const end = i + length;
-  if (end > limit) throw new MalformedError('ASN.1 element overruns its container');
-  return { tag, start: at, valueStart: i, end };
+  const h = readDerHeader(bytes, at);
+  if (!h.ok) throw new MalformedError(`ASN.1 header unreadable (${h.problem})`);
+  if (h.end > limit) throw new MalformedError('ASN.1 element overruns its container');
+  return { tag: h.tag, start: at, valueStart: h.valueStart, end: h.end };
 }
 
 /** The first `max` children of a constructed element (the callers need a few; a bomb may hold millions). */
@@ -132,23 +126,20 @@ export function parseSignedData(der: Uint8Array, what = 'signature'): SignedData
   // bytes; only successful parses are kept, frozen so that no caller can change a shared one.
   const key = createHash('sha256').update(der).digest('base64');
   const hit = PARSE_CACHE.get(key);
-  if (hit) {
-    PARSE_CACHE.delete(key);
-    PARSE_CACHE.set(key, hit);
-    return hit;
-  }
+  if (hit) return hit;
   const parts = parseSignedDataUncached(der, what);
   Object.freeze(parts.certificates);
   Object.freeze(parts.signers);
   Object.freeze(parts.digestAlgorithmOids);
   Object.freeze(parts);
-  PARSE_CACHE.set(key, parts);
-  if (PARSE_CACHE.size > PARSE_CACHE_SIZE) PARSE_CACHE.delete(PARSE_CACHE.keys().next().value!);
-  return parts;
+  return PARSE_CACHE.set(key, parts);
 }
 
-const PARSE_CACHE_SIZE = 256;
-const PARSE_CACHE = new Map<string, SignedDataParts>();
+/**
+ * Parses are pure functions of the bytes, not of any trust: shared by every Verifier (each trust
+ * channel has one), so a publisher's signature is parsed once whichever channel judges it.
+ */
+const PARSE_CACHE = new BoundedCache<string, SignedDataParts>(256);
 
 function parseSignedDataUncached(der: Uint8Array, what: string): SignedDataParts {
   return parsing(what, () => {

@@ -3,6 +3,7 @@ import * as asn1js from 'asn1js';
 import { OID } from '../oids.js';
 import { digestFromOid, type DigestName } from '../algorithms.js';
 import type { ApprovedCaPolicy } from '../approvedCaPolicy.js';
+import type { Verifier } from '../verifier.js';
 import { reason, type VerdictReason } from '../verdict.js';
 import { MalformedError } from '../malformed.js';
 import type { CertificateInfo } from '../chain/certificateInfo.js';
@@ -18,7 +19,7 @@ export interface SignerCheckResult {
 }
 
 /** Policy on one digest algorithm; pushes WEAK/UNSUPPORTED reasons. */
-export function judgeDigest(oid: string, policy: ApprovedCaPolicy, what: string, out: VerdictReason[], prefix = ''): DigestName | undefined {
+export function judgeDigest(oid: string, policy: Pick<ApprovedCaPolicy, 'allowSha1'>, what: string, out: VerdictReason[], prefix = ''): DigestName | undefined {
   const d = digestFromOid(oid);
   if (!d) {
     out.push(reason('UNSUPPORTED_ALGORITHM', `${prefix}${what} uses unknown digest ${oid}`));
@@ -28,7 +29,7 @@ export function judgeDigest(oid: string, policy: ApprovedCaPolicy, what: string,
   return d;
 }
 
-export function judgeDigestName(d: DigestName, policy: ApprovedCaPolicy, what: string, out: VerdictReason[], prefix = ''): void {
+export function judgeDigestName(d: DigestName, policy: Pick<ApprovedCaPolicy, 'allowSha1'>, what: string, out: VerdictReason[], prefix = ''): void {
   if (d === 'md5') out.push(reason('WEAK_ALGORITHM', `${prefix}${what} uses MD5`));
   if (d === 'sha1' && !policy.allowSha1) out.push(reason('WEAK_ALGORITHM', `${prefix}${what} uses SHA-1, which the rules do not allow`));
 }
@@ -36,15 +37,22 @@ export function judgeDigestName(d: DigestName, policy: ApprovedCaPolicy, what: s
 /**
  * Checks one SignerInfo: its algorithms, its signed attributes (contentType and messageDigest over
  * the content), and its signature over those attributes with the signer certificate's key.
- * `contentDigest` gives the digest of detached content; otherwise eContent is hashed here.
  */
 export function checkSigner(
   parts: SignedDataParts,
   signerParts: SignerParts,
-  policy: ApprovedCaPolicy,
-  contentDigest?: (d: DigestName) => Buffer | undefined,
-  prefix = '',
+  verifier: Verifier,
+  content: {
+    /** The digest of detached content; without it the eContent is hashed here. */
+    detachedDigest?: (d: DigestName) => Buffer | undefined;
+    /** The reason for a messageDigest that does not match (default: SIGNATURE_INVALID). */
+    messageDigestMismatch?: VerdictReason;
+    /** Put in front of every message (a timestamp's signer: "timestamp: "). */
+    prefix?: string;
+  } = {},
 ): SignerCheckResult {
+  const prefix = content.prefix ?? '';
+  const policy = verifier.policy;
   const out: VerdictReason[] = [];
   const si = signerParts.info;
   const signer = findSignerCertificate(si, parts.certificates);
@@ -70,12 +78,12 @@ export function checkSigner(
   } else if (digest && digest !== 'md5') {
     const expected = Buffer.from(mdEl.valueBlock.valueHexView);
     let actual: Buffer | undefined;
-    if (contentDigest) actual = contentDigest(digest);
+    if (content.detachedDigest) actual = content.detachedDigest(digest);
     else if (parts.eContentValue) actual = createHash(digest).update(parts.eContentValue).digest();
     if (!actual) {
       out.push(reason('UNSUPPORTED_ALGORITHM', `${prefix}content digest ${digest} was not computed`));
     } else if (!actual.equals(expected)) {
-      out.push(reason('SIGNATURE_INVALID', `${prefix}the messageDigest attribute does not match the signed content`));
+      out.push(content.messageDigestMismatch ?? reason('SIGNATURE_INVALID', `${prefix}the messageDigest attribute does not match the signed content`));
     }
   }
   let signingTime: Date | undefined;

@@ -1,4 +1,5 @@
-import type { ApprovedCaPolicy, PinnedCertificate } from '../approvedCaPolicy.js';
+import type { Verifier } from '../verifier.js';
+import type { AnchorSet } from '../chain/anchorSet.js';
 import { reason, type VerdictReason } from '../verdict.js';
 import { hasLifetimeSigning, validateChain, type ChainPurpose, type ChainResult } from '../chain/chainValidator.js';
 import type { CertificateInfo } from '../chain/certificateInfo.js';
@@ -21,14 +22,14 @@ export interface SigningTimeChain {
  */
 export function judgeAtSigningTime(
   parts: SignedDataParts, signerParts: SignerParts, leaf: CertificateInfo | undefined,
-  anchors: PinnedCertificate[], purpose: ChainPurpose, policy: ApprovedCaPolicy, now: Date,
+  anchors: AnchorSet, purpose: ChainPurpose, verifier: Verifier, now: Date,
 ): SigningTimeChain {
-  const ts = checkTimestamps(parts, signerParts, policy, now);
+  const ts = checkTimestamps(parts, signerParts, verifier, now);
   const lifetime = leaf !== undefined && hasLifetimeSigning(leaf);
   const timestamp = ts.accepted && leaf && !lifetime ? ts.accepted : undefined;
   const at = timestamp?.time ?? now;
   if (!leaf) return { timestamp, at, reasons: [] };
-  const chain = validateChain(leaf, parts.certificates, anchors, purpose, at, policy);
+  const chain = validateChain(leaf, parts.certificates, anchors, purpose, at, verifier);
   const reasons = [...chain.reasons];
   if (chain.reasons.some((r) => r.code === 'CERT_EXPIRED')) {
     if (ts.accepted && lifetime) reasons.push(reason('CERT_EXPIRED', 'the leaf has the lifetime-signing EKU: a timestamp does not extend its validity'));

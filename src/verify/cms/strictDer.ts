@@ -1,5 +1,6 @@
 import * as asn1js from 'asn1js';
 import { MalformedError } from '../malformed.js';
+import { readDerHeader } from '../derHeader.js';
 
 /** Nesting deeper than this is refused before any recursion can hurt (ASN.1 "bombs"). */
 export const MAX_DER_DEPTH = 64;
@@ -38,26 +39,20 @@ function scanDer(bytes: Uint8Array, what: string): void {
   while (i < bytes.byteLength) {
     while (ends.length && i === ends[ends.length - 1]) ends.pop();
     if (ends.length === 0 && top++ > 0) throw new MalformedError(`${what}: bytes after the ASN.1 element`);
-    const tag = bytes[i++]!;
-    if ((tag & 0x1f) === 0x1f) {
-      let n = 0;
-      while (i < bytes.byteLength && bytes[i]! & 0x80) { i++; if (++n > 4) throw new MalformedError(`${what}: tag number too long`); }
-      i++;
+    const h = readDerHeader(bytes, i);
+    if (!h.ok) {
+      switch (h.problem) {
+        case 'tag-too-long': throw new MalformedError(`${what}: tag number too long`);
+        case 'truncated-header': throw new MalformedError(`${what}: truncated ASN.1 header`);
+        case 'indefinite': throw new MalformedError(`${what}: indefinite length (BER, not DER)`);
+        case 'length-too-long': throw new MalformedError(`${what}: ASN.1 length field of ${h.lengthOctets} bytes`);
+        case 'truncated-length': throw new MalformedError(`${what}: truncated ASN.1 length`);
+      }
     }
-    if (i >= bytes.byteLength) throw new MalformedError(`${what}: truncated ASN.1 header`);
-    const first = bytes[i++]!;
-    let length = first;
-    if (first === 0x80) throw new MalformedError(`${what}: indefinite length (BER, not DER)`);
-    if (first & 0x80) {
-      const n = first & 0x7f;
-      if (n > 4) throw new MalformedError(`${what}: ASN.1 length field of ${n} bytes`);
-      if (i + n > bytes.byteLength) throw new MalformedError(`${what}: truncated ASN.1 length`);
-      length = 0;
-      for (let k = 0; k < n; k++) length = length * 256 + bytes[i++]!;
-      if (length < 0x80 || bytes[i - n] === 0) throw new MalformedError(`${what}: non-minimal length encoding (not DER)`);
-    }
+    if (!h.minimal) throw new MalformedError(`${what}: non-minimal length encoding (not DER)`);
+    const { tag, end } = h;
+    i = h.valueStart;
     if ((tag & 0xe0) === 0 && CONSTRUCTED_UNIVERSAL.has(tag & 0x1f)) throw new MalformedError(`${what}: primitive encoding of SEQUENCE or SET`);
-    const end = i + length;
     const limit = ends.length ? ends[ends.length - 1]! : bytes.byteLength;
     if (end > limit) throw new MalformedError(`${what}: ASN.1 element overruns its container`);
     if (tag & 0x20) {

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { digestFromOid, type DigestName } from '../algorithms.js';
 import type { ApprovedCaPolicy } from '../approvedCaPolicy.js';
+import { Verifier } from '../verifier.js';
 import { OID } from '../oids.js';
 import { reason, type Verdict, type VerdictReason } from '../verdict.js';
 import { trustListVerdict } from './trustListVerification.js';
@@ -40,7 +41,8 @@ export interface MembershipResult {
 }
 
 /** Whether `file` is a member of a (verified) catalog: its digest equals one member's SpcIndirectDataContent digest. */
-export function catalogMembership(catalog: CertificateTrustList, file: Uint8Array, policy: ApprovedCaPolicy): MembershipResult {
+export function catalogMembership(catalog: CertificateTrustList, file: Uint8Array, source: Verifier | ApprovedCaPolicy): MembershipResult {
+  const policy = source instanceof Verifier ? source.policy : source;
   if (!catalog.isCatalog) return { member: false, reasons: [reason('UNSUPPORTED_FORMAT', 'the --catalog file is a certificate trust list, not a catalog')] };
   if (catalog.subjectAlgorithmOid !== OID.catalogListMember && catalog.subjectAlgorithmOid !== OID.catalogListMemberV2) {
     return { member: false, reasons: [reason('MALFORMED', `catalog subject algorithm ${catalog.subjectAlgorithmOid} is not a catalog member list`)] };
@@ -70,15 +72,16 @@ export function catalogMembership(catalog: CertificateTrustList, file: Uint8Arra
  * own signature, chain, EKU) and FILE's SIP digest is one of its members'. FILE's own embedded
  * signature, if any, plays no part, as with Windows' catalog signing. One place decides this.
  */
-export function catalogFileVerdict(catalogDer: Uint8Array, file: Uint8Array, policy: ApprovedCaPolicy, now: Date): Verdict {
-  const { verdict: cat, list } = trustListVerdict(catalogDer, policy, now, 'catalog');
+export function catalogFileVerdict(catalogDer: Uint8Array, file: Uint8Array, source: Verifier | ApprovedCaPolicy, now: Date): Verdict {
+  const verifier = Verifier.of(source);
+  const { verdict: cat, list } = trustListVerdict(catalogDer, verifier, now, 'catalog');
   const base: Verdict = {
     ...cat, format: cat.format ?? 'catalog', verdict: 'block', reasons: [],
     sha256: createHash('sha256').update(file).digest('hex'), size: file.byteLength,
   };
   const catalogReasons = cat.reasons.map((r) => ({ code: r.code, message: `catalog: ${r.message}` }));
   if (!list) return { ...base, reasons: catalogReasons.length ? catalogReasons : [reason('MALFORMED', 'catalog: not a catalog')] };
-  const m = catalogMembership(list, file, policy);
+  const m = catalogMembership(list, file, verifier);
   const reasons = [...catalogReasons, ...m.reasons];
   if (!m.member && !m.reasons.length) reasons.push(reason('DIGEST_MISMATCH', 'the file is not a member of the catalog'));
   return {

@@ -1,4 +1,4 @@
-import type { ApprovedCaPolicy } from '../approvedCaPolicy.js';
+import type { Verifier } from '../verifier.js';
 import { reason } from '../verdict.js';
 import { MalformedError } from '../malformed.js';
 import { parseCabLayout } from '../cab/cabLayout.js';
@@ -36,13 +36,13 @@ class BoundedBuffer {
  */
 export class TrustListStream implements TrustListFormatStream {
   private readonly buffer: BoundedBuffer;
-  constructor(private readonly policy: ApprovedCaPolicy, private readonly now: Date) {
-    this.buffer = new BoundedBuffer(policy.limits.maxSignatureBytes);
+  constructor(private readonly verifier: Verifier, private readonly now: Date) {
+    this.buffer = new BoundedBuffer(verifier.policy.limits.maxSignatureBytes);
   }
   update(chunk: Uint8Array): void { this.buffer.add(chunk); }
   finish(): TrustListPartial {
-    if (this.buffer.overflow) return { verdict: 'block', reasons: [reason('OVERSIZE', `a CMS object over the ${this.policy.limits.maxSignatureBytes}-byte signature limit`)] };
-    return trustListVerdict(this.buffer.bytes(), this.policy, this.now, 'ctl').verdict;
+    if (this.buffer.overflow) return { verdict: 'block', reasons: [reason('OVERSIZE', `a CMS object over the ${this.verifier.policy.limits.maxSignatureBytes}-byte signature limit`)] };
+    return trustListVerdict(this.buffer.bytes(), this.verifier, this.now, 'ctl').verdict;
   }
 }
 
@@ -55,8 +55,8 @@ export class TrustListStream implements TrustListFormatStream {
 export class TrustListCabinetStream implements TrustListFormatStream {
   private readonly buffer: BoundedBuffer;
   private signed: boolean | undefined;
-  constructor(readonly inner: TrustListFormatStream, private readonly policy: ApprovedCaPolicy, private readonly now: Date) {
-    this.buffer = new BoundedBuffer(policy.limits.maxSignatureBytes);
+  constructor(readonly inner: TrustListFormatStream, private readonly verifier: Verifier, private readonly now: Date) {
+    this.buffer = new BoundedBuffer(verifier.policy.limits.maxSignatureBytes);
   }
   update(chunk: Uint8Array, at: number): void {
     this.inner.update(chunk, at);
@@ -64,7 +64,7 @@ export class TrustListCabinetStream implements TrustListFormatStream {
     this.buffer.add(chunk);
     if (this.signed === undefined && !this.buffer.overflow) {
       try {
-        const r = parseCabLayout(this.buffer.bytes(), this.policy.limits.maxHeaderBytes);
+        const r = parseCabLayout(this.buffer.bytes(), this.verifier.policy.limits.maxHeaderBytes);
         if (r.kind === 'layout') this.signed = r.layout.signed;
       } catch {
         this.signed = true; // not a cabinet layout the wrapped stream accepts: its verdict stands
@@ -77,12 +77,12 @@ export class TrustListCabinetStream implements TrustListFormatStream {
     if (this.signed !== false || this.buffer.overflow || !own.reasons.some((r) => r.code === 'NOT_SIGNED')) return own;
     let file;
     try {
-      file = singleCabinetFile(this.buffer.bytes(), this.policy.limits.maxSignatureBytes);
+      file = singleCabinetFile(this.buffer.bytes(), this.verifier.policy.limits.maxSignatureBytes);
     } catch (err) {
       if (err instanceof MalformedError && /holds one file/.test(err.message)) return own;
       return { verdict: 'block', reasons: [reason('MALFORMED', `trust-list cabinet: ${(err as Error).message}`)] };
     }
     if (!/\.stl$/i.test(file.name)) return own;
-    return trustListVerdict(file.data, this.policy, this.now, 'ctl-cab').verdict;
+    return trustListVerdict(file.data, this.verifier, this.now, 'ctl-cab').verdict;
   }
 }

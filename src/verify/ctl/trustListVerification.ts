@@ -1,11 +1,10 @@
 import { OID } from '../oids.js';
 import type { ApprovedCaPolicy } from '../approvedCaPolicy.js';
-import { dedupeReasons, reason, type PayloadFormat, type Verdict, type VerdictReason } from '../verdict.js';
+import { Verifier } from '../verifier.js';
+import { reason, type PayloadFormat, type Verdict } from '../verdict.js';
 import { MalformedError } from '../malformed.js';
 import { parseSignedData } from '../cms/signedDataParts.js';
-import { checkSigner } from '../cms/signerCheck.js';
-import { judgeAtSigningTime } from '../cms/signingTimeChain.js';
-import type { ChainPurpose } from '../chain/chainValidator.js';
+import { onlySigner, signedDataReport, verifySignedData } from '../cms/signedDataVerification.js';
 import { parseCertificateTrustList, type CertificateTrustList } from './certificateTrustList.js';
 
 export type TrustListPartial = Omit<Verdict, 'format' | 'sha256' | 'size'> & { format?: PayloadFormat };
@@ -25,38 +24,32 @@ export interface TrustListResult {
  *  - any other CTL vouches for certificates: CTL anchors, root-list-signer EKU below them.
  * So a CTL signer cannot sign code and a code-signing leaf cannot sign a trust list.
  */
-export function verifyTrustList(der: Uint8Array, policy: ApprovedCaPolicy, now: Date, format: PayloadFormat): TrustListResult {
+export function verifyTrustList(der: Uint8Array, source: Verifier | ApprovedCaPolicy, now: Date, format: PayloadFormat): TrustListResult {
+  const verifier = Verifier.of(source);
+  const policy = verifier.policy;
   const parts = parseSignedData(der, format === 'ctl-cab' ? 'trust list in the cabinet' : 'trust list');
   if (parts.eContentType !== OID.certTrustList) {
     return { verdict: { verdict: 'block', reasons: [reason('UNSUPPORTED_FORMAT', `a bare CMS/PKCS#7 object with content ${parts.eContentType}, not a certificate trust list or catalog: verify it with the content it signs (--detached)`)] } };
   }
-  if (parts.signers.length !== 1) throw new MalformedError(`a trust list needs exactly one signer, found ${parts.signers.length}`);
+  const signerParts = onlySigner(parts, (n) => `a trust list needs exactly one signer, found ${n}`);
   const list = parseCertificateTrustList(parts.eContentDer);
   const kind: PayloadFormat = list.isCatalog ? 'catalog' : format === 'ctl-cab' ? 'ctl-cab' : 'ctl';
-  const purpose: ChainPurpose = list.isCatalog ? 'codeSigning' : 'trustListSigning';
-  const anchors = list.isCatalog ? policy.anchors : (policy.ctlAnchors ?? []);
-
-  const out: VerdictReason[] = [];
-  const signerParts = parts.signers[0]!;
-  const signer = checkSigner(parts, signerParts, policy);
-  out.push(...signer.reasons);
-  const judged = judgeAtSigningTime(parts, signerParts, signer.signer, anchors, purpose, policy, now);
-  const at = judged.at;
-  const path = judged.chain?.path ?? [];
-  if (signer.signer && !anchors.length) out.push(reason('UNTRUSTED_ROOT', list.isCatalog ? 'no code-signing anchor approves catalogs here' : 'no certificate-trust-list anchor is approved here (rules: ctlAnchors, or a channel\'s)'));
-  out.push(...judged.reasons);
-  const reasons = dedupeReasons(out);
-  const leaf = signer.signer;
+  // The content is the encapsulated CTL itself: the signer's messageDigest is over its octets.
+  const r = verifySignedData(parts, signerParts, list.isCatalog
+    ? { anchors: verifier.anchors.code, purpose: 'codeSigning', noAnchors: reason('UNTRUSTED_ROOT', 'no code-signing anchor approves catalogs here') }
+    : { anchors: verifier.anchors.trustList, purpose: 'trustListSigning', noAnchors: reason('UNTRUSTED_ROOT', 'no certificate-trust-list anchor is approved here (rules: ctlAnchors, or a channel\'s)') },
+  verifier, now);
+  const report = signedDataReport(r);
   return {
     list,
     verdict: {
       format: kind,
-      verdict: reasons.length ? 'block' : 'allow',
-      reasons,
-      signer: leaf ? { subject: leaf.subject, issuer: leaf.issuer, serial: leaf.serialHex, sha256: leaf.sha256 } : undefined,
-      chain: path.length ? path.map((c) => ({ subject: c.subject, issuer: c.issuer, sha256: c.sha256, notBefore: c.notBefore.toISOString(), notAfter: c.notAfter.toISOString() })) : undefined,
-      timestamp: judged.timestamp ? { time: judged.timestamp.time.toISOString(), authority: judged.timestamp.authority } : undefined,
-      verifiedAt: at.toISOString(),
+      verdict: r.reasons.length ? 'block' : 'allow',
+      reasons: r.reasons,
+      signer: report.signer,
+      chain: report.chain,
+      timestamp: report.timestamp,
+      verifiedAt: r.at.toISOString(),
       ekuMode: policy.ekuMode,
       trustList: {
         usage: list.subjectUsage, entries: list.subjects.length, thisUpdate: list.thisUpdate.toISOString(),
@@ -67,9 +60,9 @@ export function verifyTrustList(der: Uint8Array, policy: ApprovedCaPolicy, now: 
 }
 
 /** verifyTrustList that never throws: a parse failure is MALFORMED, anything else INTERNAL_ERROR. */
-export function trustListVerdict(der: Uint8Array, policy: ApprovedCaPolicy, now: Date, format: PayloadFormat = 'ctl'): TrustListResult {
+export function trustListVerdict(der: Uint8Array, verifier: Verifier | ApprovedCaPolicy, now: Date, format: PayloadFormat = 'ctl'): TrustListResult {
   try {
-    return verifyTrustList(der, policy, now, format);
+    return verifyTrustList(der, verifier, now, format);
   } catch (err) {
     return { verdict: { verdict: 'block', reasons: [reason(err instanceof MalformedError ? 'MALFORMED' : 'INTERNAL_ERROR', `trust list: ${(err as Error).message}`)] } };
   }

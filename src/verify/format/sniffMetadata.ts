@@ -14,6 +14,7 @@
  * authroot.stl it already verified). The whole body must parse as that one certificate, nothing after it.
  */
 import { X509Certificate } from 'node:crypto';
+import { readDerHeader } from '../derHeader.js';
 
 export type MetadataKind = 'xml' | 'json' | 'text' | 'empty' | 'certificate';
 
@@ -29,11 +30,10 @@ const MAX_CERTIFICATE_BYTES = 64 * 1024;
 /** The DER length of a SEQUENCE at the start of `head` (header + content), if it starts one of a certificate's size. */
 function derSequence(head: Uint8Array): { header: number; total: number } | undefined {
   if (head[0] !== 0x30 || head.byteLength < 5) return undefined;
-  const b = head[1]!;
-  if (b < 0x80) return { header: 2, total: 2 + b };
-  if (b === 0x81 && head[2]! >= 0x80) return { header: 3, total: 3 + head[2]! };
-  if (b === 0x82 && head[2]! !== 0) return { header: 4, total: 4 + ((head[2]! << 8) | head[3]!) };
-  return undefined; // indefinite, non-minimal or larger than a certificate
+  const h = readDerHeader(head, 0);
+  // Indefinite, non-minimal or larger than a certificate (a length of more than two octets): not one.
+  if (!h.ok || !h.minimal || h.lengthOctets > 3) return undefined;
+  return { header: h.valueStart, total: h.end };
 }
 
 /** Exactly one DER certificate: the bytes up to its declared length, none after, parsed at the end. */

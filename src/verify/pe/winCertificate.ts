@@ -1,4 +1,5 @@
 import { MalformedError } from '../malformed.js';
+import { readDerHeader } from '../derHeader.js';
 import { reason, type VerdictReason } from '../verdict.js';
 
 /** WIN_CERTIFICATE wRevision and wCertificateType of an Authenticode entry (the lab signer writes them too). */
@@ -9,15 +10,12 @@ export const WIN_CERT_TYPE_PKCS_SIGNED_DATA = 0x0002;
 export function derElementLength(b: Uint8Array): number {
   if (b.byteLength < 2) throw new MalformedError('signature too short');
   if (b[0] !== 0x30) throw new MalformedError('signature does not start with a SEQUENCE');
-  const first = b[1]!;
-  if (first < 0x80) return 2 + first;
-  const n = first & 0x7f;
-  if (n === 0) throw new MalformedError('indefinite length signature');
-  if (n > 4) throw new MalformedError('signature length field too large');
-  if (b.byteLength < 2 + n) throw new MalformedError('signature length truncated');
-  let len = 0;
-  for (let i = 0; i < n; i++) len = len * 256 + b[2 + i]!;
-  return 2 + n + len;
+  // A non-minimal length is read here as it is: the strict DER scan of the blob refuses it.
+  const h = readDerHeader(b, 0);
+  if (h.ok) return h.end;
+  if (h.problem === 'indefinite') throw new MalformedError('indefinite length signature');
+  if (h.problem === 'length-too-long') throw new MalformedError('signature length field too large');
+  throw new MalformedError('signature length truncated');
 }
 
 export interface CertificateTable {
