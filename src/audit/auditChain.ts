@@ -39,11 +39,18 @@ const ORDERED = new Set<string>(RECORD_FIELD_ORDER);
  */
 export function serializeAuditLine(r: AuditLine, prev: string, time: number): string {
   const rec = r as unknown as Record<string, unknown>;
-  const out: Record<string, unknown> = { level: AUDIT_LEVEL, time, prev };
-  for (const k of RECORD_FIELD_ORDER) if (rec[k] !== undefined) out[k] = rec[k];
-  for (const k of Object.keys(rec).sort()) if (!ORDERED.has(k) && !RESERVED.has(k) && rec[k] !== undefined) out[k] = rec[k];
-  out.msg = r.kind;
-  return JSON.stringify(out);
+  // The same bytes as JSON.stringify of one object in this key order, written field by field:
+  // one record per transfer, and the intermediate object was a third of its cost.
+  let line = `{"level":${AUDIT_LEVEL},"time":${JSON.stringify(time)},"prev":${JSON.stringify(prev)}`;
+  const field = (k: string) => {
+    const v = rec[k];
+    if (v === undefined) return;
+    const json = JSON.stringify(v);
+    if (json !== undefined) line += `,${JSON.stringify(k)}:${json}`;
+  };
+  for (const k of RECORD_FIELD_ORDER) field(k);
+  for (const k of Object.keys(rec).sort()) if (!ORDERED.has(k) && !RESERVED.has(k)) field(k);
+  return `${line},"msg":${JSON.stringify(r.kind)}}`;
 }
 
 export interface ChainTail {

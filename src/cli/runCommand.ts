@@ -20,7 +20,7 @@ export interface RunArgs extends GateServiceArgs {
 export const DEFAULT_CA_DIR = join(homedir(), '.patchgate', 'ca');
 
 /**
- * http-mitm-proxy prints on its own (console.log/debug/info): that would corrupt JSON-lines audit
+ * A dependency that prints on its own (console.log/debug/info) would corrupt JSON-lines audit
  * output on stdout. Route it to stderr, and drop debug chatter unless PATCHGATE_DEBUG is set.
  */
 function quietLibraryConsole(): void {

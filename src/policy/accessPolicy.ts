@@ -92,8 +92,18 @@ export class AccessPolicy {
     this.clientList = cidrList(rules.clients);
   }
 
+  /** Clients seen, and whether they may use the gate (a rules lookup per request otherwise; bounded). */
+  private readonly clientsSeen = new Map<string, boolean>();
+
   clientAllowed(address: string | undefined): boolean {
-    return !!address && inList(this.clientList, address);
+    if (!address) return false;
+    let ok = this.clientsSeen.get(address);
+    if (ok === undefined) {
+      ok = inList(this.clientList, address);
+      if (this.clientsSeen.size >= 4096) this.clientsSeen.clear();
+      this.clientsSeen.set(address, ok);
+    }
+    return ok;
   }
 
   /**

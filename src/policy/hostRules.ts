@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { isIP, isIPv4, isIPv6 } from 'node:net';
 import type { HostRule } from './rulesFile.js';
 
 export type HostMode = 'inspect' | 'pinned' | 'pass';
@@ -40,22 +40,65 @@ export function targetHost(host: string): string | undefined {
   return h;
 }
 
-/** `*.example.com` matches any name below example.com (not example.com itself); others match exactly. */
-export function hostMatches(pattern: string, host: string): boolean {
-  const p = canonicalHost(pattern);
+/** The spelling a host and a pattern compare in: canonicalHost, and an IP literal in its one form (targetHost). */
+function comparableHost(host: string): string {
   const h = canonicalHost(host);
-  if (p.startsWith('*.')) {
-    const suffix = p.slice(1); // ".example.com"
-    return h.length > suffix.length && h.endsWith(suffix);
+  return isIP(h) ? targetHost(h) ?? h : h;
+}
+
+/**
+ * `*.example.com` matches any name below example.com (not example.com itself); others match exactly,
+ * an IP literal whatever its spelling (`::1` is `0:0:0:0:0:0:0:1`). The one host matcher: the rules
+ * and the interception CA's current host list both ask it.
+ */
+export function hostMatches(pattern: string, host: string): boolean {
+  return matchesHost(compileHostPattern(pattern), comparableHost(host));
+}
+
+/** A host pattern read once: a suffix (`.example.com` for `*.example.com`) or one exact host. */
+type HostPattern = { suffix: string } | { exact: string };
+
+function compileHostPattern(pattern: string): HostPattern {
+  const p = canonicalHost(pattern);
+  return p.startsWith('*.') ? { suffix: p.slice(1) } : { exact: comparableHost(p) };
+}
+
+/** `host` in comparableHost's spelling. */
+function matchesHost(p: HostPattern, host: string): boolean {
+  return 'suffix' in p ? host.length > p.suffix.length && host.endsWith(p.suffix) : p.exact === host;
+}
+
+const DNS_CHARS = /^[A-Za-z0-9.-]+$/;
+const IPV6_CHARS = /^[0-9A-Fa-f:.]+$/;
+
+/**
+ * A name safe to connect to, to issue a certificate for (and anywhere it might become part of a
+ * path): an LDH DNS name (labels 1-63 characters, no leading or trailing hyphen, at most 253
+ * characters, no leading or trailing dot, a last label that is not all digits), an IPv4 dotted quad
+ * (no leading zeros) or a bracket-less IPv6 literal without a zone. Everything else (`..`, `/`, `\`,
+ * `%`, control characters, spaces, brackets, empty) is refused.
+ */
+export function isSafeHostName(host: string): boolean {
+  if (typeof host !== 'string' || host.length === 0 || host.length > 253) return false;
+  if (host.includes(':')) return IPV6_CHARS.test(host) && isIPv6(host);
+  if (isIPv4(host)) return true;
+  if (!DNS_CHARS.test(host)) return false;
+  const labels = host.split('.');
+  for (const label of labels) {
+    if (label.length < 1 || label.length > 63) return false;
+    if (label.startsWith('-') || label.endsWith('-')) return false;
   }
-  return p === h;
+  // An all-numeric last label is no DNS name (RFC 3696 2), and it is not a valid IPv4 literal either.
+  return !/^\d+$/.test(labels[labels.length - 1] ?? '');
 }
 
 /** Path patterns: `*` matches any run of characters (including `/`); the query string is ignored. */
 export function pathMatches(pattern: string, path: string): boolean {
-  const p = path.split('?')[0] ?? '';
-  const re = new RegExp('^' + pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$');
-  return re.test(p);
+  return pathPattern(pattern).test(path.split('?')[0] ?? '');
+}
+
+function pathPattern(pattern: string): RegExp {
+  return new RegExp('^' + pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$');
 }
 
 /**
@@ -64,27 +107,35 @@ export function pathMatches(pattern: string, path: string): boolean {
  * match the request falls through to the next rule.
  */
 export class HostRules {
-  constructor(private readonly rules: HostRule[]) {}
+  /** The rules' patterns read once (decide runs several times per request). */
+  private readonly compiled: { rule: HostRule; host: HostPattern; paths: RegExp[] | undefined }[];
+
+  constructor(private readonly rules: HostRule[]) {
+    this.compiled = rules.map((rule) => ({ rule, host: compileHostPattern(rule.pattern), paths: rule.paths?.map(pathPattern) }));
+  }
 
   decide(host: string, path?: string): HostDecision {
-    for (const rule of this.rules) {
-      if (!hostMatches(rule.pattern, host)) continue;
-      if (rule.paths && path !== undefined && !rule.paths.some((p) => pathMatches(p, path))) continue;
-      return { mode: rule.mode, rule };
+    const h = comparableHost(host);
+    const p = path === undefined ? undefined : path.split('?')[0] ?? '';
+    for (const c of this.compiled) {
+      if (!matchesHost(c.host, h)) continue;
+      if (c.paths && p !== undefined && !c.paths.some((re) => re.test(p))) continue;
+      return { mode: c.rule.mode, rule: c.rule };
     }
     return { mode: 'pass' };
   }
 
   /** Mode for a CONNECT, where no path is known: paths do not narrow it. */
   decideConnect(host: string): HostDecision {
-    for (const rule of this.rules) if (hostMatches(rule.pattern, host)) return { mode: rule.mode, rule };
+    const h = comparableHost(host);
+    for (const c of this.compiled) if (matchesHost(c.host, h)) return { mode: c.rule.mode, rule: c.rule };
     return { mode: 'pass' };
   }
 
   /** Does a rule name this host exactly (a pattern without wildcard)? Such a host may be loopback or link-local. */
   namesExactly(host: string): boolean {
-    const h = canonicalHost(host);
-    return this.rules.some((r) => !r.pattern.includes('*') && canonicalHost(r.pattern) === h);
+    const h = comparableHost(host);
+    return this.compiled.some((c) => 'exact' in c.host && c.host.exact === h);
   }
 
   /** Patterns named exactly (no wildcard) in a mode: the names whose addresses `inspectAddresses` compares against. */

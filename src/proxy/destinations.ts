@@ -1,7 +1,8 @@
 import { lookup } from 'node:dns/promises';
 import { isIP, type LookupFunction } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { addressIdentity, plainAddress } from '../policy/accessPolicy.js';
+import { addressIdentity, plainAddress, type AccessDenial, type AccessPolicy } from '../policy/accessPolicy.js';
+import type { HostRules } from '../policy/hostRules.js';
 
 /**
  * A destination's addresses, as the gate will connect to them. A literal is itself; a name is
@@ -90,5 +91,53 @@ export class InspectedAddresses {
       this.resolvedAt = Date.now();
     })().finally(() => { this.pending = undefined; });
     return this.pending;
+  }
+}
+
+/**
+ * May the gate take a client to host:port? By name and port first (rules: passThrough, ports),
+ * then by the addresses the name resolves to (never the gate itself; loopback and link-local only
+ * for a host a rule names exactly). The addresses returned are the ones to connect to. One
+ * admission for CONNECTs, requests and WebSocket upgrades.
+ */
+export class DestinationAdmission {
+  private readonly own: (address: string, port: number) => boolean;
+  private readonly inspected: InspectedAddresses | undefined;
+  /**
+   * Address decisions already made (host, port, the addresses it resolved to): the rules, the
+   * gate's endpoints and this machine's interfaces are fixed for the gate's life, so the same
+   * question has the same answer. Bounded: cleared when full.
+   */
+  private readonly byAddresses = new Map<string, AccessDenial | null>();
+
+  constructor(private readonly o: { access: AccessPolicy; hostRules: HostRules; viaUpstreamProxy: boolean; ownEndpoints: () => { host: string; port: number }[] }) {
+    this.own = ownEndpointCheck(o.ownEndpoints);
+    this.inspected = o.access.rules.inspectAddresses ? new InspectedAddresses(o.hostRules.exactNames('inspect')) : undefined;
+  }
+
+  /** `tunnelled`: a request inside an admitted CONNECT (its port was checked then; the addresses are checked again). */
+  async admit(host: string, port: number, kind: 'connect' | 'http' | 'tunnelled'): Promise<AccessDenial | { addresses: string[]; unresolved?: string }> {
+    const byName = kind === 'tunnelled' ? undefined : this.o.access.destination(host, port, kind);
+    if (byName) return byName;
+    let addresses: string[];
+    try {
+      addresses = await destinationAddresses(host, this.o.viaUpstreamProxy);
+    } catch (e) {
+      // Nothing to connect to: the caller answers as for an unreachable upstream (an interception goes on: each request resolves again).
+      return { addresses: [], unresolved: `${host} does not resolve (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` };
+    }
+    const key = `${host}|${port}|${addresses.join(',')}`;
+    let denial = this.byAddresses.get(key);
+    if (denial === undefined) {
+      denial = this.o.access.addresses(host, port, addresses, this.own) ?? null;
+      if (this.byAddresses.size >= 4096) this.byAddresses.clear();
+      this.byAddresses.set(key, denial);
+    }
+    return denial ?? { addresses };
+  }
+
+  /** inspectAddresses: is a destination an alias (same address) of an inspected host named exactly? */
+  async isInspectedAlias(addresses: string[]): Promise<boolean> {
+    return this.inspected ? this.inspected.isAlias(addresses) : false;
   }
 }

@@ -27,7 +27,8 @@ import {
   existsSync,
 } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIPv4 } from 'node:net';
+import { canonicalHost, hostMatches, isSafeHostName } from '../policy/hostRules.js';
 import { join } from 'node:path';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
@@ -108,29 +109,8 @@ export function caCertificatePath(dir: string): string {
 // ---------------------------------------------------------------------------------------------
 // Host names
 
-const DNS_CHARS = /^[A-Za-z0-9.-]+$/;
-const IPV6_CHARS = /^[0-9A-Fa-f:.]+$/;
-
-/**
- * A name safe to use for a certificate (and anywhere it might become part of a path): an LDH DNS name
- * (labels 1-63 characters, no leading or trailing hyphen, at most 253 characters, no leading or
- * trailing dot, a last label that is not all digits), an IPv4 dotted quad (no leading zeros) or a
- * bracket-less IPv6 literal without a zone. Everything else (`..`, `/`, `\`, `%`, control
- * characters, spaces, brackets, empty) is refused.
- */
-export function isSafeHostName(host: string): boolean {
-  if (typeof host !== 'string' || host.length === 0 || host.length > 253) return false;
-  if (host.includes(':')) return IPV6_CHARS.test(host) && isIPv6(host);
-  if (isIPv4(host)) return true;
-  if (!DNS_CHARS.test(host)) return false;
-  const labels = host.split('.');
-  for (const label of labels) {
-    if (label.length < 1 || label.length > 63) return false;
-    if (label.startsWith('-') || label.endsWith('-')) return false;
-  }
-  // An all-numeric last label is no DNS name (RFC 3696 2), and it is not a valid IPv4 literal either.
-  return !/^\d+$/.test(labels[labels.length - 1] ?? '');
-}
+// isSafeHostName lives with the rules' host matching (one definition of a host name for both).
+export { isSafeHostName };
 
 type HostName = { kind: 'dns'; name: string } | { kind: 'ip'; bytes: Uint8Array; text: string };
 
@@ -161,14 +141,6 @@ function formatIpSubtree(bytes: Uint8Array): string {
   return `${formatIp(addr)}/${prefix}`;
 }
 
-/** Lower-case, strip IPv6 brackets and a trailing dot (as the rules' host matching does). */
-function canonicalPattern(pattern: string): string {
-  let p = pattern.trim().toLowerCase();
-  if (p.startsWith('[') && p.endsWith(']')) p = p.slice(1, -1);
-  if (p.endsWith('.')) p = p.slice(0, -1);
-  return p;
-}
-
 interface ParsedPattern {
   pattern: string;
   /** `*.base` (every name strictly below base) or an exact name. */
@@ -177,7 +149,7 @@ interface ParsedPattern {
 }
 
 function parsePattern(raw: string): ParsedPattern {
-  const p = canonicalPattern(raw);
+  const p = canonicalHost(raw);
   const wildcard = p.startsWith('*.');
   const body = wildcard ? p.slice(2) : p;
   const host = parseHost(body);
@@ -249,14 +221,6 @@ function patternWithinConstraints(p: ParsedPattern, nc: CaNameConstraints | unde
   // subtree reaches into it (an excluded subtree below base would cut a hole: treat as not covered).
   if (nc.excluded.dns.some((b) => dnsInSubtree(base, b) || dnsInSubtree(b, base))) return false;
   return nc.permitted.dns.length === 0 || nc.permitted.dns.some((b) => dnsInSubtree(base, b));
-}
-
-function patternMatches(p: ParsedPattern, host: HostName): boolean {
-  if (p.host.kind === 'ip' || host.kind === 'ip') {
-    return p.host.kind === 'ip' && host.kind === 'ip' && Buffer.from(p.host.bytes).equals(Buffer.from(host.bytes));
-  }
-  if (p.wildcard) return host.name.endsWith('.' + p.host.name);
-  return host.name === p.host.name;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -470,7 +434,7 @@ export function loadOrCreateInterceptionCa(dir: string, opts: InterceptionCaOpti
     const parsed = parseHost(host);
     if (!parsed) return undefined;
     if (!withinConstraints(parsed, nameConstraints)) return undefined;
-    if (current && !current.some((p) => patternMatches(p, parsed))) return undefined;
+    if (current && !current.some((p) => hostMatches(p.pattern, host))) return undefined;
     return parsed;
   };
 

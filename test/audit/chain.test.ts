@@ -76,6 +76,20 @@ describe('the chain as written', () => {
     expect(a.endsWith('"msg":"transfer"}')).toBe(true);
   });
 
+  it('a line is exactly JSON.stringify of the record in its field order (written field by field): nested values, unknown fields sorted, odd strings', () => {
+    const extra = { zeta: 'z', alpha: { nested: [1, 'two', null] }, gone: undefined, text: 'quote " backslash \\ line\u2028 nul \u0000 é' };
+    for (const r of [rec(1), rec(3), { ...rec(2), ...extra } as unknown as AuditRecord]) {
+      const o = r as unknown as Record<string, unknown>;
+      const ordered = ['id', 'kind', 'client', 'method', 'url', 'host', 'inspected', 'served', 'status', 'upstreamStatus', 'range', 'bytes',
+        'bytesToClient', 'sha256', 'format', 'verdict', 'reasons', 'signer', 'chain', 'timestamp', 'rulesSha256', 'durations', 'shared', 'icapClient', 'icapStatus'];
+      const reference: Record<string, unknown> = { level: 30, time: 1234, prev: GENESIS };
+      for (const k of ordered) if (o[k] !== undefined) reference[k] = o[k];
+      for (const k of Object.keys(o).sort()) if (!ordered.includes(k) && o[k] !== undefined) reference[k] = o[k];
+      reference.msg = r.kind;
+      expect(serializeAuditLine(r, GENESIS, 1234)).toBe(JSON.stringify(reference));
+    }
+  });
+
   it('the schema is checked: missing fields, wrong types, unknown fields, bad reason codes', async () => {
     const f = path('schema.jsonl');
     const good = (r: AuditRecord, prev: string) => serializeAuditLine(r, prev, 1_700_000_000_000);

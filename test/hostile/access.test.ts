@@ -91,7 +91,7 @@ describe('item 5: destinations', () => {
     const before = origin.hits('/good.exe');
     for (const host of ['localhost', '[::1]', '0.0.0.0', '127.0.0.2']) {
       const r = await proxyRequest(g.port, origin.url('/good.exe', host));
-      // http-mitm-proxy cannot parse an IPv6 literal in absolute-form: refused 400 before any check.
+      // No IPv6 literal in a plain HTTP target (CONNECT takes one): refused 400 before any check.
       if (host !== '[::1]') {
         expect(r.status, host).toBe(403);
         expect(r.body.toString(), host).toMatch(/a loopback or link-local address that no rule names/);

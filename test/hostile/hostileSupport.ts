@@ -22,8 +22,8 @@ export const fdList = () => readdirSync('/proc/self/fd').map((fd) => { try { ret
 
 /** Drops the gate's pooled upstream keep-alive sockets (they are not leaks, but they hold fds). */
 export function dropPooledUpstreams(g: GateHandle): void {
-  const p = g.gate as unknown as { proxy: { httpAgent?: http.Agent; httpsAgent?: https.Agent } };
-  for (const a of [p.proxy.httpAgent, p.proxy.httpsAgent]) {
+  const p = g.gate as unknown as { upstream: { httpAgent?: http.Agent; httpsAgent?: https.Agent } };
+  for (const a of [p.upstream.httpAgent, p.upstream.httpsAgent]) {
     if (!a) continue;
     for (const list of [a.freeSockets, a.sockets] as Record<string, Socket[] | undefined>[]) {
       for (const k of Object.keys(list)) for (const s of list[k] ?? []) s.destroy();

@@ -16,7 +16,7 @@ let farPort = 0;
 const farSockets = new Set<Socket>();
 let farEnded = 0;
 
-const tunnelCount = () => (g.gate as unknown as { tunnels: Set<unknown> }).tunnels.size;
+const tunnelCount = () => (g.gate as unknown as { connects: { tunnels: Set<unknown> } }).connects.tunnels.size;
 
 beforeAll(async () => {
   restore = quietLibraryConsole();

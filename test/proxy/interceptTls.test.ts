@@ -36,7 +36,8 @@ function handshake(host: string, servername?: string): Promise<{ t: tls.TLSSocke
 
 describe('TLS terminated on the CONNECT socket', () => {
   it('issues a leaf for each CONNECT host (not for the SNI), with no HTTPS server or descriptor kept per host', async () => {
-    const lib = (g.gate as unknown as { proxy: { sslServers?: Record<string, unknown> } }).proxy;
+    // No library, no HTTPS server per host: nothing like http-mitm-proxy's sslServers exists on the gate.
+    const lib = g.gate as unknown as { sslServers?: Record<string, unknown> };
     const before = fds();
     for (let i = 0; i < 12; i++) {
       const host = `h${i}.intercept.test`;

@@ -29,7 +29,7 @@ describe('lingering verified entities in memory', () => {
       expect(r.status).toBe(200);
       expect(createHash('sha256').update(r.body).digest('hex')).toBe(createHash('sha256').update(files[i]!).digest('hex'));
     }
-    const downloads = (g.gate as unknown as { downloads: Map<string, HeldDownload> }).downloads;
+    const downloads = (g.gate as unknown as { cache: { downloads: Map<string, HeldDownload> } }).cache.downloads;
     const inMemory = [...downloads.values()].reduce((n, d) => n + d.inMemoryBytes, 0);
     expect(g.gate.spoolMemoryBytes).toBeLessThanOrEqual(350 * KiB);
     expect(inMemory).toBeGreaterThan(0);

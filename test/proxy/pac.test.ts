@@ -91,7 +91,7 @@ describe('PAC file', () => {
     // x-patchgate-direct makes the gate forward a request addressed to itself; headers other than
     // Proxy-* are forwarded, so the next hop does the same. Count the connections the gate accepts
     // and stop a runaway loop early.
-    const server = (g.gate as unknown as { proxy: { httpServer: Server } }).proxy.httpServer;
+    const server = (g.gate as unknown as { server: Server }).server;
     let accepted = 0;
     const count = (_s: Socket) => void accepted++;
     server.on('connection', count);

@@ -56,7 +56,7 @@ export function filesBelow(dir: string): string[] {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Quiet library: http-mitm-proxy prints every upstream error and every TLS server it starts.
+// Quiet console: a dependency that prints on its own stays out of the test output.
 
 let saved: { error: typeof console.error; debug: typeof console.debug; info: typeof console.info; log: typeof console.log } | undefined;
 export function quietLibraryConsole(): () => void {
@@ -328,9 +328,8 @@ export interface StartGateOptions {
   upstreamProxy?: URL;
   /**
    * PEM the gate's upstream TLS should trust besides the system store. It is written to a file and
-   * passed as `upstreamCaFile` (the option the gate is to grow); as long as the gate ignores it,
-   * http-mitm-proxy's upstream https.Agent (used for intercepted requests) is replaced after start
-   * by one that trusts it. Drop the fallback once UpdateGate honours `upstreamCaFile`.
+   * passed as `upstreamCaFile`; should the gate's upstream https.Agent not carry it, that agent is
+   * replaced after start by one that trusts it.
    */
   upstreamCaPem?: string;
   /** Metrics hooks for the gate (a GateMetrics). */
@@ -385,10 +384,10 @@ export async function startGate(o: StartGateOptions): Promise<GateHandle> {
   const gate = new UpdateGate(opts);
   await gate.start();
   let upstreamAgent: https.Agent | undefined;
-  const lib = gate as unknown as { proxy: { httpsAgent?: https.Agent } };
-  if (o.upstreamCaPem && !lib.proxy.httpsAgent?.options.ca) {
+  const lib = gate as unknown as { upstream: { httpsAgent?: https.Agent } };
+  if (o.upstreamCaPem && !lib.upstream.httpsAgent?.options.ca) {
     upstreamAgent = new https.Agent({ keepAlive: true, ca: [...tls.rootCertificates, o.upstreamCaPem] });
-    lib.proxy.httpsAgent = upstreamAgent;
+    lib.upstream.httpsAgent = upstreamAgent;
   }
   let stopped = false;
   const readRecords = (): AuditRecord[] => {
@@ -428,11 +427,11 @@ export async function startGate(o: StartGateOptions): Promise<GateHandle> {
     },
     async dispose() {
       await handle.stop(0);
-      // Test hygiene only: http-mitm-proxy's own agents (and ours) keep upstream sockets open.
+      // Test hygiene only: the gate's upstream agents (and ours) keep upstream sockets open.
       upstreamAgent?.destroy();
-      const p = gate as unknown as { proxy: { httpAgent?: http.Agent; httpsAgent?: https.Agent } };
-      p.proxy.httpAgent?.destroy();
-      p.proxy.httpsAgent?.destroy();
+      const p = gate as unknown as { upstream: { httpAgent?: http.Agent; httpsAgent?: https.Agent } };
+      p.upstream.httpAgent?.destroy();
+      p.upstream.httpsAgent?.destroy();
       await audit.close();
       rmSync(base, { recursive: true, force: true });
     },
