@@ -15,7 +15,8 @@ const { defaultAccessRules } = await load('policy/accessPolicy.js');
 const base = mkdtempSync(join(tmpdir(), 'patchgate-ab-'));
 console.error = () => {}; // a proxy library's own error lines
 const gate = new UpdateGate({
-  listen: { host: '127.0.0.1', port: 0 }, policy: {},
+  // No payload is verified here (only passed through): an empty trust is enough.
+  listen: { host: '127.0.0.1', port: 0 }, policy: { anchors: [], tsaAnchors: [], distrust: [], fileDigests: ['sha256'], limits: {} },
   hostRules: new HostRules([{ pattern: 'localhost', mode: 'pass', ports: 'any' }, { pattern: '127.0.0.1', mode: 'inspect', ports: 'any' }]),
   rulesSha256: 'ab', audit: new AuditLog(join(base, 'audit.jsonl')), caDir: join(base, 'ca'), spoolBase: base, digestThreads: 0,
   limits: { maxPayloadBytes: 1e9, idleTimeoutMs: 30_000, totalTimeoutMs: 60_000, memoryHoldBytes: 1 << 20, cacheTtlMs: 60_000 },
