@@ -47,11 +47,13 @@ export function decideResponse(r: ResponseFacts, redirectAllowed: (target: URL) 
   return { kind: 'inspect' };
 }
 
+/** Hop-by-hop fields (RFC 9110 §7.6.1): for one connection only, never passed on in either direction. */
+export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);
+
 /**
- * Response headers never copied into a response patchgate writes itself: hop-by-hop ones (RFC 9110
- * §7.6.1) and its own `X-Patchgate-*` (an origin cannot speak for the gate).
+ * Response headers never copied into a response patchgate writes itself: hop-by-hop ones and its
+ * own `X-Patchgate-*` (an origin cannot speak for the gate).
  */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);
 export const isHopByHop = (name: string): boolean => HOP_BY_HOP.has(name) || name.startsWith('x-patchgate');
 
 /**

@@ -325,7 +325,7 @@ export class HeldDownload {
     res.on('close', () => {
       if (!res.complete && !this.outcome) this.fail(gateReason('UPSTREAM_ERROR', 'upstream closed the connection before the whole body arrived'));
     });
-    res.resume(); // http-mitm-proxy hands the response over paused
+    res.resume(); // flowing even if the caller paused it (backpressure above pauses it again)
     res.on('end', () => {
       clearTimeout(this.idleTimer); // the body is complete: only the verdict remains
       this.idleCleared = true;

@@ -5,6 +5,9 @@ import { readFileSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import { HttpsProxyAgent } from 'https-proxy-agent';
 import { pinnedLookup } from './destinations.js';
+// Hop-by-hop fields are never forwarded either way, nor any field the Connection header names.
+// (Proxy-Authorization is the gate's, not the origin's.)
+import { HOP_BY_HOP } from '../inspect/responsePolicy.js';
 
 /** A destination the gate has admitted, and the addresses it checked (empty: let the resolver or the upstream proxy decide). */
 export interface UpstreamTarget {
@@ -18,11 +21,6 @@ export interface UpstreamTarget {
   addresses: string[];
 }
 
-/**
- * Hop-by-hop fields (RFC 9110 7.6.1), for one connection only: never forwarded either way, nor
- * any field the Connection header names. (Proxy-Authorization is the gate's, not the origin's.)
- */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
 function connectionTokens(h: IncomingHttpHeaders): Set<string> | undefined {
   const c = h.connection;
