@@ -9,7 +9,7 @@ import { AuditLog } from '../audit/auditLog.js';
 import type { AuditRecord, WpadAuditRecord } from '../audit/auditRecord.js';
 import { WpadGuard } from '../wpad/wpadGuard.js';
 import { UpdateGate } from '../proxy/updateGate.js';
-import { makeLabPki, type LabPki } from './labPki.js';
+import { makeLabPki, pinnedAnchor, type LabPki } from './labPki.js';
 import { GENUINE_SEED_OTHER, GENUINE_SEED_TARGET, labPayload, SCENARIOS, type ScenarioName } from './flameScenarios.js';
 import { naiveCheck, type NaiveCheckResult } from './naiveVictimCheck.js';
 import { resolveA, startAttackerProxy, startRoguePacServer, startRogueWpadResponder, startUpdateServer, type LabEvent, type LabService } from './labServers.js';
@@ -130,7 +130,7 @@ export async function runFlameLab(opts: LabOptions = {}): Promise<LabResult> {
     audit = new AuditLog(auditPath);
     gate = new UpdateGate({
       listen: { host: '127.0.0.1', port: 0 },
-      policy: emptyPolicy({ anchors: [{ sha256: sha(pki.updateCa.der), der: pki.updateCa.der, label: 'Lab Vendor Update Signing CA' }], fileDigests: ['sha256'] }),
+      policy: emptyPolicy({ anchors: [pinnedAnchor(pki.updateCa, 'Lab Vendor Update Signing CA')], fileDigests: ['sha256'] }),
       hostRules: new HostRules([{ pattern: '*.vendor.test', mode: 'inspect', source: 'lab' }]),
       rulesSha256: sha(Buffer.from('lab:' + scenario.name)),
       audit, caDir: join(tempDir, 'ca'), upstreamProxy: new URL(`http://127.0.0.1:${attacker.port}`),
