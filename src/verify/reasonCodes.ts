@@ -1,6 +1,6 @@
 /**
- * Stable reason codes. Users grep these in audit logs and the README lists them: never rename one.
- * The text here is the README's description of each code.
+ * Stable reason codes. Users grep these in audit logs and docs/reason-codes.md lists them: never
+ * rename one. The text here is that table's description of each code (`npm run docs:reason-codes`).
  */
 export const REASON_CODES = {
   NOT_SIGNED: 'The payload carries no signature (an unsigned PE or CAB, an empty certificate table, an MSI without a DigitalSignature stream, a package without AppxSignature.p7x).',

@@ -1,6 +1,7 @@
 import { inflateRawSync } from 'node:zlib';
 import { MalformedError } from '../malformed.js';
 import { u16, u32 } from '../format/littleEndian.js';
+import { CAB_SIGNATURE, FLAG_NEXT_CABINET, FLAG_PREV_CABINET, FLAG_RESERVE_PRESENT } from '../cab/cabLayout.js';
 
 export const COMPRESS_NONE = 0;
 const COMPRESS_MSZIP = 1;
@@ -23,18 +24,18 @@ function need(b: Uint8Array, end: number, what: string): void {
  */
 export function singleCabinetFile(cab: Uint8Array, maxBytes: number): CabinetFile {
   need(cab, 36, 'CFHEADER');
-  if (u32(cab, 0) !== 0x4643534d) throw new MalformedError('no MSCF signature');
+  if (u32(cab, 0) !== CAB_SIGNATURE) throw new MalformedError('no MSCF signature');
   // Nothing may hide beside the one file: the cabinet is exactly as long as it says, and ends with its last block.
   if (u32(cab, 8) !== cab.byteLength) throw new MalformedError(`cabinet says it is ${u32(cab, 8)} bytes, it is ${cab.byteLength}`);
   const flags = u16(cab, 30);
-  if (flags & 0x0003) throw new MalformedError('a cabinet that is part of a set');
+  if (flags & (FLAG_PREV_CABINET | FLAG_NEXT_CABINET)) throw new MalformedError('a cabinet that is part of a set');
   const nFolders = u16(cab, 26);
   const nFiles = u16(cab, 28);
   if (nFolders !== 1 || nFiles !== 1) throw new MalformedError(`a trust-list cabinet holds one file in one folder (this one: ${nFiles} files, ${nFolders} folders)`);
   let at = 36;
   let folderReserve = 0;
   let dataReserve = 0;
-  if (flags & 0x0004) {
+  if (flags & FLAG_RESERVE_PRESENT) {
     need(cab, 40, 'CFHEADER reserve');
     at = 40 + u16(cab, 36);
     folderReserve = cab[38]!;
