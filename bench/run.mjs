@@ -9,7 +9,7 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, mkdirSync, statfsSync, symlinkSync, readdirSync } from 'node:fs';
 import { tmpdir, cpus, totalmem, loadavg } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import net from 'node:net';
 import http from 'node:http';
@@ -858,6 +858,7 @@ console.log('\nTargets:');
 for (const x of tgs) console.log(`  ${x.met === null ? 'n/a ' : x.met ? 'MET ' : 'MISS'}  ${x.target}: ${x.value}`);
 console.log(`\n${rows.length} rows in ${Math.round(elapsedS)} s; ratios: ×direct = gate MB/s (or req/s) / direct, same origin, same run; ×sha256 = gate MB/s / node:crypto SHA-256 MB/s over the same bytes (one core).`);
 const results = rows.map(({ profile, ...r }) => r);
+mkdirSync(dirname(OUT), { recursive: true }); // --out may name a folder not made yet
 writeFileSync(OUT, JSON.stringify(results, null, 2) + '\n');
 const git = (...a) => { try { return execFileSync('git', a, { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim(); } catch { return undefined; } };
 const meta = {
