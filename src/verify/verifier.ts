@@ -13,7 +13,10 @@ import type { CertificateTrustList } from './ctl/certificateTrustList.js';
 
 /** What one verification needs besides the bytes: the instant to judge at when no timestamp proves one. */
 export interface VerifyOptions {
-  /** Default: the time of the call. */
+  /**
+   * Default: the time of the call. A per-call argument rather than a clock owned by the Verifier:
+   * each payload is judged at its own moment, and tests and `verify --at` pin instants explicitly.
+   */
   now?: Date;
 }
 
