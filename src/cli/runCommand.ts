@@ -22,13 +22,14 @@ export const DEFAULT_CA_DIR = join(homedir(), '.patchgate', 'ca');
 /**
  * A dependency that prints on its own (console.log/debug/info) would corrupt JSON-lines audit
  * output on stdout. Route it to stderr, and drop debug chatter unless PATCHGATE_DEBUG is set.
+ * console.error stays on stderr: since the proxy library went, nothing prints errors in bulk, and
+ * an error someone prints is a real reason an operator must see.
  */
-function quietLibraryConsole(): void {
+function keepStdoutForAudit(): void {
   const toStderr = (...a: unknown[]) => process.stderr.write(format(...a) + '\n');
   console.log = toStderr;
   console.info = process.env.PATCHGATE_DEBUG ? toStderr : () => {};
   console.debug = process.env.PATCHGATE_DEBUG ? toStderr : () => {};
-  console.error = process.env.PATCHGATE_DEBUG ? toStderr : () => {};
 }
 
 /** `patchgate run`: starts the gate and serves until SIGINT/SIGTERM. Resolves to the exit code. */
@@ -43,7 +44,7 @@ export async function runGate(args: RunArgs): Promise<number> {
   const cfg = loadGateConfig(args);
   // The guard's usage errors come before anything starts; it is built for real once the gate listens.
   if (args.wpadGuard) buildWpadGuard(args.wpadGuard, { record: () => {}, updatePatterns: [] });
-  quietLibraryConsole();
+  keepStdoutForAudit();
   const { audit, metrics } = openAudit(args, cfg.loaded.sha256);
   const ownEndpoints: { host: string; port: number }[] = [];
   const gate = new UpdateGate({

@@ -12,7 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pki, REPO } from '../support/fixtures.js';
-import { type GateHandle, type Origin, proxyRequest, quietLibraryConsole, send, startGate, startOrigin } from '../support/gateHarness.js';
+import { type GateHandle, type Origin, proxyRequest, quietConsole, send, startGate, startOrigin } from '../support/gateHarness.js';
 import { issueCertificate } from '../../src/pki/certificateFactory.js';
 import { createSyntheticSignedPe } from '../../src/lab/syntheticPe.js';
 
@@ -65,7 +65,7 @@ describe('control characters from the network are escaped on the terminal', () =
     let g: GateHandle;
     let origin: Origin;
     beforeAll(async () => {
-      restore = quietLibraryConsole();
+      restore = quietConsole();
       origin = await startOrigin();
       origin.route('/evil.exe', send(payload));
       g = await startGate({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }] });

@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type GateHandle, type Origin,
-  acceptWebSocketAndSend, connectThrough, proxyRequest, quietLibraryConsole, send, startGate, startOrigin, webSocketThroughProxy,
+  acceptWebSocketAndSend, connectThrough, proxyRequest, quietConsole, send, startGate, startOrigin, webSocketThroughProxy,
 } from '../support/gateHarness.js';
 import { fixture } from './hostileSupport.js';
 
@@ -22,7 +22,7 @@ const gates: GateHandle[] = [];
 const gate = async (o: Parameters<typeof startGate>[0]) => { const g = await startGate(o); gates.push(g); return g; };
 
 beforeAll(async () => {
-  restore = quietLibraryConsole();
+  restore = quietConsole();
   origin = await startOrigin();
   origin.route('/hello', send(Buffer.from('hello\n'), { headers: { 'content-type': 'text/plain' } }));
   origin.route('/good.exe', send(good));

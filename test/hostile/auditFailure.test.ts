@@ -9,7 +9,7 @@
 import { existsSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type GateHandle, type Origin, proxyRequest, quietLibraryConsole, send, startGate, startOrigin, syntheticPe } from '../support/gateHarness.js';
+import { type GateHandle, type Origin, proxyRequest, quietConsole, send, startGate, startOrigin, syntheticPe } from '../support/gateHarness.js';
 import { startAdminServer } from '../../src/metrics/adminServer.js';
 import { gateHealth } from '../../src/cli/gateService.js';
 import { fixture, sha256 } from './hostileSupport.js';
@@ -21,7 +21,7 @@ const good = fixture('good.exe');
 const flame = fixture('flame.exe');
 
 beforeAll(async () => {
-  restore = quietLibraryConsole();
+  restore = quietConsole();
   origin = await startOrigin();
   origin.route('/flame.exe', send(flame));
 });

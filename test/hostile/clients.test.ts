@@ -13,7 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { X509Certificate } from 'node:crypto';
 import {
   type GateHandle, type Origin, type OriginCert,
-  connectThrough, httpsThroughProxy, makeOriginCert, proxyRequest, quietLibraryConsole, send, sleep, startGate, startOrigin,
+  connectThrough, httpsThroughProxy, makeOriginCert, proxyRequest, quietConsole, send, sleep, startGate, startOrigin,
 } from '../support/gateHarness.js';
 import { connectRaw, expectNoLeak, fdCount, fixture, legitimateFetch, parseResponses, rawClient, sha256 } from './hostileSupport.js';
 
@@ -33,7 +33,7 @@ let O = '';
 
 beforeAll(async () => {
   if (good.includes(flameMark)) throw new Error('flameMark is not unique to flame.exe');
-  restore = quietLibraryConsole();
+  restore = quietConsole();
   cert = makeOriginCert();
   origin = await startOrigin();
   sorigin = await startOrigin({ tls: cert });

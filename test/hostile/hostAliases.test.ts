@@ -7,7 +7,7 @@
  */
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type GateHandle, type Origin, connectThrough, proxyRequest, quietLibraryConsole, send, startGate, startOrigin } from '../support/gateHarness.js';
+import { type GateHandle, type Origin, connectThrough, proxyRequest, quietConsole, send, startGate, startOrigin } from '../support/gateHarness.js';
 import { fixture, parseResponses, rawClient } from './hostileSupport.js';
 
 let restore: () => void;
@@ -20,7 +20,7 @@ const flameMark = flame.subarray(4700, 4800);
 const hosts = [{ pattern: '127.0.0.1', mode: 'inspect' as const }, { pattern: 'localhost', mode: 'pass' as const }];
 
 beforeAll(async () => {
-  restore = quietLibraryConsole();
+  restore = quietConsole();
   origin = await startOrigin();
   origin.route('/flame.exe', send(flame));
   named = await startGate({ hosts });

@@ -129,9 +129,9 @@ describe('patchgate run: malformed request targets with the Host of an inspected
 
 describe('defence in depth: an exception while handling one request ends that request, not the gate', () => {
   it('a fault injected into the rules lookup: 500 for that request, counted in patchgate_internal_errors_total, the next download served', async () => {
-    const { startGate, quietLibraryConsole } = await import('../support/gateHarness.js');
+    const { startGate, quietConsole } = await import('../support/gateHarness.js');
     const { GateMetrics } = await import('../../src/metrics/gateMetrics.js');
-    const restore = quietLibraryConsole();
+    const restore = quietConsole();
     const lines: string[] = [];
     const metrics = new GateMetrics({ log: (l) => lines.push(l) });
     const g = await startGate({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], observer: metrics });
@@ -159,10 +159,10 @@ describe('defence in depth: an exception while handling one request ends that re
 
 describe('defence in depth: serving a verdict', () => {
   it('a fault injected where the outcome is served (a promise callback, outside any library entry): blocked INTERNAL_ERROR, counted where="response", the gate serves on', async () => {
-    const { startGate, quietLibraryConsole } = await import('../support/gateHarness.js');
+    const { startGate, quietConsole } = await import('../support/gateHarness.js');
     const { GateMetrics } = await import('../../src/metrics/gateMetrics.js');
     const { HeldDownload } = await import('../../src/proxy/heldDownload.js');
-    const restore = quietLibraryConsole();
+    const restore = quietConsole();
     const metrics = new GateMetrics({ log: () => {} });
     const g = await startGate({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], observer: metrics });
     const proto = HeldDownload.prototype as unknown as { inspected: (this: { key: string }, ...a: unknown[]) => void };

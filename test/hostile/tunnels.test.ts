@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net, { type AddressInfo, type Socket } from 'node:net';
-import { type GateHandle, quietLibraryConsole, sleep, startGate, waitFor } from '../support/gateHarness.js';
+import { type GateHandle, quietConsole, sleep, startGate, waitFor } from '../support/gateHarness.js';
 import { connectRaw, fdCount } from './hostileSupport.js';
 
 let restore: () => void;
@@ -19,7 +19,7 @@ let farEnded = 0;
 const tunnelCount = () => (g.gate as unknown as { connects: { tunnels: Set<unknown> } }).connects.tunnels.size;
 
 beforeAll(async () => {
-  restore = quietLibraryConsole();
+  restore = quietConsole();
   far = net.createServer({ allowHalfOpen: true }, (s) => {
     farSockets.add(s);
     s.on('error', () => {});

@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type GateHandle, type Origin, proxyRequest, quietLibraryConsole, send, startGate, startOrigin } from '../support/gateHarness.js';
+import { type GateHandle, type Origin, proxyRequest, quietConsole, send, startGate, startOrigin } from '../support/gateHarness.js';
 import { fixture, sha256, startRawOrigin, type RawOrigin } from './hostileSupport.js';
 import { FIXTURES } from '../support/fixtures.js';
 
@@ -44,7 +44,7 @@ const bodies: Record<string, Buffer> = {
 };
 
 beforeAll(async () => {
-  restore = quietLibraryConsole();
+  restore = quietConsole();
   origin = await startOrigin();
   raw = await startRawOrigin();
   for (const [path, body] of Object.entries(bodies)) origin.route(path, send(body, { headers: { 'content-type': 'text/xml' } }));

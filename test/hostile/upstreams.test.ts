@@ -16,7 +16,7 @@ import net, { type AddressInfo, type Socket } from 'node:net';
 import { brotliCompressSync, gzipSync, constants as zc } from 'node:zlib';
 import {
   type GateHandle, type Origin, type OriginCert,
-  httpsThroughProxy, makeOriginCert, proxyRequest, quietLibraryConsole, send, sleep, startGate, startOrigin, syntheticBytes, syntheticPe,
+  httpsThroughProxy, makeOriginCert, proxyRequest, quietConsole, send, sleep, startGate, startOrigin, syntheticBytes, syntheticPe,
 } from '../support/gateHarness.js';
 import { expectNoLeak, fdCount, fixture, legitimateFetch, sha256, startRawOrigin, trickle, type RawOrigin } from './hostileSupport.js';
 
@@ -38,7 +38,7 @@ const head = good.subarray(0, 64);
 const flameMark = flame.subarray(4700, 4800); // inside its certificate bag (the forged "MS" leaf)
 
 beforeAll(async () => {
-  restore = quietLibraryConsole();
+  restore = quietConsole();
   cert = makeOriginCert();
   origin = await startOrigin();
   raw = await startRawOrigin();

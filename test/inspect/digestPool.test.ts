@@ -11,7 +11,7 @@ import { IncrementalVerifier, verifyBytes } from '../../src/verify/incrementalVe
 import { DigestPool, RING_BYTES } from '../../src/inspect/digestPool.js';
 import { AT, codes, fx, labPolicy } from '../support/fixtures.js';
 import {
-  type GateHandle, type Origin, proxyRequest, quietLibraryConsole, send, startGate, startOrigin, syntheticBytes, syntheticPe,
+  type GateHandle, type Origin, proxyRequest, quietConsole, send, startGate, startOrigin, syntheticBytes, syntheticPe,
 } from '../support/gateHarness.js';
 
 const MiB = 1024 * 1024;
@@ -88,7 +88,7 @@ describe('the gate with a digest thread', () => {
   let g: GateHandle;
   let restore: () => void;
   beforeAll(async () => {
-    restore = quietLibraryConsole();
+    restore = quietConsole();
     origin = await startOrigin();
     g = await startGate({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], limits: { memoryHoldBytes: 256 * 1024 } });
   });

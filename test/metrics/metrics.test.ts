@@ -12,7 +12,7 @@ import {
   type Origin,
   connectThrough,
   proxyRequest,
-  quietLibraryConsole,
+  quietConsole,
   send,
   startGate,
   startOrigin,
@@ -60,7 +60,7 @@ function value(m: Map<string, Family>, name: string, labels: Record<string, stri
 }
 
 beforeAll(async () => {
-  restoreConsole = quietLibraryConsole();
+  restoreConsole = quietConsole();
   origin = await startOrigin();
   metrics = new GateMetrics({ rulesSha256: 'test' });
   g = await startGate({

@@ -26,7 +26,7 @@ import {
   httpsThroughProxy,
   makeOriginCert,
   proxyRequest,
-  quietLibraryConsole,
+  quietConsole,
   rawExchange,
   send,
   sleep,
@@ -54,7 +54,7 @@ let good: Buffer;
 let flame: Buffer;
 
 beforeAll(async () => {
-  restoreConsole = quietLibraryConsole();
+  restoreConsole = quietConsole();
   cert = makeOriginCert();
   origin = await startOrigin();
   sorigin = await startOrigin({ tls: cert });

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import tls from 'node:tls';
 import { readdirSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
-import { type GateHandle, type Origin, connectThrough, quietLibraryConsole, send, startGate, startOrigin } from '../support/gateHarness.js';
+import { type GateHandle, type Origin, connectThrough, quietConsole, send, startGate, startOrigin } from '../support/gateHarness.js';
 import { fx } from '../support/fixtures.js';
 import { readFileSync } from 'node:fs';
 
@@ -15,7 +15,7 @@ let g: GateHandle;
 let origin: Origin;
 let restore: () => void;
 beforeAll(async () => {
-  restore = quietLibraryConsole();
+  restore = quietConsole();
   origin = await startOrigin();
   g = await startGate({ hosts: [{ pattern: '*.intercept.test', mode: 'inspect' }, { pattern: '127.0.0.1', mode: 'inspect' }] });
 });

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { type GateHandle, type Origin, proxyRequest, quietLibraryConsole, send, startGate, startOrigin, syntheticBytes, syntheticPe } from '../support/gateHarness.js';
+import { type GateHandle, type Origin, proxyRequest, quietConsole, send, startGate, startOrigin, syntheticBytes, syntheticPe } from '../support/gateHarness.js';
 import type { HeldDownload } from '../../src/proxy/heldDownload.js';
 
 const KiB = 1024;
@@ -14,7 +14,7 @@ let origin: Origin;
 let g: GateHandle;
 let restore: () => void;
 beforeAll(async () => {
-  restore = quietLibraryConsole();
+  restore = quietConsole();
   origin = await startOrigin();
   g = await startGate({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], limits: { memoryHoldBytes: 256 * KiB, cacheTtlMs: 60_000, memoryTotalBytes: 350 * KiB } });
 });

@@ -19,7 +19,7 @@ import {
   type Origin,
   filesBelow,
   proxyRequest,
-  quietLibraryConsole,
+  quietConsole,
   send,
   startGate,
   startOrigin,
@@ -57,7 +57,7 @@ async function fetchThrough(path: string): Promise<{ status: number; verdict: un
 }
 
 beforeAll(async () => {
-  restoreConsole = quietLibraryConsole();
+  restoreConsole = quietConsole();
   origin = await startOrigin();
   for (let i = 0; i < N; i++) {
     const bytes = syntheticBytes(syntheticPe(SIZE, 100 + i));

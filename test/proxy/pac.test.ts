@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Server, Socket } from 'node:net';
 import { QuickJS } from 'quickjs-wasi';
 import { createPacResolver } from 'pac-resolver';
-import { type GateHandle, directRequest, proxyRequest, quietLibraryConsole, sleep, startGate } from '../support/gateHarness.js';
+import { type GateHandle, directRequest, proxyRequest, quietConsole, sleep, startGate } from '../support/gateHarness.js';
 
 let restoreConsole: () => void;
 let qjs: QuickJS;
@@ -14,7 +14,7 @@ let g: GateHandle;
 let chained: GateHandle;
 
 beforeAll(async () => {
-  restoreConsole = quietLibraryConsole();
+  restoreConsole = quietConsole();
   qjs = await QuickJS.create();
   const hosts = [
     { pattern: '*.windowsupdate.com', mode: 'inspect' as const },

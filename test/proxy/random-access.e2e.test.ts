@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { codes, fx, verifyRandomAccessFixture } from '../support/fixtures.js';
-import { type GateHandle, type Origin, proxyRequest, quietLibraryConsole, send, startGate, startOrigin, waitFor, filesBelow } from '../support/gateHarness.js';
+import { type GateHandle, type Origin, proxyRequest, quietConsole, send, startGate, startOrigin, waitFor, filesBelow } from '../support/gateHarness.js';
 import { type IcapHandle, httpRequestHead, httpResponseHead, respmodOnce, startIcap } from '../support/icapHarness.js';
 
 const MiB = 1024 * 1024;
@@ -22,7 +22,7 @@ let gate: GateHandle;
 let icap: IcapHandle;
 
 beforeAll(async () => {
-  restoreConsole = quietLibraryConsole();
+  restoreConsole = quietConsole();
   origin = await startOrigin();
   // 16 KiB in memory: every MSI here spools to disk and is read back from the file.
   gate = await startGate({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], limits: { memoryHoldBytes: 16 * 1024, maxPayloadBytes: 64 * MiB }, nonPayload: 'pass' });

@@ -7,7 +7,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type GateHandle, type Origin, proxyRequest, quietLibraryConsole, send, sleep, startGate, startOrigin } from '../support/gateHarness.js';
+import { type GateHandle, type Origin, proxyRequest, quietConsole, send, sleep, startGate, startOrigin } from '../support/gateHarness.js';
 import { fixture, sha256 } from '../hostile/hostileSupport.js';
 
 let restore: () => void;
@@ -28,7 +28,7 @@ const authOnly = (headers: Record<string, string> = {}) => (req: IncomingMessage
 };
 
 beforeAll(async () => {
-  restore = quietLibraryConsole();
+  restore = quietConsole();
   origin = await startOrigin();
   g = await startGate({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], limits: { cacheTtlMs: 60_000 } });
 });

@@ -8,7 +8,7 @@
  */
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type GateHandle, type Origin, type ProxyResponse, proxyRequest, quietLibraryConsole, send, sleep, startGate, startOrigin, syntheticBytes, syntheticPe } from '../support/gateHarness.js';
+import { type GateHandle, type Origin, type ProxyResponse, proxyRequest, quietConsole, send, sleep, startGate, startOrigin, syntheticBytes, syntheticPe } from '../support/gateHarness.js';
 import { sha256 } from '../hostile/hostileSupport.js';
 import { httpRequestHead, httpResponseHead, respmodOnce, startIcap } from '../support/icapHarness.js';
 
@@ -19,7 +19,7 @@ const pe1 = syntheticBytes(syntheticPe(1 * MiB, 31));
 const pe3 = syntheticBytes(syntheticPe(3 * MiB, 32));
 
 beforeAll(async () => {
-  restore = quietLibraryConsole();
+  restore = quietConsole();
   origin = await startOrigin();
   origin.route('/one.exe', send(pe1));
   origin.route('/three.exe', send(pe3));

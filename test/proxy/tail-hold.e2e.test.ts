@@ -19,7 +19,7 @@ import {
   httpsThroughProxy,
   makeOriginCert,
   proxyRequest,
-  quietLibraryConsole,
+  quietConsole,
   send,
   sleep,
   startGate,
@@ -110,7 +110,7 @@ function http10(url: string): Promise<Buffer> {
 const records = (pred: (r: Record<string, unknown>) => boolean, n = 1) => g.waitRecords((r) => pred(r as unknown as Record<string, unknown>), n, 8000);
 
 beforeAll(async () => {
-  restoreConsole = quietLibraryConsole();
+  restoreConsole = quietConsole();
   origin = await startOrigin();
   origin.route('/good.exe', send(good, { chunk: 256 * 1024 }));
   origin.route('/tampered.exe', send(tampered, { chunk: 256 * 1024 }));

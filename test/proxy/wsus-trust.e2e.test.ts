@@ -12,7 +12,7 @@ import { TrustChannels } from '../../src/policy/trustChannels.js';
 import { signCab } from '../../src/lab/authenticodeSigner.js';
 import { singleFileCabinet } from '../../src/lab/trustListSigner.js';
 import { buildCab } from '../fixtures/build-unsigned.mjs';
-import { type GateHandle, type Origin, proxyRequest, quietLibraryConsole, send, startGate, startOrigin } from '../support/gateHarness.js';
+import { type GateHandle, type Origin, proxyRequest, quietConsole, send, startGate, startOrigin } from '../support/gateHarness.js';
 import { makeTrustListPki, pin, rootList, type TrustListPki } from '../support/trustListPki.js';
 
 const CTLDL = 'http://ctldl.windowsupdate.com/msdownload/update/v3/static/trustedr/en';
@@ -26,7 +26,7 @@ let pki: TrustListPki;
 const served = new Map<string, Buffer>();
 
 beforeAll(async () => {
-  restoreConsole = quietLibraryConsole();
+  restoreConsole = quietConsole();
   pki = makeTrustListPki();
   const base = emptyPolicy({ anchors: [pin(pki.codePca)], ctlAnchors: [pin(pki.listCa)], fileDigests: ['sha256'] });
   const channels = new TrustChannels(base, [{ name: 'certificate-trust-lists', hosts: ['ctldl.windowsupdate.com'], anchors: 'none', ctlAnchors: 'rules' }]);

@@ -15,7 +15,7 @@ import {
   type Origin,
   type ProxyResponse,
   proxyRequest,
-  quietLibraryConsole,
+  quietConsole,
   send,
   startGate,
   startOrigin,
@@ -33,7 +33,7 @@ let origin: Origin;
 let g: GateHandle;
 
 beforeAll(async () => {
-  restoreConsole = quietLibraryConsole();
+  restoreConsole = quietConsole();
   origin = await startOrigin();
   g = await startGate({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], limits: { cacheTtlMs: 30_000, memoryHoldBytes: 256 * 1024 } });
 });

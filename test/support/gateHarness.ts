@@ -59,7 +59,7 @@ export function filesBelow(dir: string): string[] {
 // Quiet console: a dependency that prints on its own stays out of the test output.
 
 let saved: { error: typeof console.error; debug: typeof console.debug; info: typeof console.info; log: typeof console.log } | undefined;
-export function quietLibraryConsole(): () => void {
+export function quietConsole(): () => void {
   if (!saved) saved = { error: console.error, debug: console.debug, info: console.info, log: console.log };
   const s = saved;
   console.error = () => {};
