@@ -25,6 +25,8 @@ export function canonicalHost(host: string): string {
 export function targetHost(host: string): string | undefined {
   const h = canonicalHost(host);
   if (isIP(h) === 6) {
+    // A zone index (`fe80::1%eth0`) names an interface of this machine, not a destination: refused.
+    if (h.includes('%')) return undefined;
     const normal = new URL(`http://[${h}]/`).hostname.slice(1, -1);
     const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(normal);
     if (m) {

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { isSafeHostName, targetHost } from '../policy/hostRules.js';
 
 /** What a CONNECT named: the one destination requests inside its tunnel (plain or TLS) may name. */
@@ -40,12 +41,14 @@ export function hostOfHeader(h: string | undefined): { host: string; port?: numb
 }
 
 const ABSOLUTE_HTTP = /^http:\/\/([^/]+)(.*)$/s;
+/** An authority: a bracketed IPv6 literal or a name without colons, then an optional port. */
+const AUTHORITY = /^(\[[^\]]*\]|[^:[\]]*)(?::([^:]*))?$/s;
 
 /**
  * Reads a request's target. `http://host[:port]/path` (absolute-form) names its destination; an
  * origin-form target takes it from Host, and is for the gate itself unless it arrived through a
  * CONNECT or inside intercepted TLS. Inside a CONNECT the destination must be the CONNECT's.
- * An IPv6 literal in a plain HTTP target is not supported (400; CONNECT takes it).
+ * An IPv6 literal is bracketed, in a target as in Host (`http://[::1]:8080/x`).
  */
 export function readRequestTarget(
   rawTarget: string,
@@ -58,13 +61,17 @@ export function readRequestTarget(
   if (outside && !abs && rawTarget.startsWith('/')) return { kind: 'self', path };
   const authority = abs ? abs[1]! : hostHeader;
   if (authority === undefined) return { kind: 'bad-host', why: 'the request names no host (no Host header)' };
-  const parts = authority.split(':');
-  if (parts.length > 2) return { kind: 'bad-host', why: 'bad host name (an IPv6 literal needs CONNECT)' };
-  const named = parts[0]!;
-  const portText = parts[1];
+  // host[:port], where an IPv6 literal is bracketed (RFC 3986): `[::1]:8080`.
+  const hostPort = AUTHORITY.exec(authority);
+  if (!hostPort) return { kind: 'bad-host', why: 'bad host name (an IPv6 literal must be in brackets)' };
+  const named = hostPort[1]!;
+  const portText = hostPort[2];
+  // Brackets hold an IPv6 literal and nothing else (`[example.com]` is no name).
+  if (named.startsWith('[') && isIP(named.slice(1, -1)) !== 6) return { kind: 'bad-host', why: 'bad host name (brackets hold only an IPv6 literal)' };
   const defaultPort = via.tls ? 443 : 80;
   const namedPort = portText === undefined ? defaultPort : /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
-  if (outside && via.isGate(named, namedPort)) return { kind: 'self', path };
+  // isGate sees the one spelling of an address (`[0::1]` is `::1`).
+  if (outside && via.isGate(targetHost(named) ?? named, namedPort)) return { kind: 'self', path };
   const auditHost = targetHost(named) ?? named.trim().toLowerCase();
   // `*`, `HTTP://…`, `https://…`, `ftp://…`, `*@`: no resource the gate can fetch.
   if (!path.startsWith('/')) return { kind: 'bad-target', path, host: auditHost, why: 'the request target is neither origin-form (/path) nor http:// absolute-form' };

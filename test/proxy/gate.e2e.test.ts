@@ -396,9 +396,14 @@ describe('CONNECT', () => {
   it('15. CONNECT with a malformed host is refused 400 and writes nothing under caDir', async () => {
     const before = filesBelow(g1.caDir);
     const tmpBefore = ['x.key', 'x.pem', 'b.key', 'b.pem'].map((n) => existsSync(join(tmpdir(), n)));
-    for (const target of ['../../x:443', 'a/b:443', '..:443', '.:443', 'x\\..\\y:443', '%2e%2e%2fx:443', '[::1:443', '127.0.0.1:99999']) {
+    for (const target of ['../../x:443', 'a/b:443', '..:443', '.:443', 'x\\..\\y:443', '%2e%2e%2fx:443', '[::1:443', '127.0.0.1:99999', '[fe80::1%eth0]:443', '[fe80::1%25eth0]:443']) {
       const { data } = await rawExchange(g1.port, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`, 2000);
       expect(data.toString('latin1'), target).toMatch(/^HTTP\/1\.1 400 /);
+    }
+    // An IPv6 zone index in a Host header or an absolute-form target: refused, and the gate serves on.
+    for (const t of ['http://[fe80::1%eth0]/x.exe', 'http://[fe80::1%25eth0]:80/x.exe']) {
+      const { data } = await rawExchange(g1.port, `GET ${t} HTTP/1.1\r\nHost: [fe80::1%eth0]\r\n\r\n`, 2000);
+      expect(data.toString('latin1'), t).toMatch(/^HTTP\/1\.1 400 /);
     }
     // Also through a real client, followed by a TLS hello, as a library would.
     const c = await connectThrough(g1.port, '../../x:443');
@@ -407,6 +412,30 @@ describe('CONNECT', () => {
     expect(filesBelow(g1.caDir)).toEqual(before);
     expect(before.sort()).toEqual(['ca.json', 'ca.key.pem', 'ca.pem']);
     expect(['x.key', 'x.pem', 'b.key', 'b.pem'].map((n) => existsSync(join(tmpdir(), n)))).toEqual(tmpBefore);
+  });
+});
+
+describe('an IPv6 literal in a plain HTTP target', () => {
+  it('http://[::1]:port/… is proxied to ::1 and inspected like any other host the rules name', async () => {
+    const o6 = await startOrigin({ listenHost: '::1' });
+    const g6 = await startGate({ hosts: [{ pattern: '::1', mode: 'inspect' }], limits: { idleTimeoutMs: 2000 } });
+    try {
+      o6.route('/v6/good.exe', (_q, res) => { res.writeHead(200, { 'content-length': good.length }); res.end(good); });
+      o6.route('/v6/flame.exe', (_q, res) => { res.writeHead(200, { 'content-length': flame.length }); res.end(flame); });
+      const ok = await proxyRequest(g6.port, `http://[::1]:${o6.port}/v6/good.exe`);
+      expect(ok.status).toBe(200);
+      expect(sha256(ok.body)).toBe(sha256(good));
+      expect(ok.headers['x-patchgate-verdict']).toBe('allow');
+      const bad = await proxyRequest(g6.port, `http://[0:0:0:0:0:0:0:1]:${o6.port}/v6/flame.exe`);
+      expect(bad.status).toBe(403);
+      expect(o6.hits('/v6/good.exe')).toBe(1);
+      const recs = await g6.waitRecords((r) => r.kind === 'transfer', 2);
+      expect(recs.map((r) => [r.host, r.verdict, r.url])).toEqual([
+        ['::1', 'allow', `http://[::1]:${o6.port}/v6/good.exe`], ['::1', 'block', `http://[::1]:${o6.port}/v6/flame.exe`]]);
+    } finally {
+      await g6.dispose();
+      await o6.close();
+    }
   });
 });
 

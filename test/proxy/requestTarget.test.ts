@@ -7,7 +7,7 @@ import { readRequestTarget } from '../../src/proxy/requestTarget.js';
 import { forwardedRequestHeaders, forwardedResponseHeaders } from '../../src/proxy/upstreamFetch.js';
 
 const GATE_PORT = 3128;
-const isGate = (h: string, p: number) => p === GATE_PORT && ['127.0.0.1', 'localhost'].includes(h);
+const isGate = (h: string, p: number) => p === GATE_PORT && ['127.0.0.1', 'localhost', '::1'].includes(h);
 const plain = { tls: false, connect: undefined, isGate };
 
 describe('readRequestTarget', () => {
@@ -37,10 +37,25 @@ describe('readRequestTarget', () => {
   });
 
   it('host names that are not safe or canonical, IPv6 literals and userinfo: bad-host', () => {
-    for (const t of ['http://:80/x', 'http://[::1]:80/x', 'http://[::1/x', 'http://@/x', 'http://a@b/x', 'http://127.1/x', 'http://2130706433/x', 'http://a..b/x', 'http://a_b/x']) {
+    for (const t of ['http://:80/x', 'http://::1/x', 'http://::1:80/x', 'http://[::1/x', 'http://[example.com]/x', 'http://[127.0.0.1]/x', 'http://[::1]:80:80/x', 'http://[fe80::1%eth0]/x', 'http://@/x', 'http://a@b/x', 'http://127.1/x', 'http://2130706433/x', 'http://a..b/x', 'http://a_b/x']) {
       expect(readRequestTarget(t, undefined, plain).kind, t).toBe('bad-host');
     }
     expect(readRequestTarget('GET', undefined, { ...plain, tls: true, connect: { host: 'a', port: 443 } })).toMatchObject({ kind: 'bad-host', why: 'the request names no host (no Host header)' });
+  });
+
+  it('a bracketed IPv6 literal in absolute-form or Host: one canonical spelling, the port after the bracket', () => {
+    expect(readRequestTarget('http://[::1]:8080/x.exe', '[::1]:8080', plain)).toEqual({
+      kind: 'origin', scheme: 'http', host: '::1', port: 8080, path: '/x.exe', url: 'http://[::1]:8080/x.exe',
+    });
+    expect(readRequestTarget('http://[0:0:0:0:0:0:0:1]/x.exe', undefined, plain)).toMatchObject({ kind: 'origin', host: '::1', port: 80, url: 'http://[::1]/x.exe' });
+    // An IPv4-mapped literal is the IPv4 address (host rules see one spelling).
+    expect(readRequestTarget('http://[::ffff:127.0.0.1]:81/x', undefined, plain)).toMatchObject({ kind: 'origin', host: '127.0.0.1', url: 'http://127.0.0.1:81/x' });
+    expect(readRequestTarget('http://[2001:db8::1]/x', '[2001:DB8:0::1]', plain)).toMatchObject({ kind: 'origin', host: '2001:db8::1' });
+    expect(readRequestTarget('http://[2001:db8::1]/x', '[2001:db8::2]', plain)).toMatchObject({ kind: 'bad-host', why: 'Host header and request target disagree' });
+    expect(readRequestTarget('http://[::1]:x/x', undefined, plain)).toMatchObject({ kind: 'bad-target' });
+    // The gate itself, named by its IPv6 loopback: PAC or 404, never proxied back to itself.
+    expect(readRequestTarget(`http://[::1]:${GATE_PORT}/wpad.dat`, undefined, plain)).toEqual({ kind: 'self', path: '/wpad.dat' });
+    expect(readRequestTarget(`http://[0:0::1]:${GATE_PORT}/wpad.dat`, undefined, plain)).toEqual({ kind: 'self', path: '/wpad.dat' });
   });
 
   it('inside a CONNECT: origin-form takes Host, which must name the CONNECT host and port; the port is the CONNECT port', () => {

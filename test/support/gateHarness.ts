@@ -141,7 +141,8 @@ export interface Origin {
   close(): Promise<void>;
 }
 
-export async function startOrigin(opts: { tls?: OriginCert } = {}): Promise<Origin> {
+/** `listenHost`: where the origin listens (127.0.0.1 unless said; `::1` for IPv6 targets). */
+export async function startOrigin(opts: { tls?: OriginCert; listenHost?: string } = {}): Promise<Origin> {
   const routes = new Map<string, RouteHandler>();
   const upgradeRoutes = new Map<string, (req: IncomingMessage, socket: Duplex, head: Buffer) => void>();
   const upgradeLog: string[] = [];
@@ -174,7 +175,7 @@ export async function startOrigin(opts: { tls?: OriginCert } = {}): Promise<Orig
     if (h) h(req, socket, head);
     else socket.destroy();
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(0, opts.listenHost ?? '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
   const scheme = opts.tls ? 'https' : 'http';
   return {
