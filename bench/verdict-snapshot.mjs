@@ -7,8 +7,9 @@
 //   node bench/verdict-snapshot.mjs --compare /tmp/before.jsonl   # on the new one: exit 1 on any difference
 //
 // Needs `npm run build && npm run fixtures` (each `npm run fixtures` signs afresh: compare snapshots
-// of the same fixtures). Each configuration keeps one Verifier for all its files and verifies them three times in one process: cold caches, then warm (every other fixture's
-// certificates and signatures cached in between), then fed in 4 KiB chunks. The three verdicts of a
+// of the same fixtures). Each configuration keeps one Verifier for all its files and verifies them
+// three times in one process: cold caches, then warm (every other fixture's certificates and
+// signatures cached in between), then fed in 4 KiB chunks. The three verdicts of a
 // file must be identical, or the run fails whatever the comparison: a cache that answers for other
 // bytes than its own shows here as a verdict that changes on the second pass.
 import { readFileSync, writeFileSync } from 'node:fs';
