@@ -7,7 +7,6 @@ import type { Verifier } from '../verifier.js';
 import { reason, type VerdictReason } from '../verdict.js';
 import { MalformedError } from '../malformed.js';
 import type { CertificateInfo } from '../chain/certificateInfo.js';
-import { checkSignature } from '../chain/signatureCheck.js';
 import { findSignerCertificate, singleAttribute, type SignedDataParts, type SignerParts } from './signedDataParts.js';
 
 export interface SignerCheckResult {
@@ -91,7 +90,7 @@ export function checkSigner(
   if (st instanceof asn1js.UTCTime || st instanceof asn1js.GeneralizedTime) signingTime = st.toDate();
 
   const sigAlgOid = si.signatureAlgorithm.algorithmId;
-  const check = checkSignature(signer, sigAlgOid, signerParts.signedAttrsDer, si.signature.valueBlock.valueHexView, digest);
+  const check = verifier.signedAttributesSignature(signer, sigAlgOid, signerParts.signedAttrsDer, si.signature.valueBlock.valueHexView, digest);
   if (check.ok) {
     if (check.digest && check.digest !== digest) judgeDigestName(check.digest, policy, 'signature algorithm', out, prefix);
   } else if (check.why === 'unsupported') {
