@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { OID } from '../oids.js';
@@ -124,7 +124,7 @@ export function parseSignedData(der: Uint8Array, what = 'signature'): SignedData
   // A parse is a pure function of the bytes: the same signature blob (the same file fetched again,
   // by another client or under another URL) is parsed once. Keyed by the SHA-256 of the exact
   // bytes; only successful parses are kept, frozen so that no caller can change a shared one.
-  const key = createHash('sha256').update(der).digest('base64');
+  const key = hash('sha256', der, 'base64');
   const hit = PARSE_CACHE.get(key);
   if (hit) return hit;
   const parts = parseSignedDataUncached(der, what);

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import { OID } from '../oids.js';
 import { digestFromOid, type DigestName } from '../algorithms.js';
@@ -78,7 +78,7 @@ export function checkSigner(
     const expected = Buffer.from(mdEl.valueBlock.valueHexView);
     let actual: Buffer | undefined;
     if (content.detachedDigest) actual = content.detachedDigest(digest);
-    else if (parts.eContentValue) actual = createHash(digest).update(parts.eContentValue).digest();
+    else if (parts.eContentValue) actual = hash(digest, parts.eContentValue, 'buffer');
     if (!actual) {
       out.push(reason('UNSUPPORTED_ALGORITHM', `${prefix}content digest ${digest} was not computed`));
     } else if (!actual.equals(expected)) {
