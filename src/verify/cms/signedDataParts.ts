@@ -271,8 +271,26 @@ export function singleAttribute(attrs: pkijs.SignedAndUnsignedAttributes | undef
   return matches[0]!.values[0] as asn1js.AsnType;
 }
 
+/**
+ * Lookups kept per (SignerInfo, bag) object pair: both come from one cached, frozen parse (the same
+ * signature bytes), so the answer cannot differ; another parse is other objects, looked up afresh.
+ */
+const SIGNER_LOOKUPS = new WeakMap<pkijs.SignerInfo, WeakMap<readonly CertificateInfo[], CertificateInfo | null>>();
+
 /** The certificate in the bag that the SignerInfo names (issuer and serial, or subject key identifier). */
 export function findSignerCertificate(info: pkijs.SignerInfo, bag: readonly CertificateInfo[]): CertificateInfo | undefined {
+  // Only a parse's own (frozen) bag: a caller's array could change after the answer was kept.
+  if (!Object.isFrozen(bag)) return lookUpSignerCertificate(info, bag);
+  let byBag = SIGNER_LOOKUPS.get(info);
+  const hit = byBag?.get(bag);
+  if (hit !== undefined) return hit ?? undefined;
+  const found = lookUpSignerCertificate(info, bag);
+  if (!byBag) SIGNER_LOOKUPS.set(info, (byBag = new WeakMap()));
+  byBag.set(bag, found ?? null);
+  return found;
+}
+
+function lookUpSignerCertificate(info: pkijs.SignerInfo, bag: readonly CertificateInfo[]): CertificateInfo | undefined {
   const sid = info.sid as unknown;
   if (sid instanceof pkijs.IssuerAndSerialNumber) {
     const issuer = Buffer.from(sid.issuer.valueBeforeDecode);
