@@ -25,16 +25,19 @@ if (!distA || !distB) {
   process.exit(2);
 }
 const N = Number(nText);
-const WARM = 400;
+const WARM = distinct ? 200 : 400;
 const CHILD = fileURLToPath(new URL('./lib/inspectingGate.mjs', import.meta.url));
 const { createSyntheticSignedPe } = await import(pathToFileURL(join(DIST, 'lab', 'syntheticPe.js')).href);
 const signer = labSigner();
 const make = (seed) => Buffer.concat([...createSyntheticSignedPe({ size: 100 * 1024, signer, seed, chunkSize: 256 * 1024 }).chunks()].map((c) => Buffer.from(c)));
-// --distinct: each payload signed when it is asked for (in this process: the gate's CPU is what is measured).
-const payloads = distinct ? [] : Array.from({ length: 16 }, (_, i) => make(1000 + i));
+// --distinct: every request gets its own payload, all signed before the timing starts (each 100 KiB
+// in memory: 2 x rounds x (requests + warm-up) of them).
+const count = distinct ? 2 * Number(roundsText) * (N + WARM) : 16;
+if (distinct) process.stderr.write(`signing ${count} payloads (${Math.round(count * 0.1)} MB)...\n`);
+const payloads = Array.from({ length: count }, (_, i) => make(1000 + i));
 let next = 0;
 const origin = http.createServer((_q, s) => {
-  const body = distinct ? make(100_000 + next++) : payloads[next++ % payloads.length];
+  const body = payloads[next++ % payloads.length];
   s.writeHead(200, { 'content-length': body.length, 'content-type': 'application/octet-stream' });
   s.end(body);
 });
