@@ -1,5 +1,5 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import type { AuditLine, AuditRecord } from './auditRecord.js';
 
 /**
@@ -17,7 +17,7 @@ export const AUDIT_LEVEL = 30;
 
 /** SHA-256 (hex) of one line's bytes as written (UTF-8, without the "\n"). */
 export function lineHash(line: string | Uint8Array): string {
-  return createHash('sha256').update(line).digest('hex');
+  return hash('sha256', line, 'hex');
 }
 
 /**

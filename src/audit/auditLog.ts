@@ -44,8 +44,8 @@ class AppendFile {
   }
 
   /** Writes all of `text` or throws (what was written of it stays; the next line starts afresh). */
-  write(text: string): void {
-    const buf = Buffer.from(this.torn ? '\n' + text : text);
+  write(text: string | Buffer): void {
+    const buf = this.torn ? Buffer.concat([Buffer.from('\n'), Buffer.from(text)]) : typeof text === 'string' ? Buffer.from(text) : text;
     let off = 0;
     while (off < buf.byteLength) {
       try {
@@ -128,9 +128,11 @@ export class AuditLog {
   record(r: AuditLine): boolean {
     if (this.closed) return false;
     const line = serializeAuditLine(r, this.prev, Date.now());
+    // Encoded once: the bytes hashed for the chain are the bytes written (the line, then "\n").
+    const bytes = Buffer.from(line + '\n');
     let ok = true;
     try {
-      if (this.file) this.file.write(line + '\n');
+      if (this.file) this.file.write(bytes);
       else this.destination!.write(line + '\n');
     } catch (e) {
       // The line is lost (disk full, I/O error): the chain carries on from it all the same, so the
@@ -144,7 +146,7 @@ export class AuditLog {
       delete this.status.lastError;
       delete this.status.failingSince;
     }
-    this.prev = lineHash(line);
+    this.prev = lineHash(bytes.subarray(0, bytes.byteLength - 1));
     this.written++;
     for (const l of this.listeners) {
       try { l(r); } catch { /* a listener never stops the audit trail */ }

@@ -259,7 +259,8 @@ export class PayloadInspection {
 
   /** First bytes known: a payload is held; other content passes or blocks as the rules say. */
   private decide(): void {
-    const head = Buffer.concat(this.head);
+    // Usually one socket read holds the whole sniff: no copy of it (the spool keeps chunks as they are).
+    const head = this.head.length === 1 ? this.head[0]! : Buffer.concat(this.head);
     this.head = [];
     const format = sniffFormat(head);
     if (format !== 'unknown') {

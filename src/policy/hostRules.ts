@@ -57,6 +57,27 @@ export function hostMatches(pattern: string, host: string): boolean {
   return matchesHost(compileHostPattern(pattern), comparableHost(host));
 }
 
+/**
+ * Host patterns read once, for a caller that asks about many hosts (trust channels, per request):
+ * the same matching as hostMatches.
+ */
+export function hostPatternsMatcher(patterns: readonly string[]): (host: string) => boolean {
+  const compiled = patterns.map(compileHostPattern);
+  return (host) => {
+    const h = comparableHost(host);
+    return compiled.some((p) => matchesHost(p, h));
+  };
+}
+
+/** Path patterns read once: the same matching as pathMatches. */
+export function pathPatternsMatcher(patterns: readonly string[]): (path: string) => boolean {
+  const compiled = patterns.map(pathPattern);
+  return (path) => {
+    const p = path.split('?')[0] ?? '';
+    return compiled.some((r) => r.test(p));
+  };
+}
+
 /** A host pattern read once: a suffix (`.example.com` for `*.example.com`) or one exact host. */
 type HostPattern = { suffix: string } | { exact: string };
 

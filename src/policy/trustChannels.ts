@@ -1,7 +1,7 @@
 import type { ApprovedCaPolicy, PinnedCertificate } from '../verify/approvedCaPolicy.js';
 import { Verifier } from '../verify/verifier.js';
 import type { ChannelRule, LoadedRules } from './rulesFile.js';
-import { hostMatches, pathMatches } from './hostRules.js';
+import { hostPatternsMatcher, pathPatternsMatcher } from './hostRules.js';
 import { pinEntry } from './trustMaterial.js';
 
 /** The trust one request gets: which anchors may approve code and which may approve trust lists. */
@@ -16,8 +16,9 @@ export interface TrustChannel {
 }
 
 interface CompiledChannel extends TrustChannel {
-  hosts: string[];
-  paths?: string[];
+  /** The channel's host and path patterns, read once (trustFor runs per request). */
+  hosts: (host: string) => boolean;
+  paths?: (path: string) => boolean;
 }
 
 function channelPins(spec: ChannelRule['anchors'], inherited: PinnedCertificate[], what: string): PinnedCertificate[] {
@@ -45,15 +46,18 @@ export class TrustChannels {
         anchors: channelPins(c.anchors, base.anchors, `channels[${i}].anchors`),
         ctlAnchors: channelPins(c.ctlAnchors, base.ctlAnchors ?? [], `channels[${i}].ctlAnchors`),
       };
-      return { name: c.name, hosts: c.hosts, paths: c.paths, nonPayload: c.nonPayload, policy, verifier: new Verifier(policy) };
+      return {
+        name: c.name, hosts: hostPatternsMatcher(c.hosts), paths: c.paths ? pathPatternsMatcher(c.paths) : undefined,
+        nonPayload: c.nonPayload, policy, verifier: new Verifier(policy),
+      };
     });
   }
 
   /** The trust for one request: the first channel whose host and path patterns match, else `default`. */
   trustFor(host: string, path: string): TrustChannel {
     for (const c of this.channels) {
-      if (!c.hosts.some((h) => hostMatches(h, host))) continue;
-      if (c.paths && !c.paths.some((p) => pathMatches(p, path))) continue;
+      if (!c.hosts(host)) continue;
+      if (c.paths && !c.paths(path)) continue;
       return c;
     }
     return this.fallback;

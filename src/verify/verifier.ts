@@ -1,4 +1,6 @@
+import { hash } from 'node:crypto';
 import type { ApprovedCaPolicy } from './approvedCaPolicy.js';
+import type { DigestName } from './algorithms.js';
 import type { PayloadFormat, Verdict } from './verdict.js';
 import { BoundedCache } from './boundedCache.js';
 import { AnchorSet } from './chain/anchorSet.js';
@@ -20,8 +22,9 @@ export interface VerifyOptions {
   now?: Date;
 }
 
-/** Certificate signatures and chain searches kept per Verifier (each entry is small). */
+/** Certificate signatures, signatures over signed attributes and chain searches kept per Verifier (each entry is small). */
 const SIGNATURE_CHECKS = 4096;
+const SIGNED_ATTRIBUTE_CHECKS = 4096;
 const PATH_SEARCHES = 1024;
 
 /**
@@ -35,6 +38,7 @@ export class Verifier {
   readonly policy: Readonly<ApprovedCaPolicy>;
   readonly anchors: { readonly code: AnchorSet; readonly timestamp: AnchorSet; readonly trustList: AnchorSet };
   private readonly signatureChecks = new BoundedCache<string, SignatureCheck>(SIGNATURE_CHECKS);
+  private readonly signedAttributeChecks = new BoundedCache<string, SignatureCheck>(SIGNED_ATTRIBUTE_CHECKS);
   private readonly pathSearches = new BoundedCache<string, PathSearch>(PATH_SEARCHES);
 
   constructor(policy: ApprovedCaPolicy) {
@@ -94,6 +98,25 @@ export class Verifier {
     if (hit) return hit;
     const { tbs, signature } = child.signedPart();
     return this.signatureChecks.set(key, checkSignature(issuer, child.signatureAlgorithmOid, tbs, signature));
+  }
+
+  /**
+   * Whether `signer`'s key made `signature` over a SignerInfo's signed attributes: a pure function
+   * of the signer certificate's exact bytes (its SHA-256), the algorithms, and the exact attribute
+   * and signature bytes (their SHA-256, the attributes' length first so that the split between the
+   * two cannot move), so one signature blob met again (the same file under another URL, a timestamp
+   * countersignature shared by many files) costs no public-key operation. Any other byte anywhere
+   * (a changed attribute, messageDigest included, or another certificate with the same issuer and
+   * serial) is another key.
+   */
+  signedAttributesSignature(signer: CertificateInfo, algorithmOid: string, signedAttrsDer: Uint8Array, signature: Uint8Array, digest: DigestName | undefined): SignatureCheck {
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(signedAttrsDer.byteLength);
+    const bytes = hash('sha256', Buffer.concat([length, signedAttrsDer, signature]), 'base64');
+    const key = `${signer.sha256}:${algorithmOid}:${digest ?? ''}:${bytes}`;
+    const hit = this.signedAttributeChecks.get(key);
+    if (hit) return hit;
+    return this.signedAttributeChecks.set(key, Object.freeze(checkSignature(signer, algorithmOid, signedAttrsDer, signature, digest)));
   }
 
   /**

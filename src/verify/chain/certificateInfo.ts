@@ -1,4 +1,4 @@
-import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, hash, type KeyObject } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { OID } from '../oids.js';
@@ -198,7 +198,7 @@ export class CertificateInfo {
    * Sharing is safe: a CertificateInfo never changes after construction (the key is cached lazily).
    */
   static fromDer(der: Uint8Array): CertificateInfo {
-    const key = createHash('sha256').update(der).digest('hex');
+    const key = hash('sha256', der, 'hex');
     return CERT_CACHE.get(key) ?? CERT_CACHE.set(key, new CertificateInfo(der));
   }
 

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { OID } from '../oids.js';
@@ -124,7 +124,7 @@ export function parseSignedData(der: Uint8Array, what = 'signature'): SignedData
   // A parse is a pure function of the bytes: the same signature blob (the same file fetched again,
   // by another client or under another URL) is parsed once. Keyed by the SHA-256 of the exact
   // bytes; only successful parses are kept, frozen so that no caller can change a shared one.
-  const key = createHash('sha256').update(der).digest('base64');
+  const key = hash('sha256', der, 'base64');
   const hit = PARSE_CACHE.get(key);
   if (hit) return hit;
   const parts = parseSignedDataUncached(der, what);
@@ -271,8 +271,26 @@ export function singleAttribute(attrs: pkijs.SignedAndUnsignedAttributes | undef
   return matches[0]!.values[0] as asn1js.AsnType;
 }
 
+/**
+ * Lookups kept per (SignerInfo, bag) object pair: both come from one cached, frozen parse (the same
+ * signature bytes), so the answer cannot differ; another parse is other objects, looked up afresh.
+ */
+const SIGNER_LOOKUPS = new WeakMap<pkijs.SignerInfo, WeakMap<readonly CertificateInfo[], CertificateInfo | null>>();
+
 /** The certificate in the bag that the SignerInfo names (issuer and serial, or subject key identifier). */
 export function findSignerCertificate(info: pkijs.SignerInfo, bag: readonly CertificateInfo[]): CertificateInfo | undefined {
+  // Only a parse's own (frozen) bag: a caller's array could change after the answer was kept.
+  if (!Object.isFrozen(bag)) return lookUpSignerCertificate(info, bag);
+  let byBag = SIGNER_LOOKUPS.get(info);
+  const hit = byBag?.get(bag);
+  if (hit !== undefined) return hit ?? undefined;
+  const found = lookUpSignerCertificate(info, bag);
+  if (!byBag) SIGNER_LOOKUPS.set(info, (byBag = new WeakMap()));
+  byBag.set(bag, found ?? null);
+  return found;
+}
+
+function lookUpSignerCertificate(info: pkijs.SignerInfo, bag: readonly CertificateInfo[]): CertificateInfo | undefined {
   const sid = info.sid as unknown;
   if (sid instanceof pkijs.IssuerAndSerialNumber) {
     const issuer = Buffer.from(sid.issuer.valueBeforeDecode);

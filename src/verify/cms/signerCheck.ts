@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import { OID } from '../oids.js';
 import { digestFromOid, type DigestName } from '../algorithms.js';
@@ -7,7 +7,6 @@ import type { Verifier } from '../verifier.js';
 import { reason, type VerdictReason } from '../verdict.js';
 import { MalformedError } from '../malformed.js';
 import type { CertificateInfo } from '../chain/certificateInfo.js';
-import { checkSignature } from '../chain/signatureCheck.js';
 import { findSignerCertificate, singleAttribute, type SignedDataParts, type SignerParts } from './signedDataParts.js';
 
 export interface SignerCheckResult {
@@ -79,7 +78,7 @@ export function checkSigner(
     const expected = Buffer.from(mdEl.valueBlock.valueHexView);
     let actual: Buffer | undefined;
     if (content.detachedDigest) actual = content.detachedDigest(digest);
-    else if (parts.eContentValue) actual = createHash(digest).update(parts.eContentValue).digest();
+    else if (parts.eContentValue) actual = hash(digest, parts.eContentValue, 'buffer');
     if (!actual) {
       out.push(reason('UNSUPPORTED_ALGORITHM', `${prefix}content digest ${digest} was not computed`));
     } else if (!actual.equals(expected)) {
@@ -91,7 +90,7 @@ export function checkSigner(
   if (st instanceof asn1js.UTCTime || st instanceof asn1js.GeneralizedTime) signingTime = st.toDate();
 
   const sigAlgOid = si.signatureAlgorithm.algorithmId;
-  const check = checkSignature(signer, sigAlgOid, signerParts.signedAttrsDer, si.signature.valueBlock.valueHexView, digest);
+  const check = verifier.signedAttributesSignature(signer, sigAlgOid, signerParts.signedAttrsDer, si.signature.valueBlock.valueHexView, digest);
   if (check.ok) {
     if (check.digest && check.digest !== digest) judgeDigestName(check.digest, policy, 'signature algorithm', out, prefix);
   } else if (check.why === 'unsupported') {

@@ -14,7 +14,22 @@ export interface SpcIndirectDataContent {
   digest: Uint8Array;
 }
 
+/**
+ * Successful reads kept per element. The element belongs to a SignedData parse that
+ * signedDataParts.ts keeps by the SHA-256 of the exact signature bytes, so the same element object
+ * means the same bytes; a payload met again (another URL, another client) is not read again.
+ */
+const READS = new WeakMap<asn1js.AsnType, SpcIndirectDataContent>();
+
 export function parseSpcIndirectDataContent(el: asn1js.AsnType | undefined): SpcIndirectDataContent {
+  const hit = el ? READS.get(el) : undefined;
+  if (hit) return hit;
+  const read = Object.freeze(readSpcIndirectDataContent(el));
+  READS.set(el!, read);
+  return read;
+}
+
+function readSpcIndirectDataContent(el: asn1js.AsnType | undefined): SpcIndirectDataContent {
   if (!(el instanceof asn1js.Sequence)) throw new MalformedError('SpcIndirectDataContent is not a SEQUENCE');
   const [data, digestInfo] = el.valueBlock.value;
   if (!(data instanceof asn1js.Sequence) || !(digestInfo instanceof asn1js.Sequence) || el.valueBlock.value.length !== 2) {
