@@ -609,6 +609,8 @@ export class HeldDownload {
       return;
     }
     w.res.writeHead(status, headers);
+    // A body in memory leaves with its head in one write; one on disk needs a read first: the head goes now.
+    if (o.spool!.onDisk) w.res.flushHeaders();
     this.readers++;
     this.pipeSpool(w, o, start, end);
   }
