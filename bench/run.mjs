@@ -36,6 +36,7 @@ if (flag('--help') || flag('-h')) {
   --out FILE    results file (default bench/results.json; the meta file sits next to it)
   --sizes LIST  payload sizes for scenarios 1 and 2, e.g. 1M,64M,1G
   --reps N      repetitions per size in scenarios 1 and 2
+  --no-tail     leave out the tail-hold rows of scenarios 1 and 2
   --gate-bin F  the patchgate launcher to benchmark (default bin/patchgate.js of this checkout; for A/B runs)`);
   process.exit(0);
 }
@@ -877,7 +878,7 @@ const want = (n) => !ONLY || ONLY.includes(n);
 const plan = [];
 if (want(1)) for (const [size, reps] of CFG.s1) for (const proto of ['http', 'https']) plan.push(() => singlePayload({ scenario: 1, proto, size, reps, throttled: false }));
 if (want(2)) for (const [size, reps] of CFG.s2) for (const proto of ['http', 'https']) plan.push(() => singlePayload({ scenario: 2, proto, size, reps, throttled: true }));
-for (const [scenario, size, reps] of CFG.tail) if (want(scenario)) plan.push(() => singlePayload({ scenario, proto: 'http', size, reps, throttled: scenario === 2, hold: 'tail' }));
+for (const [scenario, size, reps] of flag('--no-tail') ? [] : CFG.tail) if (want(scenario)) plan.push(() => singlePayload({ scenario, proto: 'http', size, reps, throttled: scenario === 2, hold: 'tail' }));
 if (want(3)) for (const proto of CFG.s3.protos) for (const n of CFG.s3.clients) {
   if (proto === 'https' && n !== 32) continue;
   plan.push(() => samePayload({ proto, n, size: CFG.s3.size }));
