@@ -39,16 +39,21 @@ vi.mock('node:fs', async (importOriginal) => {
 const MiB = 1024 * 1024;
 let origin: Origin;
 let g: GateHandle;
+let tailGate: GateHandle;
 const metrics = new GateMetrics();
+const tailMetrics = new GateMetrics();
 const payload = syntheticBytes(syntheticPe(3 * MiB, 41));
 const other = syntheticBytes(syntheticPe(3 * MiB, 42));
+const streamed = syntheticBytes(syntheticPe(3 * MiB, 43));
 
 beforeAll(async () => {
   origin = await startOrigin();
   origin.route('/held-flush.exe', send(payload, { chunk: 64 * 1024 }));
   origin.route('/failed-flush.exe', send(other, { chunk: 64 * 1024 }));
+  origin.route('/tail-flush.exe', send(streamed, { chunk: 64 * 1024 }));
   // memoryHoldBytes 256 KiB (the harness's): a 3 MiB payload is spooled to disk.
   g = await startGate({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect' }], observer: metrics, limits: { cacheTtlMs: 30_000 } });
+  tailGate = await startGate({ hosts: [{ pattern: '127.0.0.1', mode: 'inspect', hold: 'tail' }], observer: tailMetrics });
 });
 
 afterAll(async () => {
@@ -56,6 +61,7 @@ afterAll(async () => {
   held.firstReads = false;
   for (const w of [...held.writes.splice(0), ...held.reads.splice(0)]) w();
   await g?.dispose();
+  await tailGate?.dispose();
   await origin?.close();
 });
 
@@ -79,8 +85,8 @@ function headWithin<T>(head: Promise<T>, ms: number): Promise<T> {
   return Promise.race([head, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`no response head in ${ms} ms while the spool's last write is held: the head waits for the flush`)), ms).unref())]);
 }
 
-async function releaseCount(): Promise<number> {
-  const m = /^patchgate_release_duration_seconds_count (\d+)$/m.exec(await metrics.text());
+async function releaseCount(m0 = metrics): Promise<number> {
+  const m = /^patchgate_release_duration_seconds_count (\d+)$/m.exec(await m0.text());
   return Number(m?.[1] ?? 0);
 }
 
@@ -165,5 +171,35 @@ describe('whole hold: the verdict does not wait for the spool flush', { timeout:
     expect(next.status).toBe(200);
     expect(next.body.equals(other)).toBe(true);
     expect(origin.hits('/failed-flush.exe')).toBe(fetchesBefore + 1);
+  });
+
+  it('tail hold: the withheld end waits for the spool\'s last write (never read before it is on disk), then completes the payload', async () => {
+    held.size = streamed.byteLength;
+    held.fail = undefined;
+    const url = origin.url('/tail-flush.exe');
+    let ended = false;
+    let got = 0;
+    const done = proxyRequest(tailGate.port, url, {
+      timeoutMs: 30_000,
+      onRequest: (req) => req.on('response', (res: IncomingMessage) => {
+        res.on('data', (d: Buffer) => { got += d.byteLength; });
+        res.on('end', () => { ended = true; });
+      }),
+    });
+    expect(await waitFor(() => held.writes.length === 1, 15_000)).toBe(true);
+    // The verdict is out (its release is counted as it is decided) while the last write is still held.
+    expect(await waitFor(async () => (await releaseCount(tailMetrics)) === 1, 15_000), 'the verdict came').toBe(true);
+    expect(held.writes.length).toBe(1);
+    expect(ended).toBe(false);
+    expect(got, 'the withheld end has not left').toBeLessThan(streamed.byteLength);
+    expect(tailGate.records().filter((r) => r.url === url)).toHaveLength(0);
+    held.size = -1;
+    for (const w of held.writes.splice(0)) w();
+    const res = await done;
+    expect(res.complete).toBe(true);
+    expect(res.body.equals(streamed)).toBe(true);
+    const [rec] = await tailGate.waitRecords((x) => x.url === url);
+    expect(rec).toMatchObject({ served: 'full', verdict: 'allow', hold: 'tail', bytesToClient: streamed.byteLength });
+    expect(typeof rec!.durations.releaseMs).toBe('number');
   });
 });
