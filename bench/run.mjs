@@ -36,6 +36,7 @@ if (flag('--help') || flag('-h')) {
   --out FILE    results file (default bench/results.json; the meta file sits next to it)
   --sizes LIST  payload sizes for scenarios 1 and 2, e.g. 1M,64M,1G
   --reps N      repetitions per size in scenarios 1 and 2
+  --no-tail     leave out the tail-hold rows of scenarios 1 and 2
   --gate-bin F  the patchgate launcher to benchmark (default bin/patchgate.js of this checkout; for A/B runs)`);
   process.exit(0);
 }
@@ -169,6 +170,22 @@ function freeDiskBytes(dir) {
 const originTls = makeOriginTls();
 const ORIGIN_CA = readFileSync(originTls.ca);
 const origin = await startOrigin(originTls);
+
+/** The store-and-forward relay with no inspection (bench/lib/holdRelay.mjs): scenario 1's floor, started when first needed. */
+let holdRelay;
+async function startHoldRelay() {
+  if (holdRelay) return holdRelay;
+  const child = spawn(process.execPath, [join(REPO, 'bench', 'lib', 'holdRelay.mjs')], {
+    cwd: REPO, env: { ...process.env, BENCH_ORIGIN_CA: originTls.ca }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  children.add(child);
+  const ready = await new Promise((resolve, reject) => {
+    child.once('message', resolve);
+    child.once('exit', (c) => reject(new Error(`hold relay exited with ${c}`)));
+  });
+  holdRelay = { port: ready.port, stop: () => { child.send({ op: 'exit' }); children.delete(child); } };
+  return holdRelay;
+}
 const UPDATE_HOSTS = ['127.0.0.1', 'localhost', '*.tls.bench.test'];
 const intercepts = (h) => h === '127.0.0.1' || h === 'localhost' || h.endsWith('.tls.bench.test');
 /** Inspected HTTP goes to 127.0.0.1, inspected HTTPS to localhost; pass.bench.test is not inspected. */
@@ -385,6 +402,12 @@ function row(r) {
   return out;
 }
 
+/** The gate's own part of the wait after the last byte (audit durations.releaseMs) of the given records. */
+function auditReleaseMs(records, ids) {
+  const want = new Set(ids.filter(Boolean));
+  return records.filter((r) => want.has(r.id) && r.durations?.releaseMs !== undefined).map((r) => r.durations.releaseMs);
+}
+
 function auditVerifyMs(records, ids) {
   const want = new Set(ids.filter(Boolean));
   return records.filter((r) => want.has(r.id) && r.durations?.verifyMs !== undefined).map((r) => r.durations.verifyMs);
@@ -417,13 +440,17 @@ async function singlePayload({ scenario, proto, size, reps, throttled, hold = 'w
   const bl = await baseline(size, seed);
   const t = target(proto);
   const gate = await acquireGate(label, { args: tail ? ['--hold', 'tail'] : [] });
+  // Scenario 1, whole hold: the same fetch through a relay that holds without inspecting (the floor).
+  const relay = scenario === 1 && !tail ? await startHoldRelay() : undefined;
   let rowData;
   const g = [];
   const d = [];
+  const f = [];
   try {
     await warmGate(gate, [proto]);
     const direct = makeClient({ route: 'direct', ...t, originCa: ORIGIN_CA });
     const via = makeClient({ route: 'gate', ...t, gate, originCa: ORIGIN_CA });
+    const floor = relay && makeClient({ route: 'direct', proto: 'http', host: '127.0.0.1', port: relay.port });
     await gate.begin(label);
     for (let i = 0; i < reps; i++) {
       const q = (k) => `r=${runId}-${label}-${i}-${k}${throttled ? `&rate=${RATE}` : ''}`;
@@ -431,7 +458,15 @@ async function singlePayload({ scenario, proto, size, reps, throttled, hold = 'w
       const r = await via.get(`/pe/${size}/${seed}?${q('g')}`, { 'x-bench-id': `${label}-g${i}` });
       r.id = `${label}-g${i}`;
       g.push(r);
+      if (floor) {
+        const path = `/pe/${size}/${seed}?${q('f')}`;
+        const x = await floor.get(`/hold?proto=${proto}&host=${t.host}&port=${t.port}&path=${encodeURIComponent(path)}`, { 'x-bench-id': `${label}-f${i}` });
+        if (x.status !== 200) throw new Error(`${name}: hold relay answered ${x.status}`);
+        x.id = `${label}-f${i}`;
+        f.push(x);
+      }
     }
+    floor?.close();
     rowData = await gate.end();
     direct.close();
     via.close();
@@ -449,8 +484,14 @@ async function singlePayload({ scenario, proto, size, reps, throttled, hold = 'w
   const gMBps = MBps(totalSize, gateMs);
   const dMBps = MBps(totalSize, directMs);
   const auditMs = auditVerifyMs(records, g.map((r) => r.auditId));
+  const releaseMs = auditReleaseMs(records, g.map((r) => r.auditId));
+  const floorGaps = f.map((r) => r.tHead - ost.lastByte[r.id]).filter(Number.isFinite);
   return row({
     name, scenario, proto, bytes: totalSize, clients: 1, reps, hold,
+    // Gate-side: the last body byte the gate read from upstream to its start of the client's response.
+    gate_release_ms: median(releaseMs), gate_release_ms_max: releaseMs.length ? Math.max(...releaseMs) : null,
+    // The same client-side gap through a relay that holds without inspecting (bench/lib/holdRelay.mjs).
+    floor_ms_after_last_byte: floorGaps.length ? median(floorGaps) : null,
     'MB/s': gMBps, ratio_vs_direct: gMBps / dMBps, ratio_vs_sha256: gMBps / bl.sha256MBps,
     verify_ms_after_last_byte: tail ? null : median(gaps), peak_rss_mib: rowData.peakRssMiB,
     last_byte_to_client_end_ms: median(endGaps),
@@ -461,6 +502,7 @@ async function singlePayload({ scenario, proto, size, reps, throttled, hold = 'w
     gate_first_byte_s: median(g.map((r) => r.tHead - r.t0)) / 1000,
     open_fds_peak: rowData.peakFds, gate_cpu_s: rowData.cpuS, gate_cpu_sys_s: rowData.cpuSysS, event_loop_delay_max_ms: rowData.eld.max, event_loop_delay_p99_ms: rowData.eld.p99,
     profile: rowData.profile,
+    requests: g.map((r) => ({ id: r.id, t0: r.t0, origin_last_byte: ost.lastByte[r.id], t_head: r.tHead, t_end: r.tEnd })),
   });
 }
 
@@ -748,6 +790,8 @@ const COLS = [
   ['×direct', 7, (r) => r.ratio_vs_direct ?? ''],
   ['×sha256', 7, (r) => r.ratio_vs_sha256 ?? ''],
   ['verdict ms', 10, (r) => r.verify_ms_after_last_byte ?? ''],
+  ['gate ms', 7, (r) => r.gate_release_ms ?? ''],
+  ['floor ms', 8, (r) => r.floor_ms_after_last_byte ?? ''],
   ['RSS MiB', 7, (r) => r.peak_rss_mib ?? ''],
   ['req/s', 6, (r) => r.req_per_s ?? ''],
   ['p50 ms', 6, (r) => r.p50_ms ?? ''],
@@ -799,7 +843,8 @@ function targets() {
   const thr = find((r) => r.scenario === 2 && r.hold !== 'tail');
   add('throttled (125 MB/s origin): <= 1.15x direct time', thr, thr.map((r) => `${sizeLabel(Math.round(r.bytes / MiB) * MiB || r.bytes)} ${r.proto}: ${r.time_vs_direct}x`).join(', '), thr.every((r) => r.time_vs_direct <= 1.15));
   const s1 = find((r) => r.scenario === 1 && r.hold !== 'tail');
-  add('verdict after last byte <= 5 ms (client-side: origin last byte -> client first byte)', s1, s1.map((r) => `${r.proto} ${sizeLabel(Math.round(r.bytes / MiB) * MiB)}: ${r.verify_ms_after_last_byte} ms (audit verifyMs ${r.audit_verify_ms})`).join(', '), s1.every((r) => r.verify_ms_after_last_byte <= 5));
+  add('verdict after last byte <= 5 ms (client-side "verdict ms": origin hands over its last byte -> client reads the head)', s1, s1.map((r) => `${r.proto} ${sizeLabel(Math.round(r.bytes / MiB) * MiB)}: ${r.verify_ms_after_last_byte} ms (audit verifyMs ${r.audit_verify_ms})`).join(', '), s1.every((r) => r.verify_ms_after_last_byte <= 5));
+  add('  ... gate-side ("gate ms", audit releaseMs: gate reads the last byte -> gate starts the response); "floor ms": the client-side gap through a relay that holds without inspecting', s1, s1.map((r) => `${r.proto} ${sizeLabel(Math.round(r.bytes / MiB) * MiB)}: gate ${r.gate_release_ms} ms (max ${r.gate_release_ms_max}), floor ${r.floor_ms_after_last_byte ?? '-'} ms`).join(', '), s1.every((r) => r.gate_release_ms !== null && r.gate_release_ms <= 5));
   const s3 = find((r) => r.scenario === 3 && r.clients === 32);
   add('32 clients, same payload: one upstream fetch', s3, s3.map((r) => `${r.proto}: ${r.upstream_fetches} fetch(es), ${r.upstream_requests} request(s)`).join(', '), s3.every((r) => r.upstream_requests === 1 && Math.abs(r.upstream_fetches - 1) < 0.01));
   add('32 clients, same payload: last client <= 1.2x one direct client', s3, s3.map((r) => `${r.proto}: ${r.time_vs_one_direct}x (vs 32 direct clients at once: ${r.time_vs_n_direct}x)`).join(', '), s3.every((r) => r.time_vs_one_direct <= 1.2));
@@ -833,7 +878,7 @@ const want = (n) => !ONLY || ONLY.includes(n);
 const plan = [];
 if (want(1)) for (const [size, reps] of CFG.s1) for (const proto of ['http', 'https']) plan.push(() => singlePayload({ scenario: 1, proto, size, reps, throttled: false }));
 if (want(2)) for (const [size, reps] of CFG.s2) for (const proto of ['http', 'https']) plan.push(() => singlePayload({ scenario: 2, proto, size, reps, throttled: true }));
-for (const [scenario, size, reps] of CFG.tail) if (want(scenario)) plan.push(() => singlePayload({ scenario, proto: 'http', size, reps, throttled: scenario === 2, hold: 'tail' }));
+for (const [scenario, size, reps] of flag('--no-tail') ? [] : CFG.tail) if (want(scenario)) plan.push(() => singlePayload({ scenario, proto: 'http', size, reps, throttled: scenario === 2, hold: 'tail' }));
 if (want(3)) for (const proto of CFG.s3.protos) for (const n of CFG.s3.clients) {
   if (proto === 'https' && n !== 32) continue;
   plan.push(() => samePayload({ proto, n, size: CFG.s3.size }));
@@ -855,6 +900,7 @@ for (const step of plan) {
   }
 }
 if (sharedGate) await sharedGate.stop();
+holdRelay?.stop();
 const elapsedS = (nowMs() - t0) / 1000;
 origin.stop();
 

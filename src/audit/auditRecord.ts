@@ -32,7 +32,7 @@ export interface AuditRecord {
   /** The trust channel (rules `channels`) whose anchors judged the payload, when channels are in use. */
   trustChannel?: string;
   rulesSha256: string;
-  durations: { upstreamMs?: number; verifyMs?: number; toClientMs?: number };
+  durations: { upstreamMs?: number; verifyMs?: number; toClientMs?: number; releaseMs?: number };
   /** ICAP only: the address of the ICAP client (the proxy that asked), and the ICAP status answered (204: the proxy sends its own copy). */
   icapClient?: string;
   icapStatus?: number;

@@ -53,7 +53,7 @@ export const AUDIT_LINE_SCHEMA = {
     rulesSha256: { type: 'string', minLength: 1 },
     durations: {
       type: 'object', additionalProperties: false,
-      properties: { upstreamMs: ms, verifyMs: ms, toClientMs: ms },
+      properties: { upstreamMs: ms, verifyMs: ms, toClientMs: ms, releaseMs: ms },
     },
     shared: { type: 'boolean' },
     hold: { enum: ['whole', 'tail'] },

@@ -40,7 +40,15 @@ export interface InspectionSettings {
 
 /** What became of a body: verified (allow or block, with the verifier's Verdict), blocked before a verdict, or passed as non-payload content. */
 export type InspectionResult =
-  | { kind: 'verdict'; verdict: Verdict; spool: Spool | undefined; verifyMs: number }
+  | {
+    kind: 'verdict'; verdict: Verdict; spool: Spool | undefined; verifyMs: number;
+    /**
+     * Only with `verdictBeforeFlush`: the spool's last bytes are still on their way to the disk.
+     * Nothing may be read from the spool before this resolves; a rejection (a write failed) means
+     * the verified copy cannot be served. Undefined when the spool is readable already.
+     */
+    flushed?: Promise<void>;
+  }
   | { kind: 'block'; reasons: GateReason[]; verdict?: Verdict; rule?: string }
   | { kind: 'pass'; rule: string };
 
@@ -148,7 +156,15 @@ export class PayloadInspection {
 
   constructor(
     private s: InspectionSettings,
-    private readonly o: { contentEncoding?: string | string[]; host?: string; pathname: string; pass?: PassSink; tail?: TailSink; declaredLength?: number; owner?: string },
+    private readonly o: {
+      contentEncoding?: string | string[]; host?: string; pathname: string; pass?: PassSink; tail?: TailSink; declaredLength?: number; owner?: string;
+      /**
+       * Resolve a verdict as soon as it is known, without waiting for the spool's flush (which can
+       * take tens of ms for a big payload while the kernel writes back): the caller answers the
+       * client's head at once and waits for `flushed` before the body. Otherwise the result waits for both.
+       */
+      verdictBeforeFlush?: boolean;
+    },
   ) {
     const channel = s.trustFor && o.host !== undefined ? s.trustFor(o.host, o.pathname) : undefined;
     if (channel) this.s = { ...s, verifier: channel.verifier, nonPayload: channel.nonPayload ?? s.nonPayload };
@@ -362,6 +378,7 @@ export class PayloadInspection {
     // The spool's last bytes go to the disk while the verdict is computed.
     const spool = this.spool!;
     const flushed = spool.end().catch((e: Error) => { throw new Error(`spool: ${e.message}`); });
+    flushed.catch(() => { /* handled where it is awaited; a verdict given before the flush may leave it unawaited */ });
     let verifyMs = 0;
     const judge = (f: () => Verdict): Verdict => {
       const t0 = process.hrtime.bigint();
@@ -390,14 +407,16 @@ export class PayloadInspection {
         ? external.then((d) => judge(() => this.verifier.finishWith(d)))
         : Promise.resolve().then(() => judge(() => this.verifier.finish()));
     }
-    Promise.all([verdictReady, flushed]).then(
-      ([verdict]) => {
-        if (this.done) return;
-        if (verdict.verdict === 'allow') this.finish({ kind: 'verdict', verdict, spool, verifyMs });
-        else this.finish({ kind: 'block', reasons: verdict.reasons, verdict });
-      },
-      (e: Error) => this.fail(gateReason('INTERNAL_ERROR', e.message)),
-    );
+    const decided = (verdict: Verdict): void => {
+      if (this.done) return;
+      if (verdict.verdict !== 'allow') return this.finish({ kind: 'block', reasons: verdict.reasons, verdict });
+      this.finish({ kind: 'verdict', verdict, spool, verifyMs, ...(spool.flushComplete ? {} : { flushed }) });
+    };
+    const failed = (e: Error): void => this.fail(gateReason('INTERNAL_ERROR', e.message));
+    // The verdict is the decision, the flush only I/O: with verdictBeforeFlush the caller gets the
+    // verdict at once (a block needs no flush at all) and waits for `flushed` before reading.
+    if (this.o.verdictBeforeFlush) verdictReady.then(decided, failed);
+    else Promise.all([verdictReady, flushed]).then(([verdict]) => decided(verdict), failed);
   }
 
   private finish(r: InspectionResult): void {

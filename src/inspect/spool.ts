@@ -278,6 +278,11 @@ export class Spool {
     if (first) this.onError?.(err);
   }
 
+  /** end() was called and every byte is readable now (in memory, or written to the file): a reader need not wait. */
+  get flushComplete(): boolean {
+    return this.ended && !this.fileError && (this.path === undefined || (this.inFlight === 0 && this.pending.length === 0 && this.slab === undefined));
+  }
+
   /** Flushes to disk; resolves when every byte is readable. */
   end(): Promise<void> {
     this.ended = true;

@@ -80,6 +80,12 @@ export class GateMetrics implements GateObserver {
     buckets: VERIFY_BUCKETS,
     registers: [this.registry],
   });
+  private readonly releaseSeconds = new Histogram({
+    name: 'patchgate_release_duration_seconds',
+    help: 'Time from the last body byte read from upstream to the gate starting the response of a client waiting for it (its share of the wait after the last byte).',
+    buckets: VERIFY_BUCKETS,
+    registers: [this.registry],
+  });
   private readonly internalErrors = new Counter({
     name: 'patchgate_internal_errors_total',
     help: 'Exceptions caught at an entry point (where: request, response, connect, tunnel, websocket, icap, admin): the request concerned failed, the process carried on.',
@@ -178,6 +184,10 @@ export class GateMetrics implements GateObserver {
   verified(verifyMs: number, verdict: 'allow' | 'block'): void {
     this.verifications.inc({ verdict });
     this.verifySeconds.observe(verifyMs / 1000);
+  }
+
+  released(releaseMs: number): void {
+    this.releaseSeconds.observe(releaseMs / 1000);
   }
 
   upstreamError(code: 'UPSTREAM_ERROR' | 'TIMEOUT'): void {

@@ -10,6 +10,11 @@ export interface GateObserver {
   inspected(bytes: number): void;
   /** One verification finished: once per download, however many clients it then serves. */
   verified(verifyMs: number, verdict: 'allow' | 'block'): void;
+  /**
+   * A client waiting for a held payload was answered: `releaseMs` from the last body byte read from
+   * upstream to the gate starting that client's response (verdict, spool flush for a body read at once).
+   */
+  released?(releaseMs: number): void;
   /** An inspected transfer failed because of the upstream (error, early close, forged 206, stall). */
   upstreamError(code: Extract<ShellReasonCode, 'UPSTREAM_ERROR' | 'TIMEOUT'>): void;
   /**

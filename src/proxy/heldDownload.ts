@@ -74,7 +74,14 @@ export class HeldDownload {
   private upstreamStatus: number | undefined;
   private readonly started = Date.now();
   private lastByte = 0;
+  /** performance.now() when the last body byte was read from upstream (0: not yet). */
+  private lastByteRead = 0;
   private verifyMs = 0;
+  /** The verdict came before the spool's last bytes reached the disk: bodies wait for `afterFlush`. */
+  private flushPending = false;
+  private afterFlush: ((err: Error | undefined) => void)[] = [];
+  /** The spool's flush failed after the verdict: the verified copy cannot be served. */
+  private flushFailure: Error | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   private totalTimer: NodeJS.Timeout | undefined;
   private readers = 0;
@@ -292,6 +299,7 @@ export class HeldDownload {
       pathname,
       owner: this.owner,
       declaredLength,
+      verdictBeforeFlush: true,
       ...(this.holdMode === 'tail' && method === 'GET' ? {
         tail: {
           start: (streams: boolean) => { if (streams) this.startTail(status, res.headers, identity ? declaredLength : undefined); },
@@ -332,6 +340,7 @@ export class HeldDownload {
       if (this.outcome) return;
       if (!res.complete) return this.fail(gateReason('UPSTREAM_ERROR', 'upstream closed the connection before the whole body arrived'));
       this.lastByte = Date.now();
+      this.lastByteRead = performance.now();
       inspection.end();
     });
   }
@@ -345,10 +354,44 @@ export class HeldDownload {
     }
     if (r.kind === 'verdict') {
       this.verifyMs = r.verifyMs;
+      if (r.flushed) this.awaitFlush(r.flushed);
       return this.settle({ kind: 'verdict', verdict: r.verdict, status, headers, spool: r.spool });
     }
     this.upstream?.destroy();
     this.settle({ kind: 'block', reasons: r.reasons, verdict: r.verdict, rule: r.rule });
+  }
+
+  /**
+   * The verdict is out before the spool's last bytes are on disk: clients get their head at once,
+   * their body once every byte is readable. A failed flush cuts them (their head already said 200)
+   * and blocks any later client of this copy.
+   */
+  private awaitFlush(flushed: Promise<void>): void {
+    this.flushPending = true;
+    const done = (err: Error | undefined) => {
+      this.flushPending = false;
+      this.flushFailure = err;
+      for (const f of this.afterFlush.splice(0)) f(err);
+      if (err) {
+        this.expire();
+        this.onSettled(this, false); // no new client joins a copy that cannot be read
+      }
+    };
+    flushed.then(() => done(undefined), (e: Error) => done(e));
+  }
+
+  /** Runs `f` once the spool is readable (at once if it is), with the flush's error if it failed. */
+  private whenReadable(f: (err: Error | undefined) => void): void {
+    if (this.flushPending) this.afterFlush.push(f);
+    else f(this.flushFailure);
+  }
+
+  /** Time from the last body byte read from upstream to now: how long the gate took to release a client. */
+  private releaseMsNow(): number | undefined {
+    if (!this.lastByteRead) return undefined;
+    const ms = performance.now() - this.lastByteRead;
+    this.settings.observer?.released?.(ms);
+    return ms;
   }
 
   /** Tail mode: clients getting the payload as it arrives (they all got the same first `tailSent` bytes). */
@@ -398,23 +441,22 @@ export class HeldDownload {
   private endTail(w: Waiter, o: Outcome): void {
     const base = { verifyMs: this.verifyMs, upstreamMs: this.lastByte - this.started };
     if (o.kind === 'verdict') {
-      const size = o.verdict.size;
-      const recorded = this.record(w, { served: 'full', status: this.upstreamStatus ?? 200, verdict: 'allow', reasons: [], verdictData: o.verdict, bytesToClient: size, durations: base, hold: 'tail' });
-      if (recorded || this.settings.auditOnError === 'serve') {
-        this.readers++;
-        let done = false;
-        o.spool!.pipeTo(w.res, this.tailSent, size - 1, () => {
-          if (done) return;
-          done = true;
-          this.readers--;
-          if (this.expired && this.readers === 0) o.spool?.release();
-        });
-        return;
-      }
-      w.res.destroy();
-      const why = gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
-      this.record(w, { served: 'blocked', status: this.upstreamStatus ?? 200, verdict: 'block', reasons: [why], durations: base, hold: 'tail', bytesToClient: this.tailSent });
-      return;
+      this.readers++;
+      const releaseMs = this.releaseMsNow();
+      return this.whenReadable((err) => {
+        if (err) {
+          this.readerDone(o);
+          return this.endTail(w, { kind: 'block', reasons: [gateReason('INTERNAL_ERROR', err.message)] });
+        }
+        const size = o.verdict.size;
+        const durations = releaseMs === undefined ? base : { ...base, releaseMs };
+        const recorded = this.record(w, { served: 'full', status: this.upstreamStatus ?? 200, verdict: 'allow', reasons: [], verdictData: o.verdict, bytesToClient: size, durations, hold: 'tail' });
+        if (recorded || this.settings.auditOnError === 'serve') return this.pipeSpool(w, o, this.tailSent, size - 1);
+        this.readerDone(o);
+        w.res.destroy();
+        const why = gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
+        this.record(w, { served: 'blocked', status: this.upstreamStatus ?? 200, verdict: 'block', reasons: [why], durations: base, hold: 'tail', bytesToClient: this.tailSent });
+      });
     }
     // No 403 can follow a 200 already under way: the transfer is cut short of its length (or its last chunk).
     w.res.destroy();
@@ -479,7 +521,7 @@ export class HeldDownload {
     this.letGoOfUpstream();
     if (!this.lastByte) this.lastByte = Date.now();
     const waiting = this.waiters.splice(0);
-    for (const w of waiting) this.serve(w);
+    for (const w of waiting) this.serve(w, true);
     for (const w of this.streaming.splice(0)) this.endTail(w, o);
     // Pass-through waiters of a failed pass cannot get a block page any more: cut them.
     for (const w of this.passing.splice(0)) {
@@ -495,13 +537,16 @@ export class HeldDownload {
     if (this.readers === 0 && this.outcome?.kind === 'verdict') this.outcome.spool?.release();
   }
 
-  private serve(w: Waiter): void {
+  /** `fresh`: the client waited for this outcome (its release time is measured); else it joined a settled one. */
+  private serve(w: Waiter, fresh = false): void {
     const o = this.outcome!;
-    const base = { verifyMs: this.verifyMs, upstreamMs: this.lastByte - this.started };
-    if (o.kind === 'block') {
-      const bytes = writeBlockPage(w.res, o.reasons, w.id, w.url, o.status);
-      const v = o.verdict;
-      this.record(w, { served: 'blocked', status: o.status ?? 403, verdict: 'block', reasons: o.reasons, verdictData: v, bytesToClient: bytes, durations: base, rule: o.rule });
+    const releaseMs = fresh ? this.releaseMsNow() : undefined;
+    const base = { verifyMs: this.verifyMs, upstreamMs: this.lastByte - this.started, ...(releaseMs !== undefined ? { releaseMs } : {}) };
+    if (o.kind === 'block' || this.flushFailure) {
+      const reasons = o.kind === 'block' ? o.reasons : [gateReason('INTERNAL_ERROR', this.flushFailure!.message)];
+      const bytes = writeBlockPage(w.res, reasons, w.id, w.url, o.kind === 'block' ? o.status : undefined);
+      const v = o.kind === 'block' ? o.verdict : undefined;
+      this.record(w, { served: 'blocked', status: (o.kind === 'block' ? o.status : undefined) ?? 403, verdict: 'block', reasons, verdictData: v, bytesToClient: bytes, durations: base, rule: o.kind === 'block' ? o.rule : undefined });
       return;
     }
     if (o.kind === 'relay') {
@@ -536,30 +581,53 @@ export class HeldDownload {
     const start = r.kind === 'range' ? r.range.start : 0;
     const end = r.kind === 'range' ? r.range.end : size - 1;
     const status = r.kind === 'range' ? 206 : o.status;
-    // The record is written (in the file, not a buffer) before the payload's first byte leaves: a
-    // payload whose record cannot be written is refused (audit.onError: block) or served anyway.
-    const recorded = this.record(w, {
-      served: r.kind === 'range' ? 'range' : 'full', status, verdict: 'allow', reasons: [], verdictData: o.verdict,
-      bytesToClient: end - start + 1, durations: base,
-    });
-    if (!recorded && this.settings.auditOnError !== 'serve') {
-      const why = gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
-      writeBlockPage(w.res, [why], w.id, w.url);
-      this.record(w, { served: 'blocked', status: 403, verdict: 'block', reasons: [why], durations: base });
-      return;
-    }
     if (r.kind === 'range') headers['content-range'] = `bytes ${start}-${end}/${size}`;
     headers['content-length'] = end - start + 1;
+    const served = { served: r.kind === 'range' ? 'range' as const : 'full' as const, status, verdict: 'allow' as const, reasons: [], verdictData: o.verdict, bytesToClient: end - start + 1, durations: base };
+    const auditFailed = gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
+    if (this.flushPending) {
+      // The verdict is the decision, the spool's flush only I/O: the head goes out now, on its own
+      // (the client learns the verdict at once), the record and the body once every byte is readable.
+      // No payload byte leaves before its record; a failure from here on cuts the response.
+      w.res.writeHead(status, headers);
+      w.res.flushHeaders();
+      this.readers++;
+      this.whenReadable((err) => {
+        const why = err ? gateReason('INTERNAL_ERROR', err.message) : !this.record(w, served) && this.settings.auditOnError !== 'serve' ? auditFailed : undefined;
+        if (!why) return this.pipeSpool(w, o, start, end);
+        this.readerDone(o);
+        w.res.destroy();
+        this.record(w, { served: 'blocked', status, verdict: 'block', reasons: [why], verdictData: err ? o.verdict : undefined, bytesToClient: 0, durations: base });
+      });
+      return;
+    }
+    // The record is written (in the file, not a buffer) before the payload's first byte leaves: a
+    // payload whose record cannot be written is refused (audit.onError: block) or served anyway.
+    if (!this.record(w, served) && this.settings.auditOnError !== 'serve') {
+      writeBlockPage(w.res, [auditFailed], w.id, w.url);
+      this.record(w, { served: 'blocked', status: 403, verdict: 'block', reasons: [auditFailed], durations: base });
+      return;
+    }
     w.res.writeHead(status, headers);
+    // A body in memory leaves with its head in one write; one on disk needs a read first: the head goes now.
+    if (o.spool!.onDisk) w.res.flushHeaders();
     this.readers++;
+    this.pipeSpool(w, o, start, end);
+  }
+
+  /** Sends spool bytes [start, end] to a client counted in `readers` (the count is given back when done). */
+  private pipeSpool(w: Waiter, o: Extract<Outcome, { kind: 'verdict' }>, start: number, end: number): void {
     let done = false;
-    const finish = () => {
+    o.spool!.pipeTo(w.res, start, end, () => {
       if (done) return;
       done = true;
-      this.readers--;
-      if (this.expired && this.readers === 0) o.spool?.release();
-    };
-    o.spool!.pipeTo(w.res, start, end, finish);
+      this.readerDone(o);
+    });
+  }
+
+  private readerDone(o: Extract<Outcome, { kind: 'verdict' }>): void {
+    this.readers--;
+    if (this.expired && this.readers === 0) o.spool?.release();
   }
 
   private record(w: Waiter, r: {
