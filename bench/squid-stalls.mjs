@@ -7,7 +7,7 @@
 //        [--timeout 10] [--squid-line 'read_ahead_gap 64 KB' ...] [--icap-arg --preview-bytes=0 ...]
 //        [--alone] [--out FILE]
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -88,8 +88,16 @@ function viaSquid(squidPort) {
   return { get, close: () => agent.destroy() };
 }
 
-const origin = await startOrigin();
-const { totalSize } = await origin.prepare(SIZE, 71);
+// --file: that file from an in-process origin (an MSI, CAB, MSIX: a format held whole), else the bench origin's signed PE.
+const FILE = opt('--file');
+async function fileOrigin(path) {
+  const body = readFileSync(path);
+  const server = http.createServer((req, res) => { res.writeHead(200, { 'content-length': body.length, 'content-type': 'application/octet-stream' }); res.end(body); });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return { httpPort: server.address().port, totalSize: body.length, stop: () => server.close() };
+}
+const origin = FILE ? await fileOrigin(FILE) : await startOrigin();
+const { totalSize } = FILE ? origin : await origin.prepare(SIZE, 71);
 const results = [];
 const configs = [];
 if (argv.includes('--alone')) configs.push({ label: 'squid alone', hold: null, pool: 'off' });
@@ -98,7 +106,8 @@ const icaps = {};
 try {
   for (const c of configs) {
     if (c.hold && !icaps[c.hold]) icaps[c.hold] = await startIcap(c.hold);
-    c.squid = await startSquid({ icapPorts: c.hold ? [icaps[c.hold].port] : [], updateHosts: ['127.0.0.1'], squid5Workaround: c.pool === 'on', extraLines: EXTRA });
+    // --pool off: none; printed: what --print-squid-config prints for that hold mode; all: every update-host response in the pool (before #18).
+    c.squid = await startSquid({ icapPorts: c.hold ? [icaps[c.hold].port] : [], updateHosts: ['127.0.0.1'], tailHosts: c.pool === 'printed' && c.hold === 'tail' ? ['127.0.0.1'] : [], squid5Workaround: c.pool !== 'off', extraLines: EXTRA });
     c.client = viaSquid(c.squid.port);
     c.times = []; c.stalled = 0; c.bytesAtStall = [];
   }
@@ -116,7 +125,11 @@ try {
     console.log(JSON.stringify(row));
   }
 } finally {
-  for (const c of configs) { c.client?.close(); await c.squid?.stop(); }
+  for (const c of configs) {
+    c.client?.close();
+    if (opt('--keep-log')) writeFileSync(`${opt('--keep-log')}.${c.label.replace(/ /g, '-')}`, c.squid?.cacheLog() ?? '');
+    await c.squid?.stop();
+  }
   for (const i of Object.values(icaps)) await i.stop();
   origin.stop();
 }

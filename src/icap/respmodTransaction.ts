@@ -99,7 +99,7 @@ export class RespmodTransaction {
    * Tail mode: `streaming` once the adapted response is under way before the verdict (its body the
    * virgin body less the withheld end), `done` once the verdict ended it.
    */
-  private tail: 'off' | 'wanted' | 'after-continue' | 'streaming' | 'done' = 'off';
+  private tail: 'off' | 'wanted' | 'next-byte' | 'streaming' | 'done' = 'off';
   private tailSent = 0;
 
   constructor(private readonly ctx: RespmodContext, private readonly io: TransactionIo, private readonly r: RespmodRequest) {
@@ -175,16 +175,19 @@ export class RespmodTransaction {
     if (!this.r.hasBody) this.inspection.end();
     // The adapted head goes out before the body is judged, as early as the protocol lets it (Squid
     // 5.7 bug 5352: see tailStart).
-    else if (tailed) this.tailStart();
+    else if (tailed) this.tail = this.inPreview ? 'wanted' : 'next-byte';
   }
 
   /** Body bytes (de-chunked, still Content-Encoded); false: pause the connection until resumeInput(). */
   data(raw: Buffer): boolean {
     this.armIdle();
-    if (this.tail === 'after-continue') {
-      // The first byte after our 100 Continue: Squid has read the 100 and parses what follows.
+    if (this.tail === 'next-byte' && this.mode === 'inspect') {
+      // The first body bytes (after our 100 Continue, if there was a preview: Squid has read the
+      // 100 and parses what follows): the head goes out once the inspection has seen them.
       this.tail = 'wanted';
+      const ok = this.data(raw);
       this.tailStart();
+      return ok;
     }
     if (this.responded && !this.echoing) return true; // decided early: the rest is discarded
     if (this.mode === 'unchanged') {
@@ -210,7 +213,7 @@ export class RespmodTransaction {
       if (this.mode === 'unchanged' || this.passEcho === 'await-204') return this.noContent();
       this.inPreview = false;
       this.io.sendContinue();
-      if (this.tail === 'wanted') this.tail = 'after-continue';
+      if (this.tail === 'wanted') this.tail = 'next-byte';
       return;
     }
     this.bodyComplete = true;
@@ -368,20 +371,26 @@ export class RespmodTransaction {
    * 5352, docs/icap-squid.md): until it has parsed an ICAP response head, Squid's ModXact keeps the
    * virgin body it has written to us in its 64 KiB pipe (for a retry or a bypass), so the pipe fills
    * from a fast origin, and a read that finds it full is parked on the store entry's deferred reads,
-   * which nothing kicks while the client has no adapted byte to take. Without a preview: at once.
-   * With one: not at the preview's end (that would end the virgin body), and not together with the
-   * 100 Continue either (Squid parses one head per read and would leave ours unparsed in its buffer
-   * until more bytes come), but with the first body byte after it, when Squid has read the 100.
+   * which nothing kicks while the client has no adapted byte to take. So: with the first body bytes
+   * (the format and plan are then known from them, for `X-Patchgate-Hold`); after a preview, not at
+   * its end (that would end the virgin body), and not together with the 100 Continue either (Squid
+   * parses one head per read and would leave ours unparsed in its buffer until more bytes come),
+   * but with the first body bytes after it, when Squid has read the 100.
+   *
+   * `X-Patchgate-Hold: tail` when the body streams, `whole` when this payload is held whole (no
+   * body byte before the verdict): the printed Squid configuration gives only the latter the delay
+   * pool that Squid 5.7 needs when no adapted byte flows (squidConfig.ts).
    */
   private tailStart(): void {
-    if (this.responded || this.finished || this.tail === 'after-continue') return;
+    if (this.responded || this.finished || this.tail === 'next-byte') return;
     if (this.inPreview) {
       this.tail = 'wanted';
       return;
     }
     this.tail = 'streaming';
+    const hold = this.inspection?.heldWholeBecause !== undefined ? 'whole' : 'tail';
     const head = this.r.resHead!.edit(dropForDecoded, [
-      ['Content-Length', this.r.resHead!.get('content-length')!.trim()], ['X-Patchgate-Hold', 'tail'], ['X-Patchgate-Audit-Id', this.id],
+      ['Content-Length', this.r.resHead!.get('content-length')!.trim()], ['X-Patchgate-Hold', hold], ['X-Patchgate-Audit-Id', this.id],
     ]);
     this.respond200(head, true);
   }
