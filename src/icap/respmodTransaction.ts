@@ -378,8 +378,9 @@ export class RespmodTransaction {
    * but with the first body bytes after it, when Squid has read the 100.
    *
    * `X-Patchgate-Hold: tail` when the body streams, `whole` when this payload is held whole (no
-   * body byte before the verdict): the printed Squid configuration gives only the latter the delay
-   * pool that Squid 5.7 needs when no adapted byte flows (squidConfig.ts).
+   * body byte before the verdict): the printed Squid configuration gives a tail-mode host's
+   * response the delay pool Squid 5.7 needs while no adapted byte flows only when it says `whole`
+   * (squidConfig.ts).
    */
   private tailStart(): void {
     if (this.responded || this.finished || this.tail === 'next-byte') return;
