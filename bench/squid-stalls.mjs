@@ -3,7 +3,7 @@
 // delay pool, plus any extra squid.conf lines), N downloads of one payload each. A stall is a
 // transfer that does not finish within --timeout. Wrap in `flock /work/bench.lock`.
 //
-//   node bench/squid-stalls.mjs [--size 64M] [--reps 12] [--hold tail,whole] [--pool off,on]
+//   node bench/squid-stalls.mjs [--size 64M] [--reps 12] [--hold tail,whole] [--pool off,printed,all]
 //        [--timeout 10] [--squid-line 'read_ahead_gap 64 KB' ...] [--icap-arg --preview-bytes=0 ...]
 //        [--alone] [--out FILE]
 import { execFileSync, spawn } from 'node:child_process';

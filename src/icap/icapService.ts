@@ -391,7 +391,7 @@ class IcapConnection {
             this.tx!.bodyEnd(ev.ieof);
           }
         }
-        if (!more && !process.env.PG_EXP_NO_PAUSE) this.pause();
+        if (!more) this.pause();
         if (used === 0 && !events.length) return;
         continue;
       }
