@@ -858,11 +858,13 @@ function targets() {
   const s5p = find((r) => r.scenario === 5 && r.name.includes('passed'));
   add('passed-through >= 0.5x direct req/s', s5p, s5p.map((r) => `${r.name.includes('tunnel') ? 'https tunnel' : 'http'}: ${r.ratio_vs_direct}x${answered(r)}`).join(', '), s5p.every((r) => sound(r) && r.ratio_vs_direct >= 0.5));
   const s7t = find((r) => r.scenario === 7 && r.name === '7 squid + patchgate icap tail 64 MiB');
-  add('squid 5.7 + patchgate icap (tail, as printed: delay pool), 64 MiB >= 0.5x squid alone without the delay pool', s7t, s7t.map((r) => `${r.ratio_vs_squid}x (${r.time_s}s)`).join(', '), s7t.every((r) => r.ratio_vs_squid >= 0.5));
+  add('squid 5.7 + patchgate icap (tail, as printed: no pool while it streams), 64 MiB >= 0.5x squid alone without the delay pool', s7t, s7t.map((r) => `${r.ratio_vs_squid}x (${r.time_s}s)`).join(', '), s7t.every((r) => r.ratio_vs_squid >= 0.5));
   const s7n = find((r) => r.scenario === 7 && r.name === '7 squid no pool + patchgate icap tail 64 MiB');
-  add('  ... the same without the delay pool (not what is printed: stalls at random)', s7n, s7n.map((r) => `${r.ratio_vs_squid ?? '-'}x, ${r.stalled ?? 0} of ${r.attempts} stalled`).join(', '), s7n.every((r) => r.ratio_vs_squid >= 0.5 && !r.stalled));
+  add('  ... the same with no delay pool at all (stalls counted)', s7n, s7n.map((r) => `${r.ratio_vs_squid ?? '-'}x, ${r.stalled ?? 0} of ${r.attempts} stalled`).join(', '), s7n.every((r) => r.ratio_vs_squid >= 0.5 && !r.stalled));
+  const s7ts = find((r) => r.scenario === 7 && r.name === '7 squid + patchgate icap tail 100 KiB x8');
+  add('squid 5.7 + patchgate icap (tail, as printed), 100 KiB >= 0.5x squid alone (no pool) req/s', s7ts, s7ts.map((r) => `${r.ratio_vs_squid}x`).join(', '), s7ts.every((r) => r.ratio_vs_squid >= 0.5));
   const s7s = find((r) => r.scenario === 7 && r.name === '7 squid + patchgate icap 100 KiB x8');
-  add('squid 5.7 + patchgate icap, 100 KiB >= 0.5x squid alone req/s', s7s, s7s.map((r) => `${r.ratio_vs_squid}x`).join(', '), s7s.every((r) => r.ratio_vs_squid >= 0.5));
+  add('squid 5.7 + patchgate icap (whole, as printed: delay pool), 100 KiB >= 0.5x squid alone (same pool) req/s', s7s, s7s.map((r) => `${r.ratio_vs_squid}x`).join(', '), s7s.every((r) => r.ratio_vs_squid >= 0.5));
   const s6 = find((r) => r.scenario === 6);
   add('first TLS to a new host <= 20 ms added', s6, s6.map((r) => `${r.added_ms} ms median, ${r.added_ms_max} ms max (first ever ${r.first_ever_added_ms} ms)`).join(', '), s6.every((r) => r.added_ms <= 20));
   add('  ... and no stall of other clients', s6, s6.map((r) => `gate event loop max ${r.event_loop_delay_max_ms_sequential}/${r.event_loop_delay_max_ms_burst} ms (baseline ${r.event_loop_delay_max_ms_baseline}); side client max ${r.side_max_ms_sequential}/${r.side_max_ms_burst} ms (baseline ${r.side_max_ms_baseline})`).join(', '), s6.every((r) => !r.stall));

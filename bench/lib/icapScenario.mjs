@@ -67,7 +67,8 @@ async function tailRows(o, { big, totalSize, reps, via, rows }) {
   const tailPort = await o.freePort();
   const icapTail = await startIcapChild({ port: tailPort, tmp: o.tmp, children: o.children, args: ['--hold', 'tail'] });
   const tailMem = new ProcSampler(icapTail.pid).start();
-  const squids = { aloneNoPool: await startSquid({ updateHosts: ['127.0.0.1'], squid5Workaround: false }), tailPool: await startSquid({ icapPorts: [tailPort], updateHosts: ['127.0.0.1'] }) };
+  // tailPool: what --print-squid-config prints for a tail-mode host (the delay pool only for a payload held whole).
+  const squids = { aloneNoPool: await startSquid({ updateHosts: ['127.0.0.1'], squid5Workaround: false }), tailPool: await startSquid({ icapPorts: [tailPort], updateHosts: ['127.0.0.1'], tailHosts: ['127.0.0.1'] }) };
   if (!o.quick) squids.tailNoPool = await startSquid({ icapPorts: [tailPort], updateHosts: ['127.0.0.1'], squid5Workaround: false });
   const clients = Object.fromEntries(Object.entries(squids).map(([k, sq]) => [k, via(sq)]));
   try {
@@ -95,6 +96,28 @@ async function tailRows(o, { big, totalSize, reps, via, rows }) {
       });
       o.log(`  7 tail: ${label[k]}: ${ms ? `${round(ms)} ms` : 'no complete run'}${stalled[k] ? `, ${stalled[k]} of ${reps + 1} stalled` : ''}`);
     }
+    // 100 KiB through the printed tail-mode configuration (such a PE is held whole: its sections end
+    // within the withheld MiB), against Squid alone without the pool.
+    const small = 100 * KiB;
+    const sm = await o.origin.prepare(small, 73, true);
+    const smallRows = {};
+    for (const k of ['aloneNoPool', 'tailPool']) {
+      // A stale kept-alive connection (Squid closed it): retried once, as below for the whole-mode rows.
+      const retrying = { get: (path) => clients[k].get(path).catch((e) => { if (!/socket hang up|ECONNRESET/.test(String(e?.message ?? e))) throw e; return clients[k].get(path); }) };
+      const r = await loadRun({ client: retrying, concurrency: 8, durationMs: o.quick ? 1000 : 5000, pathFor: (i) => `/pe/${small}/73?r=icaptails${k}${i}`, expectBytes: sm.totalSize });
+      if (r.errors || r.wrong) throw new Error(`scenario 7 tail small files via ${k}: ${r.errors} errors, ${r.wrong} wrong (${r.firstError ?? ''})`);
+      smallRows[k] = r;
+    }
+    const ratio = round(smallRows.tailPool.reqPerS / smallRows.aloneNoPool.reqPerS, 2);
+    for (const k of ['aloneNoPool', 'tailPool']) {
+      const r = smallRows[k];
+      rows.push({
+        name: k === 'aloneNoPool' ? '7 squid alone, no delay pool, 100 KiB x8' : '7 squid + patchgate icap tail 100 KiB x8', bytes: sm.totalSize, clients: 8, hold: k === 'aloneNoPool' ? null : 'tail',
+        'MB/s': round(r.bytes / 1e6 / ((o.quick ? 1000 : 5000) / 1000)), ratio_vs_direct: null, ratio_vs_squid: k === 'aloneNoPool' ? 1 : ratio, vs: 'squid alone without the delay pool', ratio_vs_sha256: null,
+        verify_ms_after_last_byte: null, peak_rss_mib: null, req_per_s: round(r.reqPerS), p50_ms: round(r.p50), p99_ms: round(r.p99),
+      });
+    }
+    o.log(`  7 tail: 100 KiB x8 via squid alone (no pool) ${round(smallRows.aloneNoPool.reqPerS)} req/s, via squid + patchgate icap tail ${round(smallRows.tailPool.reqPerS)} req/s (${ratio}x)`);
   } finally {
     for (const c of Object.values(clients)) c.close();
     tailMem.stop();
@@ -170,8 +193,7 @@ export async function runIcapScenario(o) {
     // Against Squid alone WITHOUT the delay pool (the target's baseline), through the configuration
     // --print-squid-config prints (pool included), and (full run) through a Squid without the pool,
     // where Squid 5.7 can still stall before the adapted body starts: counted, not failed.
-    // Full run only: the pool's Squid takes ~10 s per 64 MiB, too long for --quick.
-    if (!o.quick) await tailRows(o, { big, totalSize, reps, via, rows });
+    await tailRows(o, { big, totalSize, reps, via, rows });
 
     const small = 100 * KiB;
     const s = await o.origin.prepare(small, 72, true);

@@ -39,7 +39,7 @@ export async function runIcap(args: IcapArgs): Promise<number> {
   if (args.printSquidConfig) {
     const host = listen.host === '0.0.0.0' || listen.host === '::' ? '127.0.0.1' : listen.host;
     const uri = `icap://${host.includes(':') ? `[${host}]` : host}:${listen.port}${ICAP_SERVICE_PATH}`;
-    process.stdout.write(squidConfigSnippet({ services: [uri], updateHosts: cfg.hostRules.patterns('inspect') }));
+    process.stdout.write(squidConfigSnippet({ services: [uri], updateHosts: cfg.hostRules.patterns('inspect'), tailHosts: cfg.hostRules.tailPatterns() }));
     return 0;
   }
   const { audit, metrics } = openAudit(args, cfg.loaded.sha256);

@@ -99,7 +99,7 @@ export class RespmodTransaction {
    * Tail mode: `streaming` once the adapted response is under way before the verdict (its body the
    * virgin body less the withheld end), `done` once the verdict ended it.
    */
-  private tail: 'off' | 'wanted' | 'streaming' | 'done' = 'off';
+  private tail: 'off' | 'wanted' | 'next-byte' | 'streaming' | 'done' = 'off';
   private tailSent = 0;
 
   constructor(private readonly ctx: RespmodContext, private readonly io: TransactionIo, private readonly r: RespmodRequest) {
@@ -145,6 +145,8 @@ export class RespmodTransaction {
       return this.unchanged();
     }
     const cl = this.r.resHead!.get('content-length');
+    // Only with a length Squid can hold the adapted body to (see tailEnd): without one, the body is held whole.
+    const tailed = this.holdMode === 'tail' && this.method === 'GET' && isIdentity(this.contentEncoding) && cl !== undefined && /^\d{1,15}$/.test(cl.trim());
     this.inspection = new PayloadInspection(this.ctx.inspection, {
       contentEncoding: this.contentEncoding,
       host: this.host,
@@ -157,8 +159,7 @@ export class RespmodTransaction {
         end: () => this.passEnd(),
         error: () => this.end(true), // a response already under way cannot become a block: cut it
       },
-      // Only with a length Squid can hold the adapted body to (see tailEnd): without one, the body is held whole.
-      ...(this.holdMode === 'tail' && this.method === 'GET' && isIdentity(this.contentEncoding) && cl !== undefined && /^\d{1,15}$/.test(cl.trim()) ? {
+      ...(tailed ? {
         tail: { start: () => this.tailStart(), data: (chunks: Buffer[], resume: () => void) => this.tailData(chunks, resume) },
       } : {}),
     });
@@ -172,11 +173,22 @@ export class RespmodTransaction {
         if (!this.finished) { this.abort(why); this.io.done(true); }
       });
     if (!this.r.hasBody) this.inspection.end();
+    // The adapted head goes out before the body is judged, as early as the protocol lets it (Squid
+    // 5.7 bug 5352: see tailStart).
+    else if (tailed) this.tail = this.inPreview ? 'wanted' : 'next-byte';
   }
 
   /** Body bytes (de-chunked, still Content-Encoded); false: pause the connection until resumeInput(). */
   data(raw: Buffer): boolean {
     this.armIdle();
+    if (this.tail === 'next-byte' && this.mode === 'inspect') {
+      // The first body bytes (after our 100 Continue, if there was a preview: Squid has read the
+      // 100 and parses what follows): the head goes out once the inspection has seen them.
+      this.tail = 'wanted';
+      const ok = this.data(raw);
+      this.tailStart();
+      return ok;
+    }
     if (this.responded && !this.echoing) return true; // decided early: the rest is discarded
     if (this.mode === 'unchanged') {
       if (!this.echo) return true; // a 204 follows at the end: the client keeps its own copy
@@ -201,7 +213,7 @@ export class RespmodTransaction {
       if (this.mode === 'unchanged' || this.passEcho === 'await-204') return this.noContent();
       this.inPreview = false;
       this.io.sendContinue();
-      if (this.tail === 'wanted') this.tailStart();
+      if (this.tail === 'wanted') this.tail = 'next-byte';
       return;
     }
     this.bodyComplete = true;
@@ -349,23 +361,37 @@ export class RespmodTransaction {
   // ---- tail mode: the adapted body flows back as the virgin body arrives, its end withheld ----
 
   /**
-   * The payload's hold is planned (src/inspect/tailHold.ts): the adapted response starts now, with
-   * the virgin response's head and its Content-Length (tail mode applies only to identity bodies
-   * with one), whether the format streams or is held whole (then no body byte goes before the
-   * verdict): Squid 5.7 reads no more than 64 KiB of the virgin body until the adapted response has
-   * started (bug 5352). Squid relays it as it comes; on a block the adapted body ends short of that
-   * length, so Squid aborts the client's transfer.
+   * Tail mode: the adapted response starts before the body is judged, with the virgin response's
+   * head and its Content-Length (tail mode applies only to identity bodies with one); its body is
+   * the virgin body less the withheld end (src/inspect/tailHold.ts), or nothing before the verdict
+   * for a format held whole. On a block the adapted body ends short of that length, so Squid aborts
+   * its client's transfer.
+   *
+   * The head goes out as early as the protocol lets it, because Squid 5.7 stalls otherwise (bug
+   * 5352, docs/icap-squid.md): until it has parsed an ICAP response head, Squid's ModXact keeps the
+   * virgin body it has written to us in its 64 KiB pipe (for a retry or a bypass), so the pipe fills
+   * from a fast origin, and a read that finds it full is parked on the store entry's deferred reads,
+   * which nothing kicks while the client has no adapted byte to take. So: with the first body bytes
+   * (the format and plan are then known from them, for `X-Patchgate-Hold`); after a preview, not at
+   * its end (that would end the virgin body), and not together with the 100 Continue either (Squid
+   * parses one head per read and would leave ours unparsed in its buffer until more bytes come),
+   * but with the first body bytes after it, when Squid has read the 100.
+   *
+   * `X-Patchgate-Hold: tail` when the body streams, `whole` when this payload is held whole (no
+   * body byte before the verdict): the printed Squid configuration gives a tail-mode host's
+   * response the delay pool Squid 5.7 needs while no adapted byte flows only when it says `whole`
+   * (squidConfig.ts).
    */
   private tailStart(): void {
-    if (this.responded || this.finished) return;
+    if (this.responded || this.finished || this.tail === 'next-byte') return;
     if (this.inPreview) {
-      // The head cannot answer a preview (that would end the virgin body): it follows the 100 Continue.
       this.tail = 'wanted';
       return;
     }
     this.tail = 'streaming';
+    const hold = this.inspection?.heldWholeBecause !== undefined ? 'whole' : 'tail';
     const head = this.r.resHead!.edit(dropForDecoded, [
-      ['Content-Length', this.r.resHead!.get('content-length')!.trim()], ['X-Patchgate-Hold', 'tail'], ['X-Patchgate-Audit-Id', this.id],
+      ['Content-Length', this.r.resHead!.get('content-length')!.trim()], ['X-Patchgate-Hold', hold], ['X-Patchgate-Audit-Id', this.id],
     ]);
     this.respond200(head, true);
   }
@@ -415,6 +441,14 @@ export class RespmodTransaction {
   // ---- content that is not a payload, on an inspected host (the rules pass it) ----
 
   private passStart(head: Buffer): void {
+    if (this.tail === 'streaming') {
+      // Not a payload after all, and the rules pass it: the response under way carries it unchanged.
+      this.tail = 'done';
+      this.passEcho = 'echo';
+      if (head.byteLength) this.io.write(chunk(head));
+      this.passBytes = head.byteLength;
+      return;
+    }
     if (this.responded) return;
     if (this.inPreview || this.allow204) {
       this.passEcho = 'await-204'; // answered at the end of the preview or of the body

@@ -166,6 +166,12 @@ export class HostRules {
     return this.rules.filter((r) => r.mode === mode && !r.pattern.includes('*')).map((r) => canonicalHost(r.pattern));
   }
 
+  /** Inspected patterns all of whose rules hold in tail mode (`hosts[].hold: tail`), for the Squid configuration's delay pool. */
+  tailPatterns(): string[] {
+    const inspect = this.rules.filter((r) => r.mode === 'inspect');
+    return [...new Set(inspect.map((r) => r.pattern))].filter((p) => inspect.every((r) => r.pattern !== p || r.hold === 'tail'));
+  }
+
   /** Patterns in a given mode, for the PAC file and the interception CA's name constraints. */
   patterns(mode: HostMode): string[] {
     return this.rules.filter((r) => r.mode === mode).map((r) => r.pattern);

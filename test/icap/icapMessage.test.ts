@@ -172,6 +172,26 @@ describe('patchgate icap (command line)', () => {
     }
   });
 
+  it('with a tail-mode host: that host out of the request-time delay pool, in it only once marked X-Patchgate-Hold: whole; Squid accepts it', () => {
+    const r = pg('--listen', '127.0.0.1:1399', '--update-host', 'tail.example', '--hold', 'tail', '--print-squid-config');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^acl update_hosts dstdomain .*tail\.example/m);
+    const whole = /^acl patchgate_whole_hosts dstdomain (.*)$/m.exec(r.stdout)?.[1]?.split(' ') ?? [];
+    expect(whole).toContain('.windowsupdate.com'); // the bundled rules' hosts are held whole
+    expect(whole).not.toContain('tail.example');
+    expect(r.stdout).toContain('delay_access 1 allow patchgate_response patchgate_held_whole\n');
+    const dir = mkdtempSync(join(tmpdir(), 'patchgate-squidconf-'));
+    try {
+      const conf = join(dir, 'squid.conf');
+      writeFileSync(conf, `http_port 127.0.0.1:3999\npid_filename none\ncache_log ${join(dir, 'cache.log')}\n${r.stdout}`);
+      const parse = spawnSync(squidBinary()!, ['-k', 'parse', '-f', conf], { encoding: 'utf8' });
+      expect(parse.status, parse.stderr).toBe(0);
+      expect(parse.stderr).not.toMatch(/WARNING|ERROR|FATAL/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it.each([
     [['--listen', 'nonsense']],
     [['--preview-bytes', '10']],

@@ -2,9 +2,11 @@
  * Tail hold behind a real Squid 5.7 (issue #18): `patchgate icap` with `hold: tail` answers RESPMOD
  * with the adapted response under way before the verdict (after the 100 Continue), its body flowing
  * back as the virgin body arrives and its end withheld until the verdict. Squid runs what
- * `--print-squid-config` prints (the delay pool against bug 5352 included: without it the stall
- * still happens at random before the adapted body starts, and always for payloads held whole;
- * README "Hold modes"), with a memory cache. What the client sees: an allowed payload
+ * `--print-squid-config` prints for a host held whole, i.e. with the delay pool against bug 5352 for
+ * every response from the request on (what a tail-mode host printed without it needs when it serves
+ * payloads without a Content-Length, which are held whole with no adapted head before their verdict:
+ * docs/icap-squid.md; the printed tail-mode configuration is test/icap/squid-stall.e2e.test.ts's),
+ * with a memory cache. What the client sees: an allowed payload
  * byte-identical; a forged one as a transfer cut short of its Content-Length; Squid keeps no copy
  * of the cut object, and does not suspend the ICAP service for it.
  */

@@ -187,6 +187,11 @@ export class IcapClient {
     this.socket.write(data);
   }
 
+  /** Bytes received and not yet read as an answer. */
+  get pendingBytes(): number {
+    return this.buf.length;
+  }
+
   /** Waits until `parse` returns a value (called on every arrival), or the connection closes, or `ms` pass. */
   private async until<T>(parse: () => T | undefined, ms: number): Promise<T> {
     await this.ready;

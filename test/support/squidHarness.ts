@@ -19,5 +19,9 @@ export interface SquidHandle {
 
 export const squidBinary = squidProcess.squidBinary as () => string | undefined;
 export const freePort = squidProcess.freePort as () => Promise<number>;
-/** `squid5Workaround: false`: without the delay pool `--print-squid-config` adds for Squid bug 5352; `cache`: a memory cache instead of none. */
-export const startSquid = squidProcess.startSquid as (o: { icapPorts?: number[]; updateHosts: string[]; squid5Workaround?: boolean; cache?: boolean }) => Promise<SquidHandle>;
+/**
+ * `tailHosts`: those of `updateHosts` held in tail mode (as the rules tell `--print-squid-config`);
+ * `squid5Workaround: false`: without the delay pool it adds for Squid bug 5352; `cache`: a memory
+ * cache instead of none; `extraLines`: more squid.conf lines.
+ */
+export const startSquid = squidProcess.startSquid as (o: { icapPorts?: number[]; updateHosts: string[]; tailHosts?: string[]; squid5Workaround?: boolean; cache?: boolean; extraLines?: string[] }) => Promise<SquidHandle>;

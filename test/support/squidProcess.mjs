@@ -29,9 +29,10 @@ export async function freePort() {
 
 /**
  * Loopback only, no cache, no DNS beyond 127.0.0.1, logs in `dir`; with `icapPorts`, the ICAP part
- * as patchgate prints it. Without, the same Squid (and the same delay pool) with no adaptation.
+ * as patchgate prints it (`tailHosts`: those of `updateHosts` held in tail mode; `extraLines`: more
+ * squid.conf lines, before the http_access rules). Without, the same Squid (and the same delay pool) with no adaptation.
  */
-export function labSquidConfig({ port, dir, icapPorts = [], updateHosts, user, squid5Workaround, cache = false }) {
+export function labSquidConfig({ port, dir, icapPorts = [], updateHosts, tailHosts, user, squid5Workaround, cache = false, extraLines = [] }) {
   const base = [
     `http_port 127.0.0.1:${port}`,
     'pid_filename none',
@@ -48,12 +49,12 @@ export function labSquidConfig({ port, dir, icapPorts = [], updateHosts, user, s
   ];
   // Where Debian's squid.conf includes conf.d/*.conf: before its `http_access allow` lines.
   if (icapPorts.length) {
-    base.push(squidConfigSnippet({ services: icapPorts.map((p) => `icap://127.0.0.1:${p}/respmod`), updateHosts, squid5Workaround }));
+    base.push(squidConfigSnippet({ services: icapPorts.map((p) => `icap://127.0.0.1:${p}/respmod`), updateHosts, tailHosts, squid5Workaround }));
   } else {
-    const snippet = squidConfigSnippet({ services: ['icap://127.0.0.1:1/respmod'], updateHosts, squid5Workaround });
+    const snippet = squidConfigSnippet({ services: ['icap://127.0.0.1:1/respmod'], updateHosts, tailHosts, squid5Workaround });
     base.push(...snippet.split('\n').filter((l) => /^(acl |range_offset_limit|delay_)/.test(l)));
   }
-  base.push('http_access allow localhost', 'http_access deny all');
+  base.push(...extraLines, 'http_access allow localhost', 'http_access deny all');
   return base.join('\n') + '\n';
 }
 
@@ -61,7 +62,7 @@ export function labSquidConfig({ port, dir, icapPorts = [], updateHosts, user, s
  * Starts Squid in the foreground (-N); resolves once it accepts connections.
  * @returns {Promise<{ port: number, dir: string, pid: number, child: import('node:child_process').ChildProcess, config: string, cacheLog: () => string, stop: () => Promise<void> }>}
  */
-export async function startSquid({ icapPorts = [], updateHosts, squid5Workaround, cache }) {
+export async function startSquid({ icapPorts = [], updateHosts, tailHosts, squid5Workaround, cache, extraLines }) {
   const bin = squidBinary();
   if (!bin) throw new Error("squid is not installed: .ci/run installs Debian's squid (apt-get install squid)");
   const dir = mkdtempSync(join(tmpdir(), 'patchgate-squid-'));
@@ -72,7 +73,7 @@ export async function startSquid({ icapPorts = [], updateHosts, squid5Workaround
     user = 'proxy';
     chownSync(dir, Number(execFileSync('id', ['-u', user], { encoding: 'utf8' })), Number(execFileSync('id', ['-g', user], { encoding: 'utf8' })));
   }
-  const config = labSquidConfig({ port, dir, icapPorts, updateHosts, user, squid5Workaround, cache });
+  const config = labSquidConfig({ port, dir, icapPorts, updateHosts, tailHosts, user, squid5Workaround, cache, extraLines });
   const conf = join(dir, 'squid.conf');
   writeFileSync(conf, config);
   const child = spawn(bin, ['-N', '-f', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
