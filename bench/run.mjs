@@ -7,7 +7,7 @@
 // Prints a table and the targets, writes bench/results.json (one object per scenario row) and
 // bench/results.meta.json (environment, targets). See bench/README.md.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, mkdirSync, statfsSync, symlinkSync, readdirSync } from 'node:fs';
+import { openSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, mkdirSync, statfsSync, symlinkSync, readdirSync } from 'node:fs';
 import { tmpdir, cpus, totalmem, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -212,18 +212,21 @@ const BENCH_RULES = join(TMP, 'rules', 'bench.yaml');
 let gateCount = 0;
 // The gate runs with the environment of deploy/patchgate.service (glibc's trim threshold: see there),
 // unless the caller's environment says otherwise.
-const GATE_ENV = { MALLOC_TRIM_THRESHOLD_: process.env.MALLOC_TRIM_THRESHOLD_ ?? '134217728' };
+const GATE_ENV = {
+  MALLOC_TRIM_THRESHOLD_: process.env.MALLOC_TRIM_THRESHOLD_ ?? '134217728',
+  NODE_OPTIONS: process.env.GATE_NODE_OPTIONS ?? '--max-semi-space-size=4 --heap-growing-percent=300',
+};
 async function startGate(label, extraArgs = []) {
   const port = await freePort();
   const audit = join(TMP, `audit-${++gateCount}-${label}.jsonl`);
-  const nodeArgs = [];
+  const nodeArgs = process.env.BENCH_GATE_NODE_ARGS ? process.env.BENCH_GATE_NODE_ARGS.split(' ') : [];
   if (PROFILE) mkdirSync(PROFILE_DIR, { recursive: true });
   nodeArgs.push('--import', pathToFileURL(join(REPO, 'bench', 'lib', 'gate-probe.mjs')).href, GATE_BIN, 'run',
     '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--rules', BENCH_RULES, '--anchor', join(PKI, 'updateca.pem'),
     ...UPDATE_HOSTS.flatMap((h) => ['--update-host', h]), '--audit', audit, '--ca-dir', CA_DIR, '--spool-dir', SPOOL_DIR, ...extraArgs);
   const t0 = nowMs();
   const child = spawn(process.execPath, nodeArgs, {
-    cwd: REPO, env: { ...process.env, ...GATE_ENV, NODE_EXTRA_CA_CERTS: originTls.ca }, stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    cwd: REPO, env: { ...process.env, ...GATE_ENV, NODE_EXTRA_CA_CERTS: originTls.ca }, stdio: ['ignore', process.env.BENCH_GATE_STDOUT ? openSync(process.env.BENCH_GATE_STDOUT + '.' + label, 'w') : 'ignore', 'pipe', 'ipc'],
   });
   children.add(child);
   let stderr = '';
@@ -242,6 +245,8 @@ async function startGate(label, extraArgs = []) {
   const sampler = new ProcSampler(child.pid).start();
   let profileFile = join(PROFILE_DIR, `${label}.cpuprofile`);
   let rowCpu0 = { user: 0, sys: 0 };
+  let rowThreads0 = {};
+  let rowRss0 = NaN;
   const gate = {
     label, port, pid: child.pid, startMs,
     ca: readFileSync(join(CA_DIR, 'ca.pem')),
@@ -257,6 +262,8 @@ async function startGate(label, extraArgs = []) {
       if (PROFILE) await rpc({ op: 'profile', action: 'start' });
       sampler.reset();
       rowCpu0 = sampler.cpuTimes();
+      rowThreads0 = sampler.threadCpu();
+      rowRss0 = sampler.status().rssKiB / 1024;
       await gate.eld(true);
     },
     /** Ends the measured window. */
@@ -272,7 +279,8 @@ async function startGate(label, extraArgs = []) {
       // A fresh gate's VmHWM is this row's peak (startup and warm-up included); a shared one's is not.
       const peak = gate.shared ? sampler.maxRssKiB / 1024 : Math.max(sampler.maxRssKiB, hwmKiB) / 1024;
       const cpu = sampler.cpuTimes();
-      return { peakRssMiB: peak, peakFds: sampler.maxFds, cpuS: cpu.user + cpu.sys - rowCpu0.user - rowCpu0.sys, cpuSysS: cpu.sys - rowCpu0.sys, eld, profile };
+      const threads = Object.fromEntries(Object.entries(sampler.threadCpu()).map(([k, v]) => [k, round(v - (rowThreads0[k] ?? 0), 2)]).filter(([, v]) => v >= 0.05));
+      return { threads, rssAtBeginMiB: rowRss0, peakRssMiB: peak, peakFds: sampler.maxFds, cpuS: cpu.user + cpu.sys - rowCpu0.user - rowCpu0.sys, cpuSysS: cpu.sys - rowCpu0.sys, eld, profile };
     },
     /** The audit records written so far (pino writes asynchronously: give it a moment). */
     async records() {
@@ -470,6 +478,7 @@ async function singlePayload({ scenario, proto, size, reps, throttled, hold = 'w
     verify_gap_max_ms: Math.max(...gaps), audit_verify_ms: median(auditMs), audit_verify_ms_max: auditMs.length ? Math.max(...auditMs) : null,
     // Time from the request to the first response byte through the gate: the hold (upstream + verdict).
     gate_first_byte_s: median(g.map((r) => r.tHead - r.t0)) / 1000,
+    gate_cpu_by_thread_s: rowData.threads, rss_after_warmup_mib: rowData.rssAtBeginMiB,
     open_fds_peak: rowData.peakFds, gate_cpu_s: rowData.cpuS, gate_cpu_sys_s: rowData.cpuSysS, event_loop_delay_max_ms: rowData.eld.max, event_loop_delay_p99_ms: rowData.eld.p99,
     profile: rowData.profile,
   });
@@ -497,12 +506,14 @@ async function relayFloor({ size, reps }) {
     const d = [];
     const g = [];
     const cpu0 = sampler.cpuSeconds();
+    const threads0 = sampler.threadCpu();
     for (let i = 0; i < reps; i++) {
       const q = (k) => `r=${runId}-floor-${i}-${k}`;
       d.push(await direct.get(`/pe/${size}/${seed}?${q('d')}`));
       g.push(await via.get(`/pe/${size}/${seed}?${q('g')}`));
     }
     const cpuS = sampler.cpuSeconds() - cpu0;
+    const threads = Object.fromEntries(Object.entries(sampler.threadCpu()).map(([k, v]) => [k, round(v - (threads0[k] ?? 0), 2)]).filter(([, v]) => v >= 0.05));
     sampler.stop();
     direct.close();
     via.close();
@@ -513,7 +524,7 @@ async function relayFloor({ size, reps }) {
     return row({
       name, scenario: 1, proto: 'http', bytes: totalSize, clients: 1, reps, hold: 'relay',
       'MB/s': MBps(totalSize, relayMs), ratio_vs_direct: directMs / relayMs, time_s: relayMs / 1000, direct_time_s: directMs / 1000,
-      time_vs_direct: relayMs / directMs, peak_rss_mib: Math.max(sampler.maxRssKiB, sampler.status().hwmKiB) / 1024, gate_cpu_s: cpuS,
+      time_vs_direct: relayMs / directMs, peak_rss_mib: Math.max(sampler.maxRssKiB, sampler.status().hwmKiB) / 1024, gate_cpu_s: cpuS, gate_cpu_by_thread_s: threads,
       relay_times_s: g.map((r) => round((r.tEnd - r.t0) / 1000, 2)), direct_times_s: d.map((r) => round((r.tEnd - r.t0) / 1000, 2)),
     });
   } finally {
@@ -581,6 +592,7 @@ async function samePayload({ proto, n, size }) {
     upstream_bytes: ost.bytes, upstream_requests: ost.requests, upstream_fetches: ost.bytes / totalSize, shared_in_audit: shared,
     time_s: viaGate.ms / 1000, first_client_s: viaGate.firstMs / 1000, one_direct_time_s: one / 1000, time_vs_one_direct: viaGate.ms / one,
     n_direct_time_s: many.ms / 1000, time_vs_n_direct: viaGate.ms / many.ms,
+    gate_cpu_by_thread_s: rowData.threads, rss_after_warmup_mib: rowData.rssAtBeginMiB,
     open_fds_peak: rowData.peakFds, gate_cpu_s: rowData.cpuS, gate_cpu_sys_s: rowData.cpuSysS, event_loop_delay_max_ms: rowData.eld.max, profile: rowData.profile,
   });
 }
