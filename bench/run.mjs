@@ -214,7 +214,7 @@ let gateCount = 0;
 // unless the caller's environment says otherwise.
 const GATE_ENV = {
   MALLOC_TRIM_THRESHOLD_: process.env.MALLOC_TRIM_THRESHOLD_ ?? '134217728',
-  NODE_OPTIONS: process.env.GATE_NODE_OPTIONS ?? '--max-semi-space-size=4 --heap-growing-percent=300',
+  NODE_OPTIONS: process.env.GATE_NODE_OPTIONS ?? '--max-semi-space-size=4',
 };
 async function startGate(label, extraArgs = []) {
   const port = await freePort();

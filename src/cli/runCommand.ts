@@ -2,10 +2,11 @@ import { anchorRows, trustWarnings } from '../policy/trustReport.js';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { format } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
 import { UpdateGate } from '../proxy/updateGate.js';
 import { UsageError } from './usageError.js';
 import { loadGateConfig, openAudit, parseHostPort, serveUntilSignal, type GateServiceArgs } from './gateService.js';
-import { buildWpadGuard, type WpadGuardArgs } from './wpadGuardCommand.js';
+import type { WpadGuardArgs } from './wpadGuardCommand.js';
 
 export interface RunArgs extends GateServiceArgs {
   listen: string;
@@ -32,6 +33,18 @@ function keepStdoutForAudit(): void {
   console.debug = process.env.PATCHGATE_DEBUG ? toStderr : () => {};
 }
 
+/**
+ * Every 64 KiB socket read of a payload moving through the gate counts as external memory against
+ * V8's old-generation limit until a scavenge frees it; with the limit V8 sizes from the gate's small
+ * live heap (about 18 MiB, so 40-50 MiB), a 1 GiB transfer set off about 70 full mark-compacts of
+ * the whole heap, about 2 s of CPU per GiB (docs/performance.md, "Tail hold at 1 GiB"). A fixed
+ * growing factor of 4, the top of V8's own range, leaves room for the reads. V8 reads this flag
+ * each time it sizes the heap, so it takes effect when set here (NODE_OPTIONS does not accept it).
+ */
+function sizeHeapForTransfers(): void {
+  setFlagsFromString('--heap-growing-percent=300');
+}
+
 /** `patchgate run`: starts the gate and serves until SIGINT/SIGTERM. Resolves to the exit code. */
 export async function runGate(args: RunArgs): Promise<number> {
   const listen = parseHostPort(args.listen, '--listen');
@@ -43,8 +56,11 @@ export async function runGate(args: RunArgs): Promise<number> {
   }
   const cfg = loadGateConfig(args);
   // The guard's usage errors come before anything starts; it is built for real once the gate listens.
-  if (args.wpadGuard) buildWpadGuard(args.wpadGuard, { record: () => {}, updatePatterns: [] });
+  // Loaded only when asked for: its PAC engine is about 20 MiB of RSS.
+  const buildWpadGuard = args.wpadGuard ? (await import('./wpadGuardCommand.js')).buildWpadGuard : undefined;
+  if (args.wpadGuard) buildWpadGuard!(args.wpadGuard, { record: () => {}, updatePatterns: [] });
   keepStdoutForAudit();
+  sizeHeapForTransfers();
   const { audit, metrics } = openAudit(args, cfg.loaded.sha256);
   const ownEndpoints: { host: string; port: number }[] = [];
   const gate = new UpdateGate({
@@ -68,7 +84,7 @@ export async function runGate(args: RunArgs): Promise<number> {
     // Patchgate serves the PAC itself: by default this host answers wpad (its interfaces' addresses)
     // and a PAC must name the gate as it listens (each interface's address when it listens on all).
     const wildcard = host === '0.0.0.0' || host === '::';
-    const wg = buildWpadGuard(args.wpadGuard, {
+    const wg = buildWpadGuard!(args.wpadGuard, {
       record: (r) => audit.record(r), onAnswer: (a) => audit.debug({ wpadAnswer: a }, 'wpad-guard answer'), registry: metrics.registry, updatePatterns: cfg.hostRules.patterns('inspect'),
       defaultExpect: (addresses) => addresses,
       defaultGates: (addresses) => (wildcard ? addresses : [host]).map((h) => ({ host: h, port })),
