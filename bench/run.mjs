@@ -7,7 +7,7 @@
 // Prints a table and the targets, writes bench/results.json (one object per scenario row) and
 // bench/results.meta.json (environment, targets). See bench/README.md.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, mkdirSync, statfsSync, symlinkSync, readdirSync } from 'node:fs';
+import { openSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, mkdirSync, statfsSync, symlinkSync, readdirSync } from 'node:fs';
 import { tmpdir, cpus, totalmem, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -36,8 +36,11 @@ if (flag('--help') || flag('-h')) {
   --out FILE    results file (default bench/results.json; the meta file sits next to it)
   --sizes LIST  payload sizes for scenarios 1 and 2, e.g. 1M,64M,1G
   --reps N      repetitions per size in scenarios 1 and 2
-  --no-tail     leave out the tail-hold rows of scenarios 1 and 2
-  --gate-bin F  the patchgate launcher to benchmark (default bin/patchgate.js of this checkout; for A/B runs)`);
+  --no-tail     leave out the tail-hold rows of scenarios 1 and 2 (as --holds whole)
+  --gate-bin F  the patchgate launcher to benchmark (default bin/patchgate.js of this checkout; for A/B runs)
+  --protos LIST http,https: protocols for scenarios 1 and 2 (default both)
+  --holds LIST  whole,tail: which hold modes scenarios 1 and 2 measure (default both)
+  --floor       scenario 1 also measures a bare Node relay (bench/lib/relay.mjs) at the largest size: the floor of any Node proxy here`);
   process.exit(0);
 }
 const QUICK = flag('--quick');
@@ -46,6 +49,9 @@ const ONLY = opt('--only')?.split(',').map(Number);
 const OUT = opt('--out') ?? join(REPO, 'bench', 'results.json');
 const PROFILE_DIR = join(REPO, 'bench', 'profiles');
 const GATE_BIN = opt('--gate-bin') ?? join(REPO, 'bin', 'patchgate.js');
+const PROTOS = opt('--protos')?.split(',') ?? ['http', 'https'];
+const FLOOR = flag('--floor');
+const HOLDS = opt('--holds')?.split(',') ?? ['whole', 'tail'];
 
 const RATE = 125_000_000; // bytes/s: a 1 Gbit/s uplink
 const CFG = QUICK
@@ -71,11 +77,15 @@ const CFG = QUICK
 
 // --reps N: repetitions for every size of scenarios 1 and 2 (A/B comparisons want more).
 if (opt('--reps')) for (const k of ['s1', 's2']) CFG[k] = CFG[k].map(([size]) => [size, Number(opt('--reps'))]);
+if (opt('--reps')) CFG.tail = CFG.tail.map(([scenario, size]) => [scenario, size, Number(opt('--reps'))]);
 // --sizes 64M,1G: sizes for scenarios 1 and 2.
 if (opt('--sizes')) {
   const parse = (t) => Math.round(parseFloat(t) * ({ K: KiB, M: MiB, G: GiB }[t.slice(-1).toUpperCase()] ?? 1));
   const sizes = opt('--sizes').split(',').map(parse);
   for (const k of ['s1', 's2']) CFG[k] = sizes.map((size) => [size, CFG[k].find(([s]) => s === size)?.[1] ?? (size >= GiB ? 1 : 3)]);
+  // Tail rows: the same sizes, in both scenarios.
+  const reps = (size) => Number(opt('--reps') ?? (size >= GiB ? 1 : 3));
+  CFG.tail = [1, 2].flatMap((scenario) => sizes.map((size) => [scenario, size, reps(size)]));
 }
 const sizeLabel = (n) => (n >= GiB ? `${n / GiB} GiB` : n >= MiB ? `${n / MiB} MiB` : `${n / KiB} KiB`);
 const MBps = (bytes, ms) => bytes / 1e6 / (ms / 1000);
@@ -219,18 +229,21 @@ const BENCH_RULES = join(TMP, 'rules', 'bench.yaml');
 let gateCount = 0;
 // The gate runs with the environment of deploy/patchgate.service (glibc's trim threshold: see there),
 // unless the caller's environment says otherwise.
-const GATE_ENV = { MALLOC_TRIM_THRESHOLD_: process.env.MALLOC_TRIM_THRESHOLD_ ?? '134217728' };
+const GATE_ENV = {
+  MALLOC_TRIM_THRESHOLD_: process.env.MALLOC_TRIM_THRESHOLD_ ?? '134217728',
+  NODE_OPTIONS: process.env.GATE_NODE_OPTIONS ?? '--max-semi-space-size=4',
+};
 async function startGate(label, extraArgs = []) {
   const port = await freePort();
   const audit = join(TMP, `audit-${++gateCount}-${label}.jsonl`);
-  const nodeArgs = [];
+  const nodeArgs = process.env.BENCH_GATE_NODE_ARGS ? process.env.BENCH_GATE_NODE_ARGS.split(' ') : [];
   if (PROFILE) mkdirSync(PROFILE_DIR, { recursive: true });
   nodeArgs.push('--import', pathToFileURL(join(REPO, 'bench', 'lib', 'gate-probe.mjs')).href, GATE_BIN, 'run',
     '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--rules', BENCH_RULES, '--anchor', join(PKI, 'updateca.pem'),
     ...UPDATE_HOSTS.flatMap((h) => ['--update-host', h]), '--audit', audit, '--ca-dir', CA_DIR, '--spool-dir', SPOOL_DIR, ...extraArgs);
   const t0 = nowMs();
   const child = spawn(process.execPath, nodeArgs, {
-    cwd: REPO, env: { ...process.env, ...GATE_ENV, NODE_EXTRA_CA_CERTS: originTls.ca }, stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    cwd: REPO, env: { ...process.env, ...GATE_ENV, NODE_EXTRA_CA_CERTS: originTls.ca }, stdio: ['ignore', process.env.BENCH_GATE_STDOUT ? openSync(process.env.BENCH_GATE_STDOUT + '.' + label, 'w') : 'ignore', 'pipe', 'ipc'],
   });
   children.add(child);
   let stderr = '';
@@ -249,6 +262,8 @@ async function startGate(label, extraArgs = []) {
   const sampler = new ProcSampler(child.pid).start();
   let profileFile = join(PROFILE_DIR, `${label}.cpuprofile`);
   let rowCpu0 = { user: 0, sys: 0 };
+  let rowThreads0 = {};
+  let rowRss0 = NaN;
   const gate = {
     label, port, pid: child.pid, startMs,
     ca: readFileSync(join(CA_DIR, 'ca.pem')),
@@ -264,6 +279,8 @@ async function startGate(label, extraArgs = []) {
       if (PROFILE) await rpc({ op: 'profile', action: 'start' });
       sampler.reset();
       rowCpu0 = sampler.cpuTimes();
+      rowThreads0 = sampler.threadCpu();
+      rowRss0 = sampler.status().rssKiB / 1024;
       await gate.eld(true);
     },
     /** Ends the measured window. */
@@ -279,7 +296,8 @@ async function startGate(label, extraArgs = []) {
       // A fresh gate's VmHWM is this row's peak (startup and warm-up included); a shared one's is not.
       const peak = gate.shared ? sampler.maxRssKiB / 1024 : Math.max(sampler.maxRssKiB, hwmKiB) / 1024;
       const cpu = sampler.cpuTimes();
-      return { peakRssMiB: peak, peakFds: sampler.maxFds, cpuS: cpu.user + cpu.sys - rowCpu0.user - rowCpu0.sys, cpuSysS: cpu.sys - rowCpu0.sys, eld, profile };
+      const threads = Object.fromEntries(Object.entries(sampler.threadCpu()).map(([k, v]) => [k, round(v - (rowThreads0[k] ?? 0), 2)]).filter(([, v]) => v >= 0.05));
+      return { threads, rssAtBeginMiB: rowRss0, peakRssMiB: peak, peakFds: sampler.maxFds, cpuS: cpu.user + cpu.sys - rowCpu0.user - rowCpu0.sys, cpuSysS: cpu.sys - rowCpu0.sys, eld, profile };
     },
     /** The audit records written so far (pino writes asynchronously: give it a moment). */
     async records() {
@@ -496,14 +514,65 @@ async function singlePayload({ scenario, proto, size, reps, throttled, hold = 'w
     verify_ms_after_last_byte: tail ? null : median(gaps), peak_rss_mib: rowData.peakRssMiB,
     last_byte_to_client_end_ms: median(endGaps),
     time_s: gateMs / 1000, direct_time_s: directMs / 1000, time_vs_direct: gateMs / directMs, direct_MBps: dMBps,
+    gate_times_s: g.map((r) => round((r.tEnd - r.t0) / 1000, 2)), direct_times_s: d.map((r) => round((r.tEnd - r.t0) / 1000, 2)),
     sha256_MBps: bl.sha256MBps, verifier_inprocess_MBps: bl.verifierMBps, verifier_finish_inprocess_ms: bl.verifierFinishMs,
     verify_gap_max_ms: Math.max(...gaps), audit_verify_ms: median(auditMs), audit_verify_ms_max: auditMs.length ? Math.max(...auditMs) : null,
     // Time from the request to the first response byte through the gate: the hold (upstream + verdict).
     gate_first_byte_s: median(g.map((r) => r.tHead - r.t0)) / 1000,
+    gate_cpu_by_thread_s: rowData.threads, rss_after_warmup_mib: rowData.rssAtBeginMiB,
     open_fds_peak: rowData.peakFds, gate_cpu_s: rowData.cpuS, gate_cpu_sys_s: rowData.cpuSysS, event_loop_delay_max_ms: rowData.eld.max, event_loop_delay_p99_ms: rowData.eld.p99,
     profile: rowData.profile,
     requests: g.map((r) => ({ id: r.id, t0: r.t0, origin_last_byte: ost.lastByte[r.id], t_head: r.tHead, t_end: r.tEnd })),
   });
+}
+
+/**
+ * `--floor`: the same payload direct and through a bare Node relay (bench/lib/relay.mjs), alternated:
+ * what any user-space proxy in Node reaches on this machine, next to the gate's rows of the same run.
+ */
+async function relayFloor({ size, reps }) {
+  const name = `1 relay floor http ${sizeLabel(size)}`;
+  const seed = 10 + (size >= GiB ? 3 : size >= 64 * MiB ? 2 : 1);
+  const { totalSize } = await origin.prepare(size, seed, size <= 64 * MiB);
+  const child = spawn(process.execPath, [join(REPO, 'bench', 'lib', 'relay.mjs')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.add(child);
+  try {
+    const port = await new Promise((resolve, reject) => {
+      child.stdout.once('data', (d) => resolve(Number(String(d).trim())));
+      child.once('exit', (code) => reject(new Error(`relay exited (${code})`)));
+    });
+    const sampler = new ProcSampler(child.pid).start();
+    const t = target('http');
+    const direct = makeClient({ route: 'direct', ...t, originCa: ORIGIN_CA });
+    const via = makeClient({ route: 'gate', ...t, gate: { port }, originCa: ORIGIN_CA });
+    const d = [];
+    const g = [];
+    const cpu0 = sampler.cpuSeconds();
+    const threads0 = sampler.threadCpu();
+    for (let i = 0; i < reps; i++) {
+      const q = (k) => `r=${runId}-floor-${i}-${k}`;
+      d.push(await direct.get(`/pe/${size}/${seed}?${q('d')}`));
+      g.push(await via.get(`/pe/${size}/${seed}?${q('g')}`));
+    }
+    const cpuS = sampler.cpuSeconds() - cpu0;
+    const threads = Object.fromEntries(Object.entries(sampler.threadCpu()).map(([k, v]) => [k, round(v - (threads0[k] ?? 0), 2)]).filter(([, v]) => v >= 0.05));
+    sampler.stop();
+    direct.close();
+    via.close();
+    checkAllowed(d, totalSize, `${name} direct`);
+    checkAllowed(g, totalSize, `${name} through the relay`);
+    const relayMs = median(g.map((r) => r.tEnd - r.t0));
+    const directMs = median(d.map((r) => r.tEnd - r.t0));
+    return row({
+      name, scenario: 1, proto: 'http', bytes: totalSize, clients: 1, reps, hold: 'relay',
+      'MB/s': MBps(totalSize, relayMs), ratio_vs_direct: directMs / relayMs, time_s: relayMs / 1000, direct_time_s: directMs / 1000,
+      time_vs_direct: relayMs / directMs, peak_rss_mib: Math.max(sampler.maxRssKiB, sampler.status().hwmKiB) / 1024, gate_cpu_s: cpuS, gate_cpu_by_thread_s: threads,
+      relay_times_s: g.map((r) => round((r.tEnd - r.t0) / 1000, 2)), direct_times_s: d.map((r) => round((r.tEnd - r.t0) / 1000, 2)),
+    });
+  } finally {
+    child.kill('SIGKILL');
+    children.delete(child);
+  }
 }
 
 /** N clients at once; `pathFor(i)` gives client i's path. Time to the last client's last byte. */
@@ -565,6 +634,7 @@ async function samePayload({ proto, n, size }) {
     upstream_bytes: ost.bytes, upstream_requests: ost.requests, upstream_fetches: ost.bytes / totalSize, shared_in_audit: shared,
     time_s: viaGate.ms / 1000, first_client_s: viaGate.firstMs / 1000, one_direct_time_s: one / 1000, time_vs_one_direct: viaGate.ms / one,
     n_direct_time_s: many.ms / 1000, time_vs_n_direct: viaGate.ms / many.ms,
+    gate_cpu_by_thread_s: rowData.threads, rss_after_warmup_mib: rowData.rssAtBeginMiB,
     open_fds_peak: rowData.peakFds, gate_cpu_s: rowData.cpuS, gate_cpu_sys_s: rowData.cpuSysS, event_loop_delay_max_ms: rowData.eld.max, profile: rowData.profile,
   });
 }
@@ -830,7 +900,7 @@ function targets() {
     if (!rs.length) return t.push({ target, met: null, value: 'not measured' + (detail ? ` (${detail})` : '') });
     t.push({ target, met: ok, value, rows: rs.map((r) => r.name) });
   };
-  const big = find((r) => r.scenario === 1 && r.proto === 'http' && r.hold !== 'tail').sort((a, b) => b.bytes - a.bytes)[0];
+  const big = find((r) => r.scenario === 1 && r.proto === 'http' && r.hold === 'whole').sort((a, b) => b.bytes - a.bytes)[0];
   const bigNote = big && big.bytes < GiB ? ` (largest measured: ${sizeLabel(Math.round(big.bytes / MiB) * MiB)})` : '';
   add('1 GiB inspected over HTTP >= 0.5x direct' + bigNote, big ? [big] : [], big && `${big.ratio_vs_direct}x`, big && big.ratio_vs_direct >= 0.5);
   add('  ... with gate peak RSS <= 150 MiB' + bigNote, big ? [big] : [], big && `${big.peak_rss_mib} MiB`, big && big.peak_rss_mib <= 150);
@@ -838,11 +908,13 @@ function targets() {
   const tailNote = bigTail && bigTail.bytes < GiB ? ` (largest measured: ${sizeLabel(Math.round(bigTail.bytes / MiB) * MiB)})` : '';
   add('tail mode: 1 GiB inspected over HTTP >= 0.8x direct' + tailNote, bigTail ? [bigTail] : [], bigTail && `${bigTail.ratio_vs_direct}x (end ${bigTail.last_byte_to_client_end_ms} ms after the origin's last byte)`, bigTail && bigTail.ratio_vs_direct >= 0.8);
   add('  ... with gate peak RSS <= 150 MiB' + tailNote, bigTail ? [bigTail] : [], bigTail && `${bigTail.peak_rss_mib} MiB`, bigTail && bigTail.peak_rss_mib <= 150);
+  const floor = find((r) => r.hold === 'relay');
+  if (floor.length) add('(not a target) the floor: a bare Node relay, same run', floor, floor.map((r) => `${r.ratio_vs_direct}x, ${r.peak_rss_mib} MiB`).join(', '), null);
   const thrTail = find((r) => r.scenario === 2 && r.hold === 'tail');
   add('tail mode, throttled (125 MB/s origin): <= 1.05x direct time', thrTail, thrTail.map((r) => `${sizeLabel(Math.round(r.bytes / MiB) * MiB)}: ${r.time_vs_direct}x`).join(', '), thrTail.every((r) => r.time_vs_direct <= 1.05));
   const thr = find((r) => r.scenario === 2 && r.hold !== 'tail');
   add('throttled (125 MB/s origin): <= 1.15x direct time', thr, thr.map((r) => `${sizeLabel(Math.round(r.bytes / MiB) * MiB || r.bytes)} ${r.proto}: ${r.time_vs_direct}x`).join(', '), thr.every((r) => r.time_vs_direct <= 1.15));
-  const s1 = find((r) => r.scenario === 1 && r.hold !== 'tail');
+  const s1 = find((r) => r.scenario === 1 && r.hold === 'whole');
   add('verdict after last byte <= 5 ms (client-side "verdict ms": origin hands over its last byte -> client reads the head)', s1, s1.map((r) => `${r.proto} ${sizeLabel(Math.round(r.bytes / MiB) * MiB)}: ${r.verify_ms_after_last_byte} ms (audit verifyMs ${r.audit_verify_ms})`).join(', '), s1.every((r) => r.verify_ms_after_last_byte <= 5));
   add('  ... gate-side ("gate ms", audit releaseMs: gate reads the last byte -> gate starts the response); "floor ms": the client-side gap through a relay that holds without inspecting', s1, s1.map((r) => `${r.proto} ${sizeLabel(Math.round(r.bytes / MiB) * MiB)}: gate ${r.gate_release_ms} ms (max ${r.gate_release_ms_max}), floor ${r.floor_ms_after_last_byte ?? '-'} ms`).join(', '), s1.every((r) => r.gate_release_ms !== null && r.gate_release_ms <= 5));
   const s3 = find((r) => r.scenario === 3 && r.clients === 32);
@@ -878,9 +950,10 @@ const t0 = nowMs();
 const LOAD_START = loadavg().map((x) => round(x, 2));
 const want = (n) => !ONLY || ONLY.includes(n);
 const plan = [];
-if (want(1)) for (const [size, reps] of CFG.s1) for (const proto of ['http', 'https']) plan.push(() => singlePayload({ scenario: 1, proto, size, reps, throttled: false }));
-if (want(2)) for (const [size, reps] of CFG.s2) for (const proto of ['http', 'https']) plan.push(() => singlePayload({ scenario: 2, proto, size, reps, throttled: true }));
-for (const [scenario, size, reps] of flag('--no-tail') ? [] : CFG.tail) if (want(scenario)) plan.push(() => singlePayload({ scenario, proto: 'http', size, reps, throttled: scenario === 2, hold: 'tail' }));
+if (want(1) && HOLDS.includes('whole')) for (const [size, reps] of CFG.s1) for (const proto of PROTOS) plan.push(() => singlePayload({ scenario: 1, proto, size, reps, throttled: false }));
+if (want(2) && HOLDS.includes('whole')) for (const [size, reps] of CFG.s2) for (const proto of PROTOS) plan.push(() => singlePayload({ scenario: 2, proto, size, reps, throttled: true }));
+for (const [scenario, size, reps] of flag('--no-tail') ? [] : CFG.tail) if (want(scenario) && HOLDS.includes('tail')) plan.push(() => singlePayload({ scenario, proto: 'http', size, reps, throttled: scenario === 2, hold: 'tail' }));
+if (want(1) && FLOOR) { const [size, reps] = CFG.s1.reduce((a, b) => (b[0] > a[0] ? b : a)); plan.push(() => relayFloor({ size, reps })); }
 if (want(3)) for (const proto of CFG.s3.protos) for (const n of CFG.s3.clients) {
   if (proto === 'https' && n !== 32) continue;
   plan.push(() => samePayload({ proto, n, size: CFG.s3.size }));

@@ -62,6 +62,21 @@ export class ProcSampler {
       return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100 }; // utime, stime in clock ticks (USER_HZ 100)
     } catch { return { user: NaN, sys: NaN }; }
   }
+  /** CPU seconds (user + system) so far by thread (name:tid; /proc/<pid>/task/<tid>/stat: main, worker threads, libuv's pool, V8's helpers). */
+  threadCpu() {
+    const out = {};
+    try {
+      for (const tid of readdirSync(`/proc/${this.pid}/task`)) {
+        try {
+          const stat = readFileSync(`/proc/${this.pid}/task/${tid}/stat`, 'utf8');
+          const name = tid === String(this.pid) ? 'main' : `${stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))}:${tid}`;
+          const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+          out[name] = (out[name] ?? 0) + (Number(f[11]) + Number(f[12])) / 100;
+        } catch { /* the thread ended */ }
+      }
+    } catch { /* the process ended */ }
+    return out;
+  }
   /** user + system CPU seconds so far. */
   cpuSeconds() {
     const t = this.cpuTimes();

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { IcapService, ICAP_SERVICE_PATH } from '../icap/icapService.js';
 import { squidConfigSnippet } from '../icap/squidConfig.js';
 import { PACKAGE_ROOT } from './defaultPaths.js';
-import { loadGateConfig, openAudit, parseHostPort, serveUntilSignal, type GateServiceArgs } from './gateService.js';
+import { loadGateConfig, openAudit, parseHostPort, serveUntilSignal, sizeHeapForTransfers, type GateServiceArgs } from './gateService.js';
 import { UsageError } from './usageError.js';
 import { AllowedPeers, DEFAULT_ALLOWED_PEERS } from '../icap/allowedPeers.js';
 
@@ -42,6 +42,7 @@ export async function runIcap(args: IcapArgs): Promise<number> {
     process.stdout.write(squidConfigSnippet({ services: [uri], updateHosts: cfg.hostRules.patterns('inspect'), tailHosts: cfg.hostRules.tailPatterns() }));
     return 0;
   }
+  sizeHeapForTransfers();
   const { audit, metrics } = openAudit(args, cfg.loaded.sha256);
   const service = new IcapService({
     listen, policy: cfg.policy, trustFor: (h, p) => cfg.channels.trustFor(h, p), hostRules: cfg.hostRules, rulesSha256: cfg.loaded.sha256, audit, limits: cfg.limits,

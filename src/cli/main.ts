@@ -1,19 +1,15 @@
 import yargs, { type Argv } from 'yargs';
 import { DEFAULT_RULES } from './defaultPaths.js';
-import { runVerify } from './verifyCommand.js';
 import { runGate, DEFAULT_CA_DIR } from './runCommand.js';
-import { runLab } from './labCommand.js';
-import { runIcap } from './icapCommand.js';
-import { runAuditSummary, runAuditVerify } from './auditCommand.js';
-import { runWpadGuard } from './wpadGuardCommand.js';
 import { SCENARIO_NAMES, type ScenarioName } from '../lab/flameScenarios.js';
 import { UsageError } from './usageError.js';
+// The other commands' modules are loaded when their command runs: `patchgate run` does not keep the
+// WPAD guard's PAC engine, the lab or the ICAP service in memory (about 30 MiB of RSS).
 import { RulesError, loadRulesFile } from '../policy/rulesFile.js';
 import { buildPolicy } from '../policy/buildPolicy.js';
 import { DEFAULT_CLIENTS, DEFAULT_CONNECT_PORTS, DEFAULT_HTTP_PORTS } from '../policy/accessPolicy.js';
 import { buildTrustChannels } from '../policy/trustChannels.js';
 import { anchorRows, trustWarnings } from '../policy/trustReport.js';
-import { runImportCtl, runTrustList } from './trustCommand.js';
 
 const trustOptions = (y: Argv) =>
   y
@@ -48,7 +44,7 @@ export async function main(argv: string[]): Promise<number> {
           .option('catalog', { type: 'string', describe: 'a signed catalog (.cat): FILE passes if the catalog verifies and lists FILE\'s Authenticode hash' })
           .option('json', { type: 'boolean', describe: 'one JSON object per line per file (the Verdict plus "file")' }),
       async (a) => {
-        code = await runVerify({
+        code = await (await import('./verifyCommand.js')).runVerify({
           files: (a.files ?? []) as string[], rules: a.rules, anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust,
           allowSha1: a['allow-sha1'], at: a.at, detached: a.detached, catalog: a.catalog, url: a.url, json: a.json,
           ekuMode: a['eku-mode'], signatureMode: a['signature-mode'],
@@ -106,7 +102,7 @@ export async function main(argv: string[]): Promise<number> {
           .option('allow-peer', { type: 'string', describe: 'CIDR block(s) of ICAP clients (Squids) allowed to connect (repeatable, or comma-separated); default 127.0.0.0/8 and ::1; others are closed unanswered' })
           .option('print-squid-config', { type: 'boolean', describe: 'print the squid.conf lines for this service and the rules\' inspected hosts, and exit' }),
       async (a) => {
-        code = await runIcap({
+        code = await (await import('./icapCommand.js')).runIcap({
           rules: a.rules, listen: a.listen, admin: a.admin, updateHost: asList(a['update-host']), hold: a.hold,
           anchor: asList(a.anchor), tsaAnchor: asList(a['tsa-anchor']), distrust: a.distrust, allowSha1: a['allow-sha1'],
           ekuMode: a['eku-mode'], signatureMode: a['signature-mode'], audit: a.audit, spoolDir: a['spool-dir'],
@@ -133,7 +129,7 @@ export async function main(argv: string[]): Promise<number> {
           .option('audit', { type: 'string', default: '-', describe: 'audit log file (JSON lines, the gate\'s hash chain), or - for stdout' })
           .option('admin', { type: 'string', default: 'off', describe: 'HOST:PORT for /healthz and /metrics ("off" to disable)' }),
       async (a) => {
-        code = await runWpadGuard({
+        code = await (await import('./wpadGuardCommand.js')).runWpadGuard({
           interface: asList(a.interface), expect: asList(a.expect), gate: asList(a.gate), every: a.every, window: a.window, once: a.once,
           dnsServer: asList(a['dns-server']), searchDomain: asList(a['search-domain']), protocol: asList(a.protocol),
           rules: a.rules, updateHost: asList(a['update-host']), audit: a.audit, admin: a.admin,
@@ -149,7 +145,7 @@ export async function main(argv: string[]): Promise<number> {
           .option('out', { type: 'string', describe: 'folder for audit.jsonl and report.html' })
           .option('keep', { type: 'boolean', describe: 'keep the lab\'s temp folder (CA, spool) after the run' }),
       async (a) => {
-        code = await runLab({ scenario: a.scenario as ScenarioName | 'all', out: a.out, keep: a.keep }, out);
+        code = await (await import('./labCommand.js')).runLab({ scenario: a.scenario as ScenarioName | 'all', out: a.out, keep: a.keep }, out);
       },
     )
     .command(
@@ -167,7 +163,7 @@ export async function main(argv: string[]): Promise<number> {
                 .option('head', { type: 'string', describe: 'a line hash recorded earlier (/healthz, the journal): the chain must contain it' })
                 .option('json', { type: 'boolean', describe: 'one JSON object: intact, files, records, head, break' }),
             async (a) => {
-              code = await runAuditVerify({ files: (a.files ?? []) as string[], partial: a.partial, head: a.head, json: a.json }, out);
+              code = await (await import('./auditCommand.js')).runAuditVerify({ files: (a.files ?? []) as string[], partial: a.partial, head: a.head, json: a.json }, out);
             },
           )
           .command(
@@ -179,7 +175,7 @@ export async function main(argv: string[]): Promise<number> {
                 .option('top', { type: 'number', default: 10, describe: 'how many blocked URLs to list' })
                 .option('json', { type: 'boolean', describe: 'one JSON object instead of the report' }),
             async (a) => {
-              code = await runAuditSummary({ files: (a.files ?? []) as string[], top: a.top, json: a.json }, out);
+              code = await (await import('./auditCommand.js')).runAuditSummary({ files: (a.files ?? []) as string[], top: a.top, json: a.json }, out);
             },
           )
           .demandCommand(1, 'name a subcommand: audit verify FILE... or audit summary FILE...'),
@@ -197,8 +193,8 @@ export async function main(argv: string[]): Promise<number> {
                 .option('rules', { type: 'string', default: DEFAULT_RULES, describe: 'rules file (YAML)', defaultDescription: 'rules/default.yaml' })
                 .option('at', { type: 'string', describe: 'judge validity at this ISO-8601 instant instead of now' })
                 .option('json', { type: 'boolean', describe: 'one JSON object: anchors and warnings' }),
-            (a) => {
-              code = runTrustList({ rules: a.rules, at: a.at, json: a.json }, out, err);
+            async (a) => {
+              code = (await import('./trustCommand.js')).runTrustList({ rules: a.rules, at: a.at, json: a.json }, out, err);
             },
           )
           .command(
@@ -210,8 +206,8 @@ export async function main(argv: string[]): Promise<number> {
                 .option('rules', { type: 'string', default: DEFAULT_RULES, describe: 'rules file (YAML)', defaultDescription: 'rules/default.yaml' })
                 .option('out', { type: 'string', demandOption: true, describe: 'distrust file to add the entries to (made if absent; name it in the rules\' distrustFiles)' })
                 .option('at', { type: 'string', describe: 'verify as at this ISO-8601 instant instead of now' }),
-            (a) => {
-              code = runImportCtl({ rules: a.rules, file: a.file as string, out: a.out, at: a.at }, out);
+            async (a) => {
+              code = (await import('./trustCommand.js')).runImportCtl({ rules: a.rules, file: a.file as string, out: a.out, at: a.at }, out);
             },
           )
           .demandCommand(1, 'name a subcommand: trust list, or trust import-ctl FILE --out F'),

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { format } from 'node:util';
 import { UpdateGate } from '../proxy/updateGate.js';
 import { UsageError } from './usageError.js';
-import { loadGateConfig, openAudit, parseHostPort, serveUntilSignal, type GateServiceArgs } from './gateService.js';
-import { buildWpadGuard, type WpadGuardArgs } from './wpadGuardCommand.js';
+import { loadGateConfig, openAudit, parseHostPort, serveUntilSignal, sizeHeapForTransfers, type GateServiceArgs } from './gateService.js';
+import type { WpadGuardArgs } from './wpadGuardCommand.js';
 
 export interface RunArgs extends GateServiceArgs {
   listen: string;
@@ -32,6 +32,7 @@ function keepStdoutForAudit(): void {
   console.debug = process.env.PATCHGATE_DEBUG ? toStderr : () => {};
 }
 
+
 /** `patchgate run`: starts the gate and serves until SIGINT/SIGTERM. Resolves to the exit code. */
 export async function runGate(args: RunArgs): Promise<number> {
   const listen = parseHostPort(args.listen, '--listen');
@@ -43,8 +44,11 @@ export async function runGate(args: RunArgs): Promise<number> {
   }
   const cfg = loadGateConfig(args);
   // The guard's usage errors come before anything starts; it is built for real once the gate listens.
-  if (args.wpadGuard) buildWpadGuard(args.wpadGuard, { record: () => {}, updatePatterns: [] });
+  // Loaded only when asked for: its PAC engine is about 20 MiB of RSS.
+  const buildWpadGuard = args.wpadGuard ? (await import('./wpadGuardCommand.js')).buildWpadGuard : undefined;
+  if (args.wpadGuard) buildWpadGuard!(args.wpadGuard, { record: () => {}, updatePatterns: [] });
   keepStdoutForAudit();
+  sizeHeapForTransfers();
   const { audit, metrics } = openAudit(args, cfg.loaded.sha256);
   const ownEndpoints: { host: string; port: number }[] = [];
   const gate = new UpdateGate({
@@ -68,7 +72,7 @@ export async function runGate(args: RunArgs): Promise<number> {
     // Patchgate serves the PAC itself: by default this host answers wpad (its interfaces' addresses)
     // and a PAC must name the gate as it listens (each interface's address when it listens on all).
     const wildcard = host === '0.0.0.0' || host === '::';
-    const wg = buildWpadGuard(args.wpadGuard, {
+    const wg = buildWpadGuard!(args.wpadGuard, {
       record: (r) => audit.record(r), onAnswer: (a) => audit.debug({ wpadAnswer: a }, 'wpad-guard answer'), registry: metrics.registry, updatePatterns: cfg.hostRules.patterns('inspect'),
       defaultExpect: (addresses) => addresses,
       defaultGates: (addresses) => (wildcard ? addresses : [host]).map((h) => ({ host: h, port })),

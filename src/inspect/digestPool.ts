@@ -39,7 +39,9 @@ export class DigestPool {
   }
 
   private spawn(): Slot {
-    const worker = new Worker(workerUrl());
+    // The thread keeps no more than a job's headers and its hash states: a small young generation
+    // (V8's default grows to 16 MiB per semi-space) keeps its isolate out of the gate's peak RSS.
+    const worker = new Worker(workerUrl(), { resourceLimits: { maxYoungGenerationSizeMb: 2 } });
     let onPong!: () => void;
     const slot: Slot = { worker, jobs: new Map(), dead: undefined, ready: new Promise<void>((r) => { onPong = r; }) };
     worker.unref();

@@ -12,7 +12,7 @@ import { reportFault, type GateObserver } from '../metrics/gateObserver.js';
 import { Spool, type DiskBudget, type MemoryBudget } from './spool.js';
 import type { DigestJob, DigestPool } from './digestPool.js';
 import type { TrustChannel } from '../policy/trustChannels.js';
-import { TailRelease } from './tailHold.js';
+import { TailRelease, giveSlabs } from './tailHold.js';
 
 export interface InspectionSettings {
   /** The verifier built once from the rules' trust (without channels, or for requests no channel names). */
@@ -75,8 +75,13 @@ export interface TailSink {
    * anyway, with no body byte before the verdict (Squid 5.7 stalls otherwise: docs/gate.md "Hold modes").
    */
   start(streams: boolean): void;
-  /** More bytes, in order; false asks for a pause until `resume` is called (once). */
-  data(chunks: Buffer[], resume: () => void): boolean;
+  /**
+   * More bytes, in order; false asks for a pause until `resume` is called (once). The chunks are
+   * views of pooled buffers: `written`, when given, is to be called once every write of them (and of
+   * the batches before) completed, so that their memory is reused; a sink that cannot tell, or whose
+   * write failed, does not call it (the buffers are then left to the garbage collector).
+   */
+  data(chunks: Buffer[], resume: () => void, written?: () => void): boolean;
 }
 
 /**
@@ -332,7 +337,10 @@ export class PayloadInspection {
         this.tailStarted = true;
         this.o.tail!.start(this.tail.streaming);
       }
-      if (out.length && !this.o.tail!.data(out, this.uncongest)) this.congest();
+      if (out.length) {
+        const finished = this.tail.takeFinished();
+        if (!this.o.tail!.data(out, this.uncongest, finished.length ? () => giveSlabs(finished) : undefined)) this.congest();
+      }
     }
   }
 
@@ -422,6 +430,7 @@ export class PayloadInspection {
   private finish(r: InspectionResult): void {
     if (this.done) return;
     this.done = true;
+    this.tail?.dispose();
     if (r.kind !== 'verdict') this.job?.abort();
     if (r.kind !== 'verdict') {
       this.spool?.release();

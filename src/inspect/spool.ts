@@ -16,8 +16,10 @@ const POOL_MAX = 64;
  * reach the old generation: about a hundred full garbage collections per GiB).
  */
 const pool: Buffer[] = [];
-function takeSlab(): Buffer { return pool.pop() ?? Buffer.allocUnsafeSlow(SLAB_BYTES); }
-function giveSlab(b: Buffer): void { if (pool.length < POOL_MAX) pool.push(b); }
+/** A SLAB_BYTES buffer from the pool (or a new one). Also what a tail hold releases from (src/inspect/tailHold.ts). */
+export function takeSlab(): Buffer { return pool.pop() ?? Buffer.allocUnsafeSlow(SLAB_BYTES); }
+/** Gives a buffer from takeSlab back, once nothing reads or writes it any more. */
+export function giveSlab(b: Buffer): void { if (pool.length < POOL_MAX) pool.push(b); }
 /** Free buffers in the pool (tests). */
 export function spoolPoolSize(): number { return pool.length; }
 

@@ -1,6 +1,7 @@
 import { parsePeLayout } from '../verify/pe/peLayout.js';
 import { u16, u32 } from '../verify/format/littleEndian.js';
 import type { SniffedFormat } from '../verify/format/sniffFormat.js';
+import { SLAB_BYTES, giveSlab, takeSlab } from './spool.js';
 
 /**
  * Tail hold (rules `hold: tail`): a payload streams to its client while it arrives and is verified,
@@ -65,23 +66,40 @@ export function tailPlan(format: SniffedFormat, head: Uint8Array, maxHeaderBytes
 }
 
 /**
+ * Bytes released at once (unless the limit is reached): the client gets fewer, bigger writes, and
+ * the withheld part only grows by this much while it waits (more is withheld, never less).
+ */
+export const RELEASE_STEP_BYTES = 256 << 10;
+
+/**
  * The release side of a tail hold: fed the decoded body in order, it hands back what may go to the
- * client now. Memory: the bytes not yet released below the limit (at most `tail` plus one chunk);
- * bytes past the limit are not kept here (the holder serves them from its spool after an allow).
+ * client now. The bytes below the limit are copied into pooled spool buffers (the socket's own
+ * chunks die young instead of being kept for the lag, which made them outlive the young
+ * generation: docs/performance.md) and released as views of them, RELEASE_STEP_BYTES or more at a
+ * time. Memory: the bytes not yet released below the limit (at most `tail` plus a step and one
+ * buffer); bytes past the limit are not kept here (the holder serves them from its spool after an
+ * allow). A buffer whose last byte was released is handed out with the batch (`takeFinished`): the
+ * consumer gives it back to the pool once every write of it completed, or leaves it to the garbage
+ * collector.
  */
 export class TailRelease {
-  private pending: Buffer[] = [];
   private head: Buffer[] = [];
   private headBytes = 0;
   private arrived = 0;
   private released = 0;
   private limit = 0;
+  /** Buffers holding [slabsStart, arrived) below the limit, in order; the last one partly filled. */
+  private slabs: Buffer[] = [];
+  private slabsStart = 0;
+  private lastFill = 0;
+  /** Buffers fully released by the last offer() (for takeFinished). */
+  private finished: Buffer[] = [];
   /** Head bytes the plan asked for at its last try. */
   private needBytes = 0;
   /** Why the payload is held whole (nothing is released), once known. */
   whole: string | undefined;
 
-  constructor(private readonly format: SniffedFormat, private readonly maxHeaderBytes: number, private readonly tail = TAIL_HOLD_BYTES) {}
+  constructor(private readonly format: SniffedFormat, private readonly maxHeaderBytes: number, private readonly tail = TAIL_HOLD_BYTES, private readonly step = RELEASE_STEP_BYTES) {}
 
   /** Bytes handed out so far (the client's copy is this prefix of the payload). */
   get releasedBytes(): number { return this.released; }
@@ -89,12 +107,14 @@ export class TailRelease {
   get planned(): boolean { return this.whole !== undefined || this.limit > 0; }
   /** The plan is to stream (the response head may go out, before any body byte). */
   get streaming(): boolean { return this.whole === undefined && this.limit > 0; }
+  /** Bytes kept here, not yet released (tests: the bound). */
+  get keptBytes(): number { return this.limit > 0 ? Math.max(0, Math.min(this.arrived, this.limit) - this.released) : this.headBytes; }
 
-  /** The next decoded bytes; returns those that may leave now (possibly none). */
+  /** The next decoded bytes; returns those that may leave now (possibly none): views valid until their buffer is given back. */
   offer(chunk: Buffer): Buffer[] {
     if (this.whole !== undefined) return [];
-    this.arrived += chunk.byteLength;
     if (this.limit === 0) {
+      this.arrived += chunk.byteLength;
       this.head.push(chunk);
       this.headBytes += chunk.byteLength;
       // Joined and parsed again only once the bytes the last try asked for are in (a trickle of tiny
@@ -113,33 +133,80 @@ export class TailRelease {
         return [];
       }
       this.limit = plan.limit;
-      this.pending = this.head;
       this.head = [];
+      this.headBytes = 0;
+      this.keep(head, 0);
     } else {
       if (this.released >= this.limit) return [];
-      this.pending.push(chunk);
+      this.keep(chunk, this.arrived);
+      this.arrived += chunk.byteLength;
     }
     return this.take();
+  }
+
+  /** Copies the part of `chunk` (its first byte at payload offset `at`) below the limit into the buffers. */
+  private keep(chunk: Buffer, at: number): void {
+    let off = 0;
+    const n = Math.min(chunk.byteLength, this.limit - at);
+    while (off < n) {
+      if (!this.slabs.length || this.lastFill === SLAB_BYTES) {
+        this.slabs.push(takeSlab());
+        this.lastFill = 0;
+      }
+      const k = Math.min(n - off, SLAB_BYTES - this.lastFill);
+      chunk.copy(this.slabs[this.slabs.length - 1]!, this.lastFill, off, off + k);
+      this.lastFill += k;
+      off += k;
+    }
   }
 
   private holdWhole(why: string): void {
     this.whole = why;
     this.head = [];
-    this.pending = [];
+    this.headBytes = 0;
   }
 
   private take(): Buffer[] {
     const upTo = Math.min(this.limit, this.arrived - this.tail);
+    if (upTo <= this.released || (upTo - this.released < this.step && upTo < this.limit)) return [];
     const out: Buffer[] = [];
-    while (this.released < upTo && this.pending.length) {
-      const c = this.pending[0]!;
-      const n = Math.min(c.byteLength, upTo - this.released);
-      if (n === c.byteLength) this.pending.shift();
-      else this.pending[0] = c.subarray(n);
-      out.push(n === c.byteLength ? c : c.subarray(0, n));
-      this.released += n;
+    while (this.released < upTo) {
+      const slab = this.slabs[0]!;
+      const from = this.released - this.slabsStart;
+      const filled = this.slabs.length === 1 ? this.lastFill : SLAB_BYTES;
+      const to = Math.min(filled, upTo - this.slabsStart);
+      out.push(slab.subarray(from, to));
+      this.released += to - from;
+      if (to === SLAB_BYTES || this.released >= this.limit) {
+        this.finished.push(slab);
+        this.slabs.shift();
+        this.slabsStart += SLAB_BYTES;
+        if (!this.slabs.length) this.lastFill = 0;
+      }
     }
-    if (this.released >= this.limit) this.pending = []; // the rest comes from the spool after an allow
     return out;
   }
+
+  /**
+   * The buffers whose last byte the last offer() released: give them back (giveSlabs) once every
+   * write of that batch (and of the batches before it) completed. Dropped unasked, they are garbage.
+   */
+  takeFinished(): Buffer[] {
+    const f = this.finished;
+    this.finished = [];
+    return f;
+  }
+
+  /** The hold is over: buffers never lent go back to the pool; those partly lent are left to the collector. */
+  dispose(): void {
+    this.slabs.forEach((s, i) => { if (this.slabsStart + i * SLAB_BYTES >= this.released) giveSlab(s); });
+    this.slabs = [];
+    this.finished = [];
+    this.head = [];
+  }
+}
+
+/** Gives released buffers back to the pool (their writes completed). */
+export function giveSlabs(slabs: Buffer[]): void {
+  for (const s of slabs) giveSlab(s);
 }

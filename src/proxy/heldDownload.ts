@@ -303,7 +303,7 @@ export class HeldDownload {
       ...(this.holdMode === 'tail' && method === 'GET' ? {
         tail: {
           start: (streams: boolean) => { if (streams) this.startTail(status, res.headers, identity ? declaredLength : undefined); },
-          data: (chunks: Buffer[], resume: () => void) => this.tailData(chunks, resume),
+          data: (chunks: Buffer[], resume: () => void, written?: () => void) => this.tailData(chunks, resume, written),
         },
       } : {}),
       pass: {
@@ -417,14 +417,28 @@ export class HeldDownload {
     }
   }
 
-  private tailData(chunks: Buffer[], resume: () => void): boolean {
+  /** A write of a released buffer failed: its memory may still be referenced, so none is reused from here on. */
+  private tailWriteFailed = false;
+
+  private tailData(chunks: Buffer[], resume: () => void, written?: () => void): boolean {
     for (const c of chunks) this.tailSent += c.byteLength;
     const blocked: Waiter[] = [];
+    // The buffers go back to their pool once every client's socket took them (writes on one socket
+    // complete in order, so this batch's also means the batches' before it).
+    let writes = 1;
+    const wrote = written && ((err?: Error | null) => {
+      if (err) this.tailWriteFailed = true;
+      if (--writes === 0 && !this.tailWriteFailed) written();
+    });
     for (const w of this.streaming) {
       let ok = true;
-      for (const c of chunks) ok = w.res.write(c) && ok;
+      for (const c of chunks) {
+        writes++;
+        ok = w.res.write(c, wrote) && ok;
+      }
       if (!ok) blocked.push(w);
     }
+    wrote?.();
     if (!blocked.length) return true;
     // Resume once every slow client drained (or went away: its 'close' counts as drained).
     let pending = blocked.length;

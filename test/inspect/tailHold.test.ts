@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { fx } from '../support/fixtures.js';
-import { TAIL_HOLD_BYTES, TailRelease, tailPlan } from '../../src/inspect/tailHold.js';
+import { RELEASE_STEP_BYTES, TAIL_HOLD_BYTES, TailRelease, giveSlabs, tailPlan } from '../../src/inspect/tailHold.js';
+import { SLAB_BYTES, spoolPoolSize } from '../../src/inspect/spool.js';
 import { sniffFormat } from '../../src/verify/format/sniffFormat.js';
 import { syntheticBytes, syntheticPe } from '../support/gateHarness.js';
 
@@ -109,5 +110,46 @@ describe('TailRelease: a head trickled in tiny chunks', () => {
     expect(t.planned).toBe(true);
     const out = t.offer(bytes.subarray(4096));
     expect(Buffer.concat(out).equals(bytes.subarray(0, pe.certTableOffset - TAIL_HOLD_BYTES))).toBe(true);
+  });
+});
+
+describe('TailRelease: bounded memory, pooled buffers', () => {
+  it('keeps at most the withheld tail plus one release step and one buffer, whatever the chunking, and releases in steps', () => {
+    const { pe, bytes } = peWithSections(12 * MiB);
+    const t = new TailRelease('pe', MAX_HEADER);
+    const out: Buffer[] = [];
+    let most = 0;
+    for (let at = 0, i = 0; at < bytes.byteLength; i++) {
+      const n = [1, 4096, 65536, 700_000, 13][i % 5]!;
+      const batch = t.offer(bytes.subarray(at, Math.min(bytes.byteLength, at + n)));
+      at += n;
+      most = Math.max(most, t.keptBytes);
+      // Every batch but the last (at the limit) is at least a step: few, big writes to the client.
+      const size = batch.reduce((k, b) => k + b.byteLength, 0);
+      if (size && t.releasedBytes < pe.certTableOffset - TAIL_HOLD_BYTES) expect(size).toBeGreaterThanOrEqual(RELEASE_STEP_BYTES);
+      out.push(...batch);
+    }
+    expect(most).toBeLessThanOrEqual(TAIL_HOLD_BYTES + RELEASE_STEP_BYTES + 700_000);
+    expect(Buffer.concat(out).equals(bytes.subarray(0, pe.certTableOffset - TAIL_HOLD_BYTES))).toBe(true);
+  });
+
+  it('hands each fully released buffer out once; given back after the writes, they are reused, and the bytes already handed out stay intact until then', () => {
+    const { pe, bytes } = peWithSections(6 * MiB);
+    const t = new TailRelease('pe', MAX_HEADER);
+    const views: Buffer[] = [];
+    const finished: Buffer[] = [];
+    for (let at = 0; at < bytes.byteLength; at += 65536) {
+      views.push(...t.offer(bytes.subarray(at, Math.min(bytes.byteLength, at + 65536))));
+      finished.push(...t.takeFinished());
+    }
+    const limit = pe.certTableOffset - TAIL_HOLD_BYTES;
+    expect(new Set(finished).size).toBe(finished.length);
+    expect(finished.length).toBe(Math.ceil(limit / SLAB_BYTES));
+    // Nothing was given back yet: the views still hold the payload's bytes.
+    expect(Buffer.concat(views).equals(bytes.subarray(0, limit))).toBe(true);
+    const before = spoolPoolSize();
+    giveSlabs(finished);
+    expect(spoolPoolSize()).toBeGreaterThan(before);
+    t.dispose();
   });
 });
