@@ -11,11 +11,10 @@
 // signer check is new, as for a stream of different updates). On a shared machine the CPU per
 // request is the steadier figure; alternating rounds spreads the load of other work over both.
 import http from 'node:http';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { REPO, DIST, labSigner } from './lib/common.mjs';
+import { abRounds, measureGateChild } from './lib/abRounds.mjs';
 
 const argv = process.argv.slice(2);
 const distinct = argv.includes('--distinct');
@@ -45,50 +44,17 @@ await new Promise((r) => origin.listen(0, '127.0.0.1', r));
 const originPort = origin.address().port;
 let unique = 0;
 
-async function measure(dist) {
-  const child = spawn(process.execPath, [CHILD, dist, REPO], { stdio: ['pipe', 'pipe', 'inherit'] });
-  child.stdout.setEncoding('utf8');
-  let buf = '';
-  const line = () => new Promise((resolve) => {
-    const take = () => {
-      const i = buf.indexOf('\n');
-      if (i >= 0) { const l = buf.slice(0, i); buf = buf.slice(i + 1); resolve(l); } else child.stdout.once('data', (d) => { buf += d; take(); });
-    };
-    take();
-  });
-  const port = Number(await line());
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
-  const one = () => new Promise((resolve, reject) => {
+const measure = (dist) => measureGateChild({
+  child: CHILD, args: [dist, REPO], warm: WARM, n: N,
+  request: (port, agent) => new Promise((resolve, reject) => {
     const path = `http://127.0.0.1:${originPort}/pe?r=${unique++}`;
     http.get({ host: '127.0.0.1', port, path, headers: { host: `127.0.0.1:${originPort}` }, agent }, (r) => {
       if (r.statusCode !== 200 || r.headers['x-patchgate-verdict'] !== 'allow') reject(new Error(`status ${r.statusCode} ${r.headers['x-patchgate-verdict']}`));
       r.resume();
       r.on('end', resolve);
     }).on('error', reject);
-  });
-  const run = async (n) => { let i = 0; await Promise.all(Array.from({ length: 8 }, async () => { while (i++ < n) await one(); })); };
-  await run(WARM);
-  child.stdin.write('\n');
-  await line();
-  const t0 = Date.now();
-  await run(N);
-  const ms = Date.now() - t0;
-  child.stdin.write('\n');
-  const cpuUs = Number(await line());
-  agent.destroy();
-  child.kill('SIGINT');
-  await once(child, 'exit');
-  return { usPerRequest: cpuUs / N, reqPerS: N / (ms / 1000) };
-}
+  }),
+});
 
-const results = { A: [], B: [] };
-for (let round = 0; round < Number(roundsText); round++) {
-  for (const [k, dist] of [['A', distA], ['B', distB]]) {
-    const m = await measure(dist);
-    results[k].push(m);
-    console.log(`${k} ${dist}: ${m.usPerRequest.toFixed(1)} µs CPU/request, ${Math.round(m.reqPerS)} req/s`);
-  }
-}
-const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-for (const k of ['A', 'B']) console.log(`${k}: median ${median(results[k].map((m) => m.usPerRequest)).toFixed(1)} µs CPU/request, ${Math.round(median(results[k].map((m) => m.reqPerS)))} req/s`);
+await abRounds(distA, distB, Number(roundsText), measure);
 origin.close();

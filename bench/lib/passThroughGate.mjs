@@ -5,6 +5,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { reportCpuOnStdin } from './abRounds.mjs';
 
 const dist = process.argv[2];
 const load = (p) => import(pathToFileURL(join(dist, p)).href);
@@ -23,11 +24,4 @@ const gate = new UpdateGate({
   nonPayload: 'pass', unsignedDeltas: 'block', access: defaultAccessRules(),
 });
 await gate.start();
-process.stdout.write(`${gate.address.port}\n`);
-let last = process.cpuUsage();
-process.on('SIGINT', () => process.exit(0));
-process.stdin.on('data', () => {
-  const c = process.cpuUsage(last);
-  last = process.cpuUsage();
-  process.stdout.write(`${c.user + c.system}\n`);
-});
+reportCpuOnStdin(gate.address.port);
