@@ -10,7 +10,7 @@ import { PayloadInspection, type InspectionResult, type InspectionSettings } fro
 import { blockPage } from '../inspect/blockPage.js';
 import type { Spool } from '../inspect/spool.js';
 import { reportFault } from '../metrics/gateObserver.js';
-import { transferRecord } from '../inspect/transferRecord.js';
+import { auditUnwritten, transferRecord } from '../inspect/transferRecord.js';
 import { decideResponse, isDroppedForVerifiedEntity, isHopByHop } from '../inspect/responsePolicy.js';
 import { HttpHead, LAST_CHUNK, chunk, icapResponseHead, requestLine, responseStatus, type IcapRequestHead } from './icapMessage.js';
 
@@ -317,7 +317,7 @@ export class RespmodTransaction {
     const recorded = this.record({ served: 'full', status: this.upstreamStatus!, verdict: 'allow', reasons: [], verdictData: verdict, bytesToClient: verdict.size, icapStatus: use204 ? 204 : 200 });
     if (!recorded && this.ctx.auditOnError !== 'serve') {
       r.spool?.release();
-      return this.block([gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block')]);
+      return this.block([auditUnwritten()]);
     }
     if (use204) {
       // The client's own copy is byte for byte what was verified.
@@ -419,7 +419,7 @@ export class RespmodTransaction {
       const recorded = this.record({ served: 'full', status: this.upstreamStatus!, verdict: 'allow', reasons: [], verdictData: r.verdict, bytesToClient: r.verdict.size, icapStatus: 200, hold: 'tail' });
       if (!recorded && this.ctx.auditOnError !== 'serve') {
         r.spool?.release();
-        this.record({ served: 'blocked', status: this.upstreamStatus!, verdict: 'block', reasons: [gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block')], bytesToClient: this.tailSent, icapStatus: 200, hold: 'tail' });
+        this.record({ served: 'blocked', status: this.upstreamStatus!, verdict: 'block', reasons: [auditUnwritten()], bytesToClient: this.tailSent, icapStatus: 200, hold: 'tail' });
         this.io.write([LAST_CHUNK]); // short of the length: Squid aborts the client's transfer (see below)
         return this.end(false);
       }

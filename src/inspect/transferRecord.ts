@@ -1,6 +1,6 @@
 import type { AuditRecord } from '../audit/auditRecord.js';
 import type { Verdict } from '../verify/verdict.js';
-import type { GateReason } from './gateReason.js';
+import { gateReason, type GateReason } from './gateReason.js';
 
 /** What a transfer's record says of the request and its upstream response (the same for every outcome). */
 export interface TransferSubject {
@@ -52,4 +52,9 @@ export function transferRecord(t: TransferSubject, o: TransferOutcome): AuditRec
     icapClient: o.icapClient, icapStatus: o.icapStatus,
     shared: o.shared || undefined, rule: o.rule, hold: o.hold ?? (inspected && v !== undefined ? 'whole' : undefined),
   };
+}
+
+/** Why a payload whose record cannot be written is refused (rules `audit.onError: block`): the gate and the ICAP service say it alike. */
+export function auditUnwritten(): GateReason {
+  return gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
 }

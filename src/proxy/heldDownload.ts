@@ -4,7 +4,7 @@ import type { Verdict } from '../verify/verdict.js';
 import { gateReason, type GateReason } from '../inspect/gateReason.js';
 import type { AuditRecord } from '../audit/auditRecord.js';
 import type { HoldMode } from '../policy/rulesFile.js';
-import { transferRecord } from '../inspect/transferRecord.js';
+import { auditUnwritten, transferRecord } from '../inspect/transferRecord.js';
 import { decideResponse, isDroppedForVerifiedEntity } from '../inspect/responsePolicy.js';
 import type { Spool } from '../inspect/spool.js';
 import { PayloadInspection, type InspectionResult, type InspectionSettings } from '../inspect/payloadInspection.js';
@@ -468,7 +468,7 @@ export class HeldDownload {
         if (recorded || this.settings.auditOnError === 'serve') return this.pipeSpool(w, o, this.tailSent, size - 1);
         this.readerDone(o);
         w.res.destroy();
-        const why = gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
+        const why = auditUnwritten();
         this.record(w, { served: 'blocked', status: this.upstreamStatus ?? 200, verdict: 'block', reasons: [why], durations: base, hold: 'tail', bytesToClient: this.tailSent });
       });
     }
@@ -598,7 +598,7 @@ export class HeldDownload {
     if (r.kind === 'range') headers['content-range'] = `bytes ${start}-${end}/${size}`;
     headers['content-length'] = end - start + 1;
     const served = { served: r.kind === 'range' ? 'range' as const : 'full' as const, status, verdict: 'allow' as const, reasons: [], verdictData: o.verdict, bytesToClient: end - start + 1, durations: base };
-    const auditFailed = gateReason('INTERNAL_ERROR', 'audit: the record of this transfer cannot be written, and the rules\' audit.onError is block');
+    const auditFailed = auditUnwritten();
     if (this.flushPending) {
       // The verdict is the decision, the spool's flush only I/O: the head goes out now, on its own
       // (the client learns the verdict at once), the record and the body once every byte is readable.
